@@ -1,0 +1,308 @@
+"""``vaekit`` command line: thin subcommands over the data, model, trainer and run directory."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import __version__
+from .config import RunConfig, TrainConfig, parse_hidden, read_toml
+from .errors import ConfigError, DataError, VaekitError
+
+SPLITS = ("all", "train", "test")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the house error format: one ``error:`` line, exit status 2."""
+
+    def error(self, message: str):  # noqa: D102 (argparse API)
+        sys.stderr.write(f"error: {message} (see '{self.prog} --help')\n")
+        sys.exit(2)
+
+
+def positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{s}'") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def finite_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{s}'") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got '{s}'")
+    return v
+
+
+def hidden_widths(s: str) -> tuple[int, ...]:
+    try:
+        return parse_hidden(s)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("--hidden must be", "expected")) from None
+
+
+# -- train ------------------------------------------------------------------------------------
+# Flags that set RunConfig fields: (flag, argparse kwargs). Defaults stay None so that a config
+# file's value is only overridden by a flag the user actually gave.
+TRAIN_FLAGS = [
+    ("--arch", dict(help="network body: mlp or conv (default mlp)")),
+    ("--hidden", dict(type=hidden_widths, help="hidden widths, e.g. 400 or 512,256 (default 400 for "
+                                               "mlp; for conv the dense width, default 1024)")),
+    ("--latent-dim", dict(type=positive_int, help="size of the latent code z (default 20)")),
+    ("--likelihood", dict(help="p(x|z): bernoulli (data in [0,1]) or gaussian (default bernoulli)")),
+    ("--obs-std", dict(type=finite_float, help="standard deviation of the gaussian likelihood (default 1)")),
+    ("--min-var", dict(type=finite_float, help="floor on the posterior variance (default 1e-5)")),
+    ("--beta", dict(type=finite_float, help="weight of the KL term; 1 is the ELBO (default 1)")),
+    ("--epochs", dict(type=positive_int, help="training epochs (default 10)")),
+    ("--batch-size", dict(type=positive_int, help="examples per Adam step (default 128)")),
+    ("--lr", dict(type=finite_float, help="Adam learning rate (default 1e-3)")),
+    ("--seed", dict(type=int, help="seed for initialisation, shuffling and noise (default 0)")),
+    ("--device", dict(help="auto, cpu or cuda (default auto: cuda when present)")),
+    ("--precision", dict(help="fp32, or bf16 autocast where the hardware has native bf16 (default fp32)")),
+    ("--eval-batch-size", dict(type=positive_int, help="batch size for evaluation (default 1000)")),
+    ("--test-fraction", dict(type=finite_float, help="fraction held out for testing when the data "
+                                                     "has no test split (default 0.1)")),
+]
+RESUMABLE = {"epochs", "device"}  # may change when resuming; anything else would change the run
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import load_data
+    from .model import VAEModel
+    from .run import RunDir
+    from .train import Trainer
+
+    flags = {f[2:].replace("-", "_"): getattr(args, f[2:].replace("-", "_")) for f, _ in TRAIN_FLAGS}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if args.resume:
+        if args.out is None:
+            raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
+        rd = RunDir(args.out)
+        rd.prepare(resume=True, overwrite=False)
+        cfg, _ = rd.read_config()
+        changed = sorted(k for k, v in flags.items() if k not in RESUMABLE)
+        if changed or args.config:
+            raise ConfigError(f"cannot change {', '.join('--' + c.replace('_', '-') for c in changed) or '--config'}"
+                              " when resuming; only --epochs and --device may change")
+        cfg.update(flags)
+        if args.data not in (cfg.data.data, str(Path(cfg.data.data))):
+            raise ConfigError(f"this run was trained on '{cfg.data.data}', not '{args.data}'")
+    else:
+        cfg = RunConfig()
+        if args.config:
+            cfg.update(read_toml(args.config))
+        cfg.update(flags)
+        cfg.data.data = args.data
+    cfg.validate()
+    data = load_data(cfg.data.data, cfg.data.test_fraction, log=lambda s: print(s, file=sys.stderr))
+    torch.manual_seed(cfg.train.seed)  # weight initialisation
+    model = VAEModel(cfg.model, data.shape)
+    if not args.resume:
+        out = args.out or Path("runs") / f"{Path(args.data).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        rd = RunDir(out)
+        rd.prepare(resume=False, overwrite=args.overwrite)
+    trainer = Trainer(model, cfg.train, rd, cfg)
+    print(f"training on {data.name}: {len(data.x_train)} train / {len(data.x_test)} test examples "
+          f"of shape {data.shape}, {sum(p.numel() for p in model.parameters()):,} parameters, "
+          f"{trainer.device} {cfg.train.precision}; writing {rd.path}", file=sys.stderr)
+    history = trainer.fit(data, resume=args.resume)
+    if history:
+        last = history[-1]
+        key = "test_loss" if "test_loss" in last else "train_loss"
+        print(f"done: {key.replace('_', ' ')} {last[key]:.4f} nats after {last['epoch']} epochs; run in {rd.path}")
+    return 0
+
+
+# -- using a trained run ------------------------------------------------------------------------
+def load_run(path: str, device: str = "cpu"):
+    from .run import RunDir
+    from .train import resolve_device
+
+    return RunDir(path).load_model(resolve_device(device))
+
+
+def check_out(path: str, suffixes: Sequence[str]) -> Path:
+    out = Path(path)
+    if out.suffix.lower() not in suffixes:
+        raise ConfigError(f"--out must end in {' or '.join(suffixes)}, got '{path}'")
+    if out.is_dir():
+        raise ConfigError(f"--out {path} is a directory; give a file name")
+    return out
+
+
+def rows_for(model, cfg, data: str | None, split: str):
+    """Rows of DATA (or the run's own test split) as a tensor matching the model's input shape."""
+    import torch
+
+    from .data import load_rows
+
+    if data is None:
+        from .data import load_data
+
+        x = load_data(cfg.data.data, cfg.data.test_fraction, log=lambda s: print(s, file=sys.stderr)).x_test
+    else:
+        x = torch.from_numpy(load_rows(data, split)[0])
+    if tuple(x.shape[1:]) != model.data_shape:
+        raise DataError(f"{data or cfg.data.data} has examples of shape {tuple(x.shape[1:])}, but the "
+                        f"model was trained on shape {model.data_shape}")
+    return x
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from .images import display_scale, save_grid
+
+    out = check_out(args.out, (".png", ".npy"))
+    model, _ = load_run(args.run, args.device)
+    if out.suffix.lower() == ".png" and len(model.data_shape) != 3:
+        raise ConfigError("this model's data are not images; write samples to a .npy file")
+    g = torch.Generator(next(model.parameters()).device).manual_seed(args.seed)
+    with torch.no_grad():
+        x = model.decode(model.prior().rsample((args.n,), generator=g)).mean.float().cpu()
+    if out.suffix.lower() == ".png":
+        save_grid(x, out, nrow=math.ceil(math.sqrt(args.n)), scale=display_scale(x.shape[-2]))
+    else:
+        save_npy(out, x.numpy())
+    print(f"wrote {args.n} samples to {out}")
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    import torch
+
+    from .images import display_scale, save_grid
+
+    out = check_out(args.out, (".png",))
+    model, cfg = load_run(args.run, args.device)
+    if len(model.data_shape) != 3:
+        raise ConfigError("this model's data are not images, so reconstructions cannot be drawn")
+    x = rows_for(model, cfg, args.data, args.split)[: args.n].to(next(model.parameters()).device)
+    with torch.no_grad():
+        recon = model.decode(model.encode(x).mean).mean
+    save_grid(torch.cat([x, recon]), out, nrow=len(x), scale=display_scale(x.shape[-2]))
+    print(f"wrote {len(x)} inputs above their reconstructions to {out}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .evaluate import posterior_means
+
+    out = check_out(args.out, (".npy", ".csv"))
+    model, cfg = load_run(args.run, args.device)
+    z = posterior_means(model, rows_for(model, cfg, args.data, args.split)).numpy()
+    if out.suffix.lower() == ".npy":
+        save_npy(out, z)
+    else:
+        from .fileio import atomic_write_text
+
+        header = ",".join(f"z{i}" for i in range(z.shape[1]))
+        lines = [header] + [",".join(f"{v:.9g}" for v in row) for row in z]
+        atomic_write_text(out, "\n".join(lines) + "\n")
+    print(f"wrote {len(z)} posterior means ({z.shape[1]} dimensions) to {out}")
+    return 0
+
+
+def save_npy(path: Path, a: np.ndarray) -> None:
+    import io
+
+    from .fileio import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from .data import DATASETS
+    from .data.mnist import CACHE_NAME, cache_dir
+
+    cached = (cache_dir() / CACHE_NAME).exists()
+    for name, ds in DATASETS.items():
+        note = " [cached]" if "mnist" in name and cached else ""
+        print(f"{name:<16} {ds.description}{note}")
+    print(f"\ncache: {cache_dir()} (set VAEKIT_DATA to move it); or give a path: .npy, .npz "
+          "(x_train, x_test[, y_train, y_test]), .csv, or a folder of images")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------
+def build_parser() -> Parser:
+    common = Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    p = Parser(prog="vaekit", parents=[common],
+               description="Variational autoencoders on PyTorch: train, sample, reconstruct, embed.")
+    p.add_argument("--version", action="version", version=f"vaekit {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    data_help = "built-in dataset name (see 'vaekit datasets') or a .npy/.npz/.csv file or image folder"
+
+    t = sub.add_parser("train", parents=[common], help="train a VAE and write a run directory",
+                       description="Train a VAE on DATA. Defaults are the reference MNIST model "
+                                   "(mlp 784-400-20, bernoulli, Adam 1e-3, batch 128, 10 epochs).")
+    t.add_argument("data", metavar="DATA", help=data_help)
+    t.add_argument("--out", help="run directory (default runs/<data>-<time>)")
+    t.add_argument("--config", metavar="FILE.toml", help="TOML file whose keys are these flag names; "
+                                                         "flags given here override it")
+    t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    t.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    for flag, kw in TRAIN_FLAGS:
+        t.add_argument(flag, **kw)
+    t.set_defaults(func=cmd_train)
+
+    def run_command(name: str, help: str, func, data: str | None) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, parents=[common], help=help, description=help)
+        s.add_argument("run", metavar="RUN", help="run directory written by 'vaekit train'")
+        if data == "optional":
+            s.add_argument("data", metavar="DATA", nargs="?", help=data_help + " (default: the run's test split)")
+        elif data == "required":
+            s.add_argument("data", metavar="DATA", help=data_help)
+        s.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+        s.set_defaults(func=func)
+        return s
+
+    s = run_command("sample", "decode draws from the prior", cmd_sample, None)
+    s.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
+    s.add_argument("--out", required=True, help="FILE.png (a grid) or FILE.npy (decoder means)")
+    s.add_argument("--seed", type=int, default=0, help="seed for the prior draws (default 0)")
+    s = run_command("reconstruct", "draw inputs above their reconstructions", cmd_reconstruct, "optional")
+    s.add_argument("-n", type=positive_int, default=8, help="number of inputs (default 8)")
+    s.add_argument("--split", choices=SPLITS, default="test", help="part of DATA to use (default test)")
+    s.add_argument("--out", required=True, help="FILE.png")
+    s = run_command("embed", "posterior means, one row per input, in input order", cmd_embed, "required")
+    s.add_argument("--split", choices=SPLITS, default="all",
+                   help="part of DATA when it has train/test parts: all (train then test), train or test "
+                        "(default all)")
+    s.add_argument("--out", required=True, help="FILE.npy or FILE.csv")
+    d = sub.add_parser("datasets", parents=[common], help="list the built-in datasets")
+    d.set_defaults(func=cmd_datasets)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vaekit`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except VaekitError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; a run can continue with 'vaekit train DATA --out RUN --resume'", file=sys.stderr)
+        return 130

@@ -1,0 +1,56 @@
+"""Data: built-in datasets and the user's own files, as in-memory tensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from ..registry import unknown_name_message
+from .base import Dataset
+from .builtin import DATASETS
+
+
+def load_data(spec: str, test_fraction: float = 0.1, log=print) -> Dataset:
+    """A built-in dataset by name, or a file/folder path (.npy, .npz, .csv, images).
+
+    Parameters
+    ----------
+    spec : str
+        Name from ``vaekit datasets`` or a path.
+    test_fraction : float
+        Fraction held out as the test split when the source has none (deterministic).
+    """
+    if spec in DATASETS:
+        return DATASETS[spec].load(log=log)
+    if Path(spec).exists():
+        from .files import load_path
+
+        return load_path(Path(spec), test_fraction)
+    raise DataError(unknown_name_message("dataset", spec, DATASETS.names()).replace(
+        "unknown dataset", "no dataset or file named") + "; give a built-in name or an existing path")
+
+
+def load_rows(spec: str, split: str = "all", log=print) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows of a dataset or file in input order, with labels where there are any.
+
+    ``split`` picks the part of a source that has train and test parts: ``all`` (train then
+    test), ``train`` or ``test``; a plain file (.npy, .csv, images) is read whole.
+    """
+    if spec in DATASETS:
+        ds = DATASETS[spec].load(log=log)
+        parts = {"train": [(ds.x_train, ds.y_train)], "test": [(ds.x_test, ds.y_test)]}
+        chosen = parts.get(split, parts["train"] + parts["test"])
+        x = np.concatenate([p[0].numpy() for p in chosen])
+        ys = [p[1] for p in chosen]
+        y = None if any(v is None for v in ys) else np.concatenate([v.numpy() for v in ys])
+        return x, y
+    if Path(spec).exists():
+        from .files import load_rows as file_rows
+
+        return file_rows(Path(spec), split)
+    return load_data(spec)  # raises the unknown-dataset error
+
+
+__all__ = ["Dataset", "DATASETS", "load_data", "load_rows"]

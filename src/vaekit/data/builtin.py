@@ -1,0 +1,57 @@
+"""Built-in datasets, chosen by name: ``vaekit datasets`` lists them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..registry import Registry
+from .base import Dataset
+from .mnist import load_mnist
+
+
+@dataclass(frozen=True)
+class BuiltinDataset:
+    """A named dataset: how to load it and one line about it."""
+
+    load: Callable[..., Dataset]
+    description: str
+
+
+DATASETS: Registry[BuiltinDataset] = Registry("dataset")
+
+
+def mnist(log=print) -> Dataset:
+    a = load_mnist(log)
+    return Dataset.from_arrays("mnist", a["x_train"][:, None], a["x_test"][:, None],
+                               a["y_train"], a["y_test"])
+
+
+def binarized_mnist(log=print) -> Dataset:
+    ds = mnist(log)
+    # One fixed-seed binarization of the test set; training batches are re-sampled by the trainer.
+    g = torch.Generator().manual_seed(0)
+    ds.x_test = torch.bernoulli(ds.x_test, generator=g)
+    ds.name, ds.binarize = "binarized-mnist", True
+    return ds
+
+
+def digits(log=print) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8), pixels 0..16 -> [0, 1]
+    test = np.zeros(len(x), bool)
+    test[np.random.default_rng(0).permutation(len(x))[: len(x) // 10]] = True  # fixed split
+    return Dataset.from_arrays("digits", x[~test], x[test], d.target[~test], d.target[test])
+
+
+DATASETS.register("mnist")(BuiltinDataset(
+    mnist, "MNIST handwritten digits, 60,000 train / 10,000 test, 1x28x28, pixels/255 in [0, 1]"))
+DATASETS.register("binarized-mnist")(BuiltinDataset(
+    binarized_mnist, "MNIST with training images re-binarized every epoch; fixed binarized test set"))
+DATASETS.register("digits")(BuiltinDataset(
+    digits, "scikit-learn's 8x8 digits, 1,618 train / 179 test, 1x8x8, offline"))

@@ -1,0 +1,380 @@
+"""Loaders for a user's own data files: ``.npy``, ``.npz``, ``.csv`` and folders of images.
+
+There is one reader per format. Each returns the file's rows in file order, unscaled
+(:class:`_Parts`); :func:`load_path` splits them into train and test parts for training,
+and :func:`load_rows` hands every row back unsplit for ``vaekit embed``, which must write
+one output row per input row in input order. Both scale and check the values with
+:func:`~vaekit.data.base.check_features` (uint8 -> /255, finite, non-empty).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ConfigError, DataError
+from .base import Dataset, check_features
+
+__all__ = ["load_path", "load_rows"]
+
+SUPPORTED = ("expected a .npy, .npz or .csv file, or a folder of .png/.jpg/.jpeg images "
+             "(optionally in one subfolder per class)")
+_IMAGE_EXTS = {".png", ".jpg", ".jpeg"}
+_CHANNELS = (1, 3, 4)
+# PIL modes holding one grey channel; anything else is converted to RGB.
+_GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+# The split must not move when a user changes the training seed, so it has its own.
+_SPLIT_SEED = 0
+
+
+@dataclass
+class _Parts:
+    """What a reader found, unscaled, in file order."""
+
+    x: np.ndarray                      # every row (``x_train`` for .npz)
+    y: np.ndarray | None = None        # labels for ``x``, where the format has them
+    x_test: np.ndarray | None = None   # only .npz files carry an explicit test part
+    y_test: np.ndarray | None = None
+
+
+def load_path(path: str | os.PathLike, test_fraction: float = 0.1) -> Dataset:
+    """Load a data file or image folder as a train/test :class:`Dataset`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.npy`` array, a ``.npz`` archive with ``x_train`` (and optionally ``x_test``,
+        ``y_train``, ``y_test``, as in Keras' ``mnist.npz``), a ``.csv`` of numbers with an
+        optional header row, or a folder of PNG/JPEG images, either directly inside or in
+        one subfolder per class (labels are the indices of the sorted subfolder names).
+    test_fraction : float, default 0.1
+        Fraction held out as the test part when the data has no test part of its own.
+        The held-out rows are fixed (seed 0), whatever the training seed.
+
+    Returns
+    -------
+    Dataset
+        Named ``str(path)``; uint8 values are scaled to [0, 1], others kept as float32.
+        Images are ``(n, C, H, W)``.
+
+    Raises
+    ------
+    DataError
+        The path is missing, of an unsupported kind, unreadable, or holds unusable data.
+    ConfigError
+        ``test_fraction`` is not in [0, 1).
+    """
+    if not 0 <= test_fraction < 1:
+        raise ConfigError(f"test fraction must be at least 0 and below 1, got {test_fraction}")
+    path = Path(path)
+    name = str(path)
+    parts = _read(path)
+    # Check the whole array before splitting so that errors name rows of the file.
+    what = name if parts.x_test is None else f"{name} (x_train)"
+    x = check_features(parts.x, what)
+    y = _labels(parts.y, len(x), what)
+    if parts.x_test is not None:
+        y_test = _labels(parts.y_test, len(parts.x_test), f"{name} (x_test)")
+        return Dataset.from_arrays(name, x, parts.x_test, y, y_test)
+    train, test = _split(len(x), test_fraction, name)
+    return Dataset.from_arrays(name, x[train], x[test],
+                               None if y is None else y[train], None if y is None else y[test])
+
+
+def load_rows(path: str | os.PathLike, split: str = "test") -> tuple[np.ndarray, np.ndarray | None]:
+    """Return rows of a data file in file order, unsplit, with their labels if any.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Any input :func:`load_path` accepts.
+    split : {"test", "train", "all"}, default "test"
+        Which part of a ``.npz`` with an ``x_test`` array to return (``"all"`` is
+        ``x_train`` then ``x_test``). Ignored for other inputs, and for a ``.npz`` without
+        ``x_test``: their rows are all returned.
+
+    Returns
+    -------
+    x : numpy.ndarray
+        ``(n, *shape)`` float32, scaled as in :func:`load_path`.
+    y : numpy.ndarray or None
+        ``(n,)`` int64 labels, or None where the input has none.
+
+    Raises
+    ------
+    DataError
+        As for :func:`load_path`.
+    ConfigError
+        ``split`` is not one of the three names.
+    """
+    if split not in ("test", "train", "all"):
+        raise ConfigError(f"split must be 'test', 'train' or 'all', got {split!r}")
+    path = Path(path)
+    parts = _read(path)
+    pieces = [(parts.x, parts.y, "x_train")]
+    if parts.x_test is not None:
+        test = (parts.x_test, parts.y_test, "x_test")
+        pieces = {"train": pieces, "test": [test], "all": pieces + [test]}[split]
+
+    def what(key: str) -> str:
+        return str(path) if parts.x_test is None else f"{path} ({key})"
+
+    # Scale each part before joining them, so a uint8 part and a float part both end in [0, 1].
+    xs = [check_features(x, what(key)) for x, _, key in pieces]
+    ys = [_labels(y, len(x), what(key)) for x, (_, y, key) in zip(xs, pieces)]
+    if len({x.shape[1:] for x in xs}) > 1:
+        raise DataError(f"{path}: x_train rows have shape {xs[0].shape[1:]} but x_test rows have "
+                        f"{xs[1].shape[1:]}; make them match or load one split")
+    x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+    # Labels only when every part has them, so that they line up with the rows.
+    y = None if any(v is None for v in ys) else (ys[0] if len(ys) == 1 else np.concatenate(ys))
+    return x, y
+
+
+def _read(path: Path) -> _Parts:
+    """Dispatch to the reader for ``path``'s format."""
+    if path.is_dir():
+        return _read_folder(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder; {SUPPORTED}")
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(f"{path}: unsupported file type '{path.suffix}'; {SUPPORTED}")
+    return reader(path)
+
+
+def _read_npy(path: Path) -> _Parts:
+    with open(path, "rb") as f:
+        # np.load calls any non-.npy file "pickled data"; say what is really wrong.
+        if f.read(6) != b"\x93NUMPY":
+            raise DataError(f"{path}: not a NumPy .npy file (no .npy header); "
+                            "save the array with numpy.save, or give the file its real extension")
+        f.seek(0)
+        try:
+            x = np.load(f, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            if "allow_pickle" in str(e):
+                raise _pickled(path) from e
+            raise DataError(f"{path}: cannot read this .npy file ({e}); it may be truncated, "
+                            "so save it again with numpy.save") from e
+    return _Parts(_as_examples(x, str(path)))
+
+
+def _read_npz(path: Path) -> _Parts:
+    # Open the file ourselves: np.load leaves its own handle open when the zip is corrupt.
+    with open(path, "rb") as f:
+        magic = f.read(6)
+        if magic == b"\x93NUMPY":
+            raise DataError(f"{path}: this is a single .npy array, not an .npz archive; "
+                            "rename it .npy")
+        if not magic.startswith(b"PK"):
+            raise DataError(f"{path}: not an .npz archive; save arrays with "
+                            "numpy.savez(path, x_train=..., x_test=...)")
+        f.seek(0)
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                if "x_train" not in z.files:
+                    found = ", ".join(z.files) or "none"
+                    raise DataError(f"{path}: no 'x_train' array (found: {found}); save with "
+                                    "numpy.savez(path, x_train=..., x_test=...)")
+                arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")
+                          if k in z.files}
+        except ValueError as e:
+            if "allow_pickle" in str(e):
+                raise _pickled(path) from e
+            raise _corrupt_npz(path, e) from e
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            raise _corrupt_npz(path, e) from e
+    x_test = arrays.get("x_test")
+    return _Parts(_as_examples(arrays["x_train"], f"{path} (x_train)"), arrays.get("y_train"),
+                  None if x_test is None else _as_examples(x_test, f"{path} (x_test)"),
+                  None if x_test is None else arrays.get("y_test"))
+
+
+def _read_csv(path: Path) -> _Parts:
+    try:
+        return _parse_csv(path)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); "
+                        "save it as a UTF-8 CSV of numbers") from e
+
+
+def _parse_csv(path: Path) -> _Parts:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        first = next(csv.reader(f), [])
+    header = not _all_numbers(first)
+    # numpy's C parser is fast on large files; its messages count rows inconsistently
+    # (blank lines, header), so on failure _csv_problem finds the file line itself.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
+            x = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float32, comments=None,
+                           quotechar='"', encoding="utf-8-sig", skiprows=int(header))
+    except ValueError as e:
+        raise DataError(f"{path}: {_csv_problem(path, int(header)) or e}; "
+                        "every row must have the same number of numeric cells") from e
+    if len(x) == 0:
+        what = ("has a header row but no data rows" if any(c.strip() for c in first)
+                else "is empty")
+        raise DataError(f"{path}: {what}; add one row of comma-separated numbers per example")
+    return _Parts(x)
+
+
+def _all_numbers(cells: list[str]) -> bool:
+    try:
+        [float(c) for c in cells]
+    except ValueError:
+        return False
+    return bool(cells)
+
+
+def _csv_problem(path: Path, skip: int) -> str | None:
+    """Describe the first ragged row or non-numeric cell, by 1-based file line."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        width = first_line = None
+        for row in reader:
+            if reader.line_num <= skip or not row:
+                continue
+            if width is None:
+                width, first_line = len(row), reader.line_num
+            elif len(row) != width:
+                return (f"line {reader.line_num} has {len(row)} columns but line {first_line} "
+                        f"has {width}")
+            for col, cell in enumerate(row, 1):
+                try:
+                    float(cell)
+                except ValueError:
+                    return f"line {reader.line_num}, column {col}: {cell!r} is not a number"
+    return None
+
+
+def _read_folder(folder: Path) -> _Parts:
+    files, labels = _image_files(folder)
+    first_size, pixels = None, []
+    for p in files:
+        try:
+            with Image.open(p) as img:
+                if first_size is None:
+                    first_size = img.size
+                elif img.size != first_size:
+                    raise DataError(f"{folder}: images differ in size ({files[0]} is "
+                                    f"{_wxh(first_size)}, {p} is {_wxh(img.size)}); "
+                                    "resize them all to one size")
+                pixels.append(_pixels(img))
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise DataError(f"{p}: cannot read this image ({e}); replace or delete the file") from e
+    if any(a.ndim == 3 for a in pixels):
+        # One colour image makes the whole set RGB; grey -> RGB just repeats the channel.
+        x = np.stack([a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2) for a in pixels])
+        x = x.transpose(0, 3, 1, 2)
+    else:
+        x = np.stack(pixels)[:, None]
+    return _Parts(x, labels)
+
+
+def _image_files(folder: Path) -> tuple[list[Path], np.ndarray | None]:
+    """Image paths in sorted order, and class labels if they sit in class subfolders."""
+    def images(d: Path) -> list[Path]:
+        return sorted(p for p in d.iterdir() if p.suffix.lower() in _IMAGE_EXTS
+                      and p.is_file() and not p.name.startswith("."))
+
+    flat = images(folder)
+    # Hidden folders (.ipynb_checkpoints, ...) are not classes.
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    per_class = [images(d) for d in subdirs]
+    if flat and any(per_class):
+        raise DataError(f"{folder}: has images both directly inside and in subfolders; put them "
+                        "all directly in the folder, or all in one subfolder per class")
+    if flat:
+        return flat, None
+    if not any(per_class):
+        raise DataError(f"{folder}: no .png/.jpg/.jpeg images in the folder or its subfolders; "
+                        f"{SUPPORTED}")
+    # An empty class folder would silently shift every later label, so refuse it.
+    empty = [d for d, fs in zip(subdirs, per_class) if not fs]
+    if empty:
+        raise DataError(f"{empty[0]}: class folder has no .png/.jpg/.jpeg images; add some or "
+                        "remove the folder (each subfolder is one class)")
+    labels = np.repeat(np.arange(len(subdirs)), [len(fs) for fs in per_class])
+    return [p for fs in per_class for p in fs], labels
+
+
+def _pixels(img: Image.Image) -> np.ndarray:
+    """``(H, W)`` uint8 for a grey image, ``(H, W, 3)`` for a colour one."""
+    if img.mode in _GREY_MODES:
+        if img.mode.startswith("I"):
+            # 16-bit grey: Pillow's convert("L") clips at 255, so rescale 0..65535 ourselves.
+            a = np.asarray(img).astype(np.float32) / 257.0
+            return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return np.asarray(img.convert("L"))
+    return np.asarray(img.convert("RGB"))
+
+
+def _wxh(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def _as_examples(x: np.ndarray, what: str) -> np.ndarray:
+    """Rows as vectors ``(n, d)`` or images ``(n, C, H, W)``."""
+    if x.ndim == 2:
+        return x
+    if x.ndim == 3:  # (n, H, W): one grey channel
+        return x[:, None]
+    # Checked first, so a (n, 3, 4, 4)-like shape that fits both layouts stays as it is.
+    if x.ndim == 4 and x.shape[1] in _CHANNELS:  # already PyTorch's (n, C, H, W)
+        return x
+    if x.ndim == 4 and x.shape[3] in _CHANNELS:  # (n, H, W, C) as PIL/TensorFlow write it
+        return x.transpose(0, 3, 1, 2)
+    raise DataError(f"{what}: cannot use an array of shape {x.shape}; expected (n, d) vectors, "
+                    "(n, H, W) grey images, or (n, C, H, W) / (n, H, W, C) images, C in 1, 3, 4")
+
+
+def _labels(y: np.ndarray | None, n: int, what: str) -> np.ndarray | None:
+    """Labels as ``(n,)`` int64, checked to be whole numbers, one per row."""
+    if y is None:
+        return None
+    y = np.asarray(y)
+    if y.ndim > 1 and y.size == len(y):  # (n, 1) columns are common
+        y = y.reshape(-1)
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(f"{what}: {n} rows but labels of shape {y.shape}; give one label per row")
+    whole_floats = (np.issubdtype(y.dtype, np.floating) and bool(np.all(np.isfinite(y)))
+                    and bool(np.all(y == np.round(y))))
+    if not (np.issubdtype(y.dtype, np.integer) or y.dtype == bool or whole_floats):
+        raise DataError(f"{what}: labels must be whole numbers, got dtype {y.dtype}; "
+                        "store class indices 0, 1, 2, ...")
+    return y.astype(np.int64)
+
+
+def _split(n: int, test_fraction: float, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed train/test row indices, each in increasing order."""
+    n_test = round(n * test_fraction)
+    if n - n_test < 1:
+        raise DataError(f"{name}: {n} examples leave no training examples with test fraction "
+                        f"{test_fraction}; use more data or a smaller test fraction")
+    perm = np.random.default_rng(_SPLIT_SEED).permutation(n)
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def _pickled(path: Path) -> DataError:
+    return DataError(f"{path}: holds Python objects (pickled data), which vaekit never loads "
+                     "because unpickling can run code; save a plain numeric array instead")
+
+
+def _corrupt_npz(path: Path, e: Exception) -> DataError:
+    return DataError(f"{path}: cannot read this .npz archive ({e}); it may be truncated or "
+                     "corrupt, so save it again with numpy.savez")
+
+
+_READERS: dict[str, Callable[[Path], _Parts]] = {
+    ".npy": _read_npy, ".npz": _read_npz, ".csv": _read_csv}

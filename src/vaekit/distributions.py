@@ -1,0 +1,124 @@
+"""Posterior, prior and likelihood families as torch.distributions objects.
+
+Each family is a small ``nn.Module`` that turns raw network outputs into a distribution
+whose event covers one whole example, so ``log_prob`` is already summed over the data
+(or latent) dimensions and stays per example (design.md, rules 2 and 3).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributions import Bernoulli, Distribution, Independent, Normal
+
+from .errors import DataError
+from .registry import Registry
+
+POSTERIORS: Registry[type] = Registry("posterior")
+PRIORS: Registry[type] = Registry("prior")
+LIKELIHOODS: Registry[type] = Registry("likelihood")
+
+
+class DiagonalNormal(Independent):
+    """Normal with diagonal covariance over the last dimension; ``rsample`` takes a generator.
+
+    torch.distributions draws from the global RNG; passing a ``torch.Generator`` keeps
+    training reproducible and resumable, and lets distributed ranks share noise.
+    """
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+
+    def rsample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None):
+        shape = self._extended_shape(torch.Size(sample_shape))
+        base = self.base_dist
+        eps = torch.randn(shape, generator=generator, dtype=base.loc.dtype, device=base.loc.device)
+        return base.loc + eps * base.scale  # reparameterization trick, Kingma & Welling 2013
+
+
+@POSTERIORS.register("diagonal")
+class DiagonalGaussianPosterior(nn.Module):
+    """q(z|x) = N(mu, diag(exp(logvar) + min_var)) from the encoder's (mu, logvar).
+
+    The variance floor keeps the density finite; an unbounded posterior variance is the
+    most common source of NaNs in VAEs (002_0b1c8e9715ecc3b6.txt, "Lower bounding the
+    Inference Model Variance", which uses 1e-5).
+    """
+
+    def __init__(self, latent_dim: int, min_var: float = 1e-5) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.min_var = min_var
+
+    @staticmethod
+    def param_dim(latent_dim: int) -> int:
+        return 2 * latent_dim
+
+    def forward(self, params: torch.Tensor) -> DiagonalNormal:
+        mu, logvar = params.float().chunk(2, dim=-1)  # (batch, latent) each
+        return DiagonalNormal(mu, torch.sqrt(torch.exp(logvar) + self.min_var))
+
+
+@PRIORS.register("normal")
+class StandardNormalPrior(nn.Module):
+    """p(z) = N(0, I)."""
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.register_buffer("loc", torch.zeros(latent_dim), persistent=False)
+        self.register_buffer("scale", torch.ones(latent_dim), persistent=False)
+
+    def forward(self) -> DiagonalNormal:
+        return DiagonalNormal(self.loc, self.scale)
+
+
+class Likelihood(nn.Module):
+    """p(x|z) family: ``forward(decoder_output) -> Distribution`` over one whole example."""
+
+    params_per_dim = 1  # decoder outputs this many channels per data channel
+
+    def __init__(self, data_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.event_ndims = len(data_shape)
+
+    @classmethod
+    def from_config(cls, data_shape: tuple[int, ...], config) -> "Likelihood":
+        """Build from a :class:`vaekit.config.ModelConfig`, taking the options this family uses."""
+        return cls(data_shape)
+
+    def check_data(self, x: torch.Tensor, what: str) -> None:
+        """Raise DataError if ``x`` lies outside this likelihood's support."""
+
+
+@LIKELIHOODS.register("bernoulli")
+class BernoulliLikelihood(Likelihood):
+    """Bernoulli from logits: ``log_prob`` is ``-BCE_with_logits``, stable for any logit."""
+
+    def forward(self, logits: torch.Tensor) -> Distribution:
+        return Independent(Bernoulli(logits=logits.float(), validate_args=False),
+                           self.event_ndims, validate_args=False)
+
+    def check_data(self, x: torch.Tensor, what: str) -> None:
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise DataError(
+                f"{what}: values span [{lo:g}, {hi:g}] but the bernoulli likelihood needs data in "
+                "[0, 1]; rescale the data to [0, 1] or use --likelihood gaussian")
+
+
+@LIKELIHOODS.register("gaussian")
+class GaussianLikelihood(Likelihood):
+    """Gaussian with a fixed standard deviation ``obs_std`` around the decoder's mean."""
+
+    def __init__(self, data_shape: tuple[int, ...], obs_std: float = 1.0) -> None:
+        super().__init__(data_shape)
+        self.obs_std = obs_std
+
+    @classmethod
+    def from_config(cls, data_shape, config) -> "GaussianLikelihood":
+        return cls(data_shape, obs_std=config.obs_std)
+
+    def forward(self, loc: torch.Tensor) -> Distribution:
+        loc = loc.float()
+        return Independent(Normal(loc, torch.full_like(loc, self.obs_std), validate_args=False),
+                           self.event_ndims, validate_args=False)

@@ -1,0 +1,180 @@
+"""``vaekit.VAE``: the scikit-learn style estimator over the model and trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from .data.base import Dataset, check_features
+from .errors import DataError
+from .evaluate import posterior_means
+from .model import VAEModel
+from .run import RunDir
+from .train import Trainer, resolve_device
+
+
+class VAE(TransformerMixin, BaseEstimator):
+    """Variational autoencoder with the scikit-learn estimator contract.
+
+    Parameters
+    ----------
+    arch : {'mlp', 'conv'}
+        Network body; ``conv`` needs images ``(n, C, H, W)``.
+    hidden : tuple of int, optional
+        Hidden widths (mlp) or the dense width (conv); None takes the body's default.
+    latent_dim : int
+        Size of z.
+    likelihood : {'bernoulli', 'gaussian'}
+        p(x|z); bernoulli needs data in [0, 1].
+    obs_std : float
+        Standard deviation of the gaussian likelihood.
+    beta : float
+        KL weight; 1 is the ELBO.
+    epochs, batch_size, lr : int, int, float
+        Adam training schedule.
+    precision : {'fp32', 'bf16'}
+    device : str
+        ``auto``, ``cpu`` or ``cuda``.
+    random_state : int, optional
+        Seed for initialisation, shuffling and noise; None draws one.
+    verbose : bool
+        Print one line per epoch.
+
+    Attributes
+    ----------
+    model_ : VAEModel
+        The trained torch module.
+    history_ : list of dict
+        Per-epoch training metrics (``train_loss`` etc., nats per example).
+    data_shape_ : tuple of int
+        Shape of one example.
+    n_features_in_ : int
+        Number of values per example.
+
+    Examples
+    --------
+    >>> vae = VAE(latent_dim=2, epochs=5, random_state=0).fit(X)   # doctest: +SKIP
+    >>> Z = vae.transform(X)                                        # doctest: +SKIP
+    """
+
+    def __init__(self, arch: str = "mlp", hidden: tuple[int, ...] | None = None,
+                 latent_dim: int = 20, likelihood: str = "bernoulli", obs_std: float = 1.0,
+                 beta: float = 1.0, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
+                 precision: str = "fp32", device: str = "auto", random_state: int | None = None,
+                 verbose: bool = False) -> None:
+        self.arch = arch
+        self.hidden = hidden
+        self.latent_dim = latent_dim
+        self.likelihood = likelihood
+        self.obs_std = obs_std
+        self.beta = beta
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.precision = precision
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _run_config(self) -> RunConfig:
+        seed = (int(np.random.SeedSequence().entropy % 2**31) if self.random_state is None
+                else int(self.random_state))
+        hidden = None if self.hidden is None else tuple(np.atleast_1d(self.hidden).astype(int).tolist())
+        return RunConfig(
+            ModelConfig(arch=self.arch, hidden=hidden, latent_dim=self.latent_dim,
+                        likelihood=self.likelihood, obs_std=self.obs_std),
+            TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, beta=self.beta,
+                        seed=seed, device=self.device, precision=self.precision),
+            DataConfig(data="array", test_fraction=0.0)).validate()
+
+    def fit(self, X, y=None) -> "VAE":
+        """Train on ``X`` of shape ``(n, d)``, ``(n, H, W)`` or ``(n, C, H, W)``; returns self."""
+        x = as_examples(X)
+        cfg = self._run_config()
+        torch.manual_seed(cfg.train.seed)  # weight initialisation
+        model = VAEModel(cfg.model, x.shape[1:])
+        data = Dataset.from_arrays("X", x, x[:0])
+        trainer = Trainer(model, cfg.train, log=print if self.verbose else (lambda s: None),
+                          progress=False)
+        self.history_ = trainer.fit(data)
+        self._set_fitted(trainer.model.eval(), cfg)
+        return self
+
+    def _set_fitted(self, model: VAEModel, cfg: RunConfig) -> None:
+        self.model_ = model
+        self.config_ = cfg
+        self.data_shape_ = model.data_shape
+        self.n_features_in_ = int(np.prod(model.data_shape))
+
+    def _examples(self, X) -> torch.Tensor:
+        check_is_fitted(self, "model_")
+        x = as_examples(X)
+        if x.shape[1:] != self.data_shape_:
+            raise DataError(f"X has examples of shape {x.shape[1:]}, but this model was fitted on "
+                            f"shape {self.data_shape_}")
+        return torch.from_numpy(x)
+
+    def transform(self, X) -> np.ndarray:
+        """Posterior means E[z|x], ``(n, latent_dim)``."""
+        return posterior_means(self.model_, self._examples(X)).numpy()
+
+    @torch.no_grad()
+    def reconstruct(self, X) -> np.ndarray:
+        """Decoder means at the posterior means, shaped like the fitted examples."""
+        x = self._examples(X).to(self._device())
+        return self.model_.decode(self.model_.encode(x).mean).mean.float().cpu().numpy()
+
+    @torch.no_grad()
+    def sample(self, n: int = 1, random_state: int | None = None) -> np.ndarray:
+        """Decoder means of ``n`` prior draws, ``(n, *data_shape)``."""
+        check_is_fitted(self, "model_")
+        g = torch.Generator(self._device())
+        g.manual_seed(random_state) if random_state is not None else g.seed()
+        z = self.model_.prior().rsample((n,), generator=g)  # (n, latent)
+        return self.model_.decode(z).mean.float().cpu().numpy()
+
+    def _device(self) -> torch.device:
+        return next(self.model_.parameters()).device
+
+    def save(self, path: str | Path) -> None:
+        """Write ``config.json`` and ``model.safetensors`` to the directory ``path``."""
+        check_is_fitted(self, "model_")
+        rd = RunDir(path)
+        rd.path.mkdir(parents=True, exist_ok=True)
+        rd.write_config(self.config_, self.data_shape_)
+        rd.write_model(self.model_)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> "VAE":
+        """A fitted estimator from a directory written by :meth:`save` or ``vaekit train``."""
+        model, cfg = RunDir(path).load_model(resolve_device(device))
+        m, t = cfg.model, cfg.train
+        est = cls(arch=m.arch, hidden=m.hidden, latent_dim=m.latent_dim, likelihood=m.likelihood,
+                  obs_std=m.obs_std, beta=t.beta, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+                  precision=t.precision, device=device, random_state=t.seed)
+        est._set_fitted(model, cfg)
+        return est
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+
+def as_examples(X) -> np.ndarray:
+    """``(n, d)`` or ``(n, C, H, W)`` float32; ``(n, H, W)`` gains a channel axis."""
+    try:
+        x = np.asarray(X)
+    except (ValueError, TypeError) as e:
+        raise DataError(f"X is not an array of numbers: {e}") from None
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim not in (2, 4):
+        raise DataError(f"X must have shape (n, d), (n, H, W) or (n, C, H, W); got {x.shape}")
+    return check_features(x, "X")

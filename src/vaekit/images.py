@@ -1,0 +1,43 @@
+"""Image grids as PNG (Pillow): reconstructions and samples."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .fileio import atomic_write_bytes
+
+
+def grid(images: torch.Tensor, nrow: int, pad: int = 2) -> np.ndarray:
+    """Tile ``(n, C, H, W)`` images in [0, 1] into one ``(rows*(H+pad)+pad, ...)`` uint8 array.
+
+    Thin white separators, as in torchvision's ``make_grid``.
+    """
+    x = images.detach().float().clamp(0, 1).cpu().numpy()
+    n, c, h, w = x.shape
+    rows = -(-n // nrow)
+    out = np.ones((c, pad + rows * (h + pad), pad + nrow * (w + pad)), np.float32)
+    for i in range(n):
+        r, k = divmod(i, nrow)
+        out[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = x[i]
+    out = np.rint(out * 255).astype(np.uint8)
+    return out[0] if c == 1 else out[:3].transpose(1, 2, 0)
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int, scale: int = 1) -> None:
+    """Write a grid of ``(n, C, H, W)`` images in [0, 1] to a PNG, enlarged ``scale`` times."""
+    img = Image.fromarray(grid(images, nrow))
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def display_scale(height: int) -> int:
+    """Enlarge small images (8x8 digits) so a grid is readable."""
+    return max(1, 56 // height)

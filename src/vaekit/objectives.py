@@ -1,0 +1,42 @@
+"""Training objectives, kept per example; only the trainer averages over a batch."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch.distributions import kl_divergence
+
+
+class LossTerms(NamedTuple):
+    """Per-example terms in nats, each ``(batch,)``.
+
+    ``loss = rec + beta * kl`` is the negative (beta-)ELBO; ``rec = -E_q[log p(x|z)]`` is
+    estimated with one reparameterized sample; ``kl = KL(q(z|x) || p(z))`` is in closed form.
+    """
+
+    loss: torch.Tensor
+    rec: torch.Tensor
+    kl: torch.Tensor
+
+
+def negative_elbo(model, x: torch.Tensor, beta: float = 1.0,
+                  generator: torch.Generator | None = None) -> LossTerms:
+    """Negative beta-ELBO of ``model`` on the batch ``x``, per example.
+
+    Parameters
+    ----------
+    model : vaekit.model.VAEModel
+        Provides ``encode``, ``decode`` and ``prior``.
+    x : torch.Tensor
+        ``(batch, *data_shape)``.
+    beta : float
+        Weight of the KL term; 1 gives the ELBO (Higgins et al. 2017 for beta != 1).
+    generator : torch.Generator, optional
+        Source of the reparameterization noise.
+    """
+    qz = model.encode(x)
+    z = qz.rsample(generator=generator)  # (batch, latent)
+    rec = -model.decode(z).log_prob(x)
+    kl = kl_divergence(qz, model.prior())
+    return LossTerms(rec + beta * kl, rec, kl)

@@ -1,0 +1,130 @@
+"""The run directory: config.json, model.safetensors, metrics.jsonl, checkpoint, images/.
+
+Model files are safetensors plus JSON; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from . import __version__
+from .config import RunConfig
+from .errors import ConfigError, RunDirError
+from .fileio import atomic_write_bytes, atomic_write_text, write_json
+from .model import VAEModel
+
+FORMAT_VERSION = 1  # bump when config.json or the tensor names change incompatibly
+
+
+class RunDir:
+    """Paths and atomic reads/writes of one run directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.config = self.path / "config.json"
+        self.model = self.path / "model.safetensors"
+        self.metrics = self.path / "metrics.jsonl"
+        self.checkpoint = self.path / "checkpoint.safetensors"
+        self.checkpoint_meta = self.path / "checkpoint.json"
+        self.images = self.path / "images"
+
+    # -- creating -------------------------------------------------------------------------
+    def prepare(self, resume: bool, overwrite: bool) -> None:
+        """Check that training may write here; ``overwrite`` clears only vaekit's own files."""
+        if resume:
+            if not self.checkpoint_meta.exists():
+                raise RunDirError(f"{self.path} has no checkpoint to resume from; "
+                                  "start a new run without --resume")
+            return
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"{self.path} exists and is not a directory; choose another --out")
+        if self.path.is_dir() and any(self.path.iterdir()):
+            if not overwrite:
+                raise RunDirError(f"{self.path} already exists; pass --resume to continue that run, "
+                                  "--overwrite to replace it, or choose another --out")
+            if not self.config.exists():
+                raise RunDirError(f"{self.path} is not empty and is not a vaekit run directory; "
+                                  "refusing to overwrite it, choose another --out")
+            for p in (self.config, self.model, self.metrics, self.checkpoint, self.checkpoint_meta):
+                p.unlink(missing_ok=True)
+            shutil.rmtree(self.images, ignore_errors=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def write_config(self, config: RunConfig, data_shape: tuple[int, ...]) -> None:
+        write_json(self.config, {"format_version": FORMAT_VERSION, "vaekit_version": __version__,
+                                 "data_shape": list(data_shape), **config.to_dict()})
+
+    def write_model(self, model: VAEModel) -> None:
+        atomic_write_bytes(self.model, st_save(state_tensors(model), {"format": "vaekit-model"}))
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in rows))
+
+    # -- reading --------------------------------------------------------------------------
+    def read_config(self) -> tuple[RunConfig, tuple[int, ...]]:
+        if not self.path.is_dir():
+            raise RunDirError(f"run directory {self.path} does not exist")
+        if not self.config.exists():
+            raise RunDirError(f"{self.path} has no config.json: it is not a vaekit run directory "
+                              "(or its training never started)")
+        try:
+            d = json.loads(self.config.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RunDirError(f"{self.config} is not readable JSON ({e}); the run is damaged") from None
+        if not isinstance(d, dict):
+            raise RunDirError(f"{self.config} is not a vaekit config")
+        if d.get("format_version", 0) > FORMAT_VERSION:
+            raise RunDirError(f"{self.path} was written by vaekit {d.get('vaekit_version')}, newer than "
+                              f"this vaekit {__version__}; upgrade vaekit to read it")
+        try:
+            cfg = RunConfig.from_dict(d)
+            shape = tuple(int(s) for s in d["data_shape"])
+        except (ConfigError, KeyError, TypeError, ValueError) as e:
+            raise RunDirError(f"{self.config} is not a valid vaekit config: {e}") from None
+        return cfg, shape
+
+    def load_model(self, device: str | torch.device = "cpu") -> tuple[VAEModel, RunConfig]:
+        """The trained model of this run and its configuration."""
+        cfg, shape = self.read_config()
+        model = VAEModel(cfg.model, shape)
+        if not self.model.exists():
+            raise RunDirError(f"{self.path} has no model.safetensors yet; train it first "
+                              "(or resume it with vaekit train --resume)")
+        load_state_tensors(model, read_safetensors(self.model))
+        return model.to(device).eval(), cfg
+
+
+def state_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file; anything else (a pickle, a truncated file) is refused."""
+    try:
+        return st_load(path.read_bytes())
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise RunDirError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0]}); "
+                          "it may be truncated or not a vaekit file") from None
+
+
+def load_state_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Load weights with a clear error for missing, unexpected or mis-shaped tensors."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise RunDirError(f"model file does not match config.json (missing tensors {missing[:3]}, "
+                          f"unexpected {extra[:3]})")
+    for k, v in expected.items():
+        if tensors[k].shape != v.shape:
+            raise RunDirError(f"model file does not match config.json: tensor '{k}' has shape "
+                              f"{tuple(tensors[k].shape)}, expected {tuple(v.shape)}")
+    model.load_state_dict(tensors)

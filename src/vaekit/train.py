@@ -1,0 +1,237 @@
+"""The trainer: a model-agnostic loop with per-epoch evaluation, checkpoints and resume.
+
+Speed comes from keeping data in tensors (a batch is an index slice, no per-sample Python),
+fused Adam, never syncing with the host inside an epoch (no ``.item()`` per step) and bf16
+autocast where the hardware has it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import save as st_save
+
+from .config import RunConfig, TrainConfig
+from .data import Dataset
+from .errors import ConfigError, RunDirError
+from .evaluate import elbo_terms
+from .fileio import atomic_write_bytes, write_json
+from .images import display_scale, save_grid
+from .model import VAEModel
+from .run import RunDir, load_state_tensors, read_safetensors, state_tensors
+
+EVAL_SEED_OFFSET = 1_000_003  # evaluation noise never touches the training generators
+SAMPLE_SEED_OFFSET = 2_000_003
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but PyTorch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: where bf16 matrix multiplies run natively on this CPU."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
+
+
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast context for ``precision`` on ``device`` (a clear error where bf16 is slow)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("--precision bf16 needs a GPU with bfloat16 support; use --precision fp32")
+    if device.type == "cpu" and not cpu_has_native_bf16():
+        raise ConfigError("--precision bf16 needs a CPU with AVX512-BF16 or AMX (this one has "
+                          "neither, so bf16 would be slower); use --precision fp32")
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def make_adam(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam, fused into one kernel per step where PyTorch supports it (CPU and CUDA)."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+
+
+class Trainer:
+    """Trains a :class:`VAEModel` on a :class:`Dataset`.
+
+    Parameters
+    ----------
+    model : VAEModel
+    config : TrainConfig
+    run_dir : RunDir, optional
+        Where config, weights, metrics, checkpoints and images go; None keeps nothing on disk.
+    run_config : RunConfig, optional
+        Written to ``config.json``.
+    log : callable
+        Receives one line per epoch when no progress bar is shown.
+    progress : bool, optional
+        Show a progress bar; default: when stderr is a terminal.
+    """
+
+    def __init__(self, model: VAEModel, config: TrainConfig, run_dir: RunDir | None = None,
+                 run_config: RunConfig | None = None, log: Callable[[str], None] = print,
+                 progress: bool | None = None) -> None:
+        config.validate()
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.autocast = autocast_for(self.device, config.precision)
+        self.model = model.to(self.device)
+        self.optimizer = make_adam(self.model, config.lr)
+        self.run_dir = run_dir
+        self.run_config = run_config
+        self.log = log
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.shuffle_gen = torch.Generator().manual_seed(config.seed)
+        self.noise_gen = torch.Generator(self.device).manual_seed(config.seed + 1)
+        self.history: list[dict[str, Any]] = []
+
+    # -- the loop --------------------------------------------------------------------------
+    def fit(self, data: Dataset, resume: bool = False) -> list[dict[str, Any]]:
+        """Train for ``config.epochs`` epochs (the remaining ones with ``resume``).
+
+        Returns the per-epoch metrics.
+        """
+        self.model.likelihood.check_data(data.x_train, f"{data.name} (training part)")
+        if len(data.x_test):
+            self.model.likelihood.check_data(data.x_test, f"{data.name} (test part)")
+        x_train = data.x_train.to(self.device)
+        x_test = data.x_test.to(self.device)
+        start = self.load_checkpoint() if resume else 0
+        if self.run_dir and not resume:
+            self.run_dir.write_config(self.run_config or RunConfig(train=self.config), data.shape)
+        for epoch in range(start + 1, self.config.epochs + 1):
+            t0 = time.perf_counter()
+            train = self.train_epoch(x_train, data.binarize, epoch)
+            row: dict[str, Any] = {"epoch": epoch, "train_loss": train[0], "train_rec": train[1],
+                                   "train_kl": train[2]}
+            if len(x_test):
+                ev = elbo_terms(self.model, x_test, self.config.eval_batch_size, self.config.beta,
+                                self.eval_generator(), self.autocast)
+                row |= {"test_loss": ev["loss"], "test_rec": ev["rec"], "test_kl": ev["kl"]}
+            row["seconds"] = round(time.perf_counter() - t0, 4)
+            self.history.append(row)
+            if self.run_dir:
+                self.write_epoch(epoch, x_test if len(x_test) else x_train, data)
+            self.log_epoch(row)
+        return self.history
+
+    def train_epoch(self, x: torch.Tensor, binarize: bool, epoch: int) -> list[float]:
+        model, opt, bs, beta = self.model, self.optimizer, self.config.batch_size, self.config.beta
+        model.train()
+        n = len(x)
+        perm = torch.randperm(n, generator=self.shuffle_gen).to(self.device)
+        # Per-example rec and kl of the epoch, filled in place: summed once at the end, so the
+        # host never waits for the device inside the loop.
+        rec_kl = torch.empty(2, n, device=self.device)
+        bar = self.bar(n, epoch)
+        for i in range(0, n, bs):
+            xb = x[perm[i: i + bs]]  # (batch, *shape): an index slice, no per-sample Python
+            if binarize:
+                xb = torch.bernoulli(xb, generator=self.noise_gen)  # dynamic binarization
+            with self.autocast:
+                terms = model(xb, beta, self.noise_gen)
+            loss = terms.loss.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            rec_kl[0, i: i + bs] = terms.rec.detach()
+            rec_kl[1, i: i + bs] = terms.kl.detach()
+            if bar is not None:
+                bar.update(len(xb))
+                if (i // bs) % 50 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.2f}")
+        if bar is not None:
+            bar.close()
+        rec, kl = rec_kl.double().mean(1).tolist()
+        return [rec + beta * kl, rec, kl]
+
+    def bar(self, n: int, epoch: int):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=n, desc=f"epoch {epoch}/{self.config.epochs}", unit="ex",
+                    leave=False, dynamic_ncols=True)
+
+    def eval_generator(self) -> torch.Generator:
+        return torch.Generator(self.device).manual_seed(self.config.seed + EVAL_SEED_OFFSET)
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        line = f"epoch {row['epoch']:>3}/{self.config.epochs}  train {row['train_loss']:.4f}"
+        if "test_loss" in row:
+            line += (f"  test {row['test_loss']:.4f} (rec {row['test_rec']:.2f}, "
+                     f"kl {row['test_kl']:.2f})")
+        self.log(line + f"  {row['seconds']:.1f}s")
+
+    # -- run directory -----------------------------------------------------------------------
+    def write_epoch(self, epoch: int, x_show: torch.Tensor, data: Dataset) -> None:
+        """Images, weights, then the checkpoint (atomic), then metrics (rebuilt on resume)."""
+        rd = self.run_dir
+        if data.is_image:
+            self.write_images(epoch, x_show)
+        rd.write_model(self.model)
+        self.save_checkpoint(epoch)
+        rd.write_metrics(self.history)
+
+    @torch.no_grad()
+    def write_images(self, epoch: int, x: torch.Tensor) -> None:
+        model, rd = self.model, self.run_dir
+        model.eval()
+        scale = display_scale(x.shape[-2])
+        xs = x[:8]
+        recon = model.decode(model.encode(xs).mean).mean  # decoder mean at the posterior mean
+        save_grid(torch.cat([xs, recon]), rd.images / f"reconstruction_{epoch}.png", len(xs), scale)
+        g = torch.Generator(self.device).manual_seed(self.config.seed + SAMPLE_SEED_OFFSET)
+        z = torch.randn(64, model.latent_dim, generator=g, device=self.device)
+        save_grid(model.decode(z).mean, rd.images / f"samples_{epoch}.png", 8, scale)
+        model.train()
+
+    def save_checkpoint(self, epoch: int) -> None:
+        """Weights, optimizer state and RNG states in safetensors; the rest in JSON."""
+        opt_state = self.optimizer.state_dict()
+        tensors = {f"model.{k}": v for k, v in state_tensors(self.model).items()}
+        for i, st in opt_state["state"].items():
+            for k, v in st.items():
+                tensors[f"optim.{i}.{k}"] = v.detach().cpu().contiguous()
+        tensors["rng.shuffle"] = self.shuffle_gen.get_state()
+        tensors["rng.noise"] = self.noise_gen.get_state().cpu()
+        atomic_write_bytes(self.run_dir.checkpoint, st_save(tensors))
+        write_json(self.run_dir.checkpoint_meta, {
+            "epoch": epoch, "param_groups": opt_state["param_groups"], "history": self.history})
+
+    def load_checkpoint(self) -> int:
+        """Restore everything :meth:`save_checkpoint` wrote; returns the last finished epoch."""
+        rd = self.run_dir
+        try:
+            meta = json.loads(rd.checkpoint_meta.read_text())
+            epoch, groups, history = meta["epoch"], meta["param_groups"], meta["history"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise RunDirError(f"{rd.checkpoint_meta} is damaged ({e}); cannot resume") from None
+        tensors = read_safetensors(rd.checkpoint)
+        load_state_tensors(self.model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, i, name = k.split(".", 2)
+                state.setdefault(int(i), {})[name] = v
+        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        self.shuffle_gen.set_state(tensors["rng.shuffle"])
+        self.noise_gen.set_state(tensors["rng.noise"])  # a CPU byte tensor on every device
+        self.history = history[:epoch]
+        if epoch >= self.config.epochs:
+            self.log(f"run already finished {epoch} epochs; raise --epochs to train further")
+        return epoch
