@@ -21,7 +21,7 @@ def train(tmp_path, name, epochs, resume=False, data=None, **kw):
     model = VAEModel(cfg.model, data.shape)
     rd = RunDir(tmp_path / name)
     rd.prepare(resume=resume, overwrite=False)
-    history = Trainer(model, cfg.train, rd, cfg, log=lambda s: None).fit(data, resume=resume)
+    history = Trainer(model, cfg.train, log=lambda s: None).fit(data, rd, cfg, resume=resume)
     return rd, history
 
 
@@ -89,7 +89,7 @@ def test_dynamic_binarization_resamples_training_batches(tmp_path):
 
 @pytest.mark.skipif(not cpu_has_native_bf16(), reason="CPU without native bf16")
 def test_bf16_trains_to_the_fp32_loss(tmp_path):
-    _, h32 = train(tmp_path, "fp32", 3)
+    _, h32 = train(tmp_path, "fp32", 3, precision="fp32")
     _, h16 = train(tmp_path, "bf16", 3, precision="bf16")
     assert abs(h16[-1]["test_loss"] - h32[-1]["test_loss"]) < 0.5
 
@@ -103,3 +103,10 @@ def test_images_are_written_each_epoch(tmp_path):
     # digits are 8x8 drawn 7x larger with 2-pixel separators (scaled): 8 columns, 2 rows
     assert rec.size[0] > rec.size[1] * 3
     assert smp.size[0] == smp.size[1]
+
+
+def test_auto_precision_is_recorded_as_what_ran(tmp_path):
+    rd, _ = train(tmp_path, "a", 1)
+    assert json.loads(rd.config.read_text())["train"]["precision"] == "auto"  # as asked
+    ran = json.loads(rd.checkpoint_meta.read_text())["precision"]
+    assert ran == ("bf16" if cpu_has_native_bf16() else "fp32")

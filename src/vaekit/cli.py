@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from . import __version__
-from .config import RunConfig, TrainConfig, parse_hidden, read_toml
+from .config import RunConfig, flat_keys, parse_hidden, read_toml
 from .errors import ConfigError, DataError, VaekitError
 
 SPLITS = ("all", "train", "test")
@@ -70,7 +70,8 @@ TRAIN_FLAGS = [
     ("--lr", dict(type=finite_float, help="Adam learning rate (default 1e-3)")),
     ("--seed", dict(type=int, help="seed for initialisation, shuffling and noise (default 0)")),
     ("--device", dict(help="auto, cpu or cuda (default auto: cuda when present)")),
-    ("--precision", dict(help="fp32, or bf16 autocast where the hardware has native bf16 (default fp32)")),
+    ("--precision", dict(help="auto, fp32 or bf16 (bf16 autocast needs native bf16: AVX512-BF16/AMX CPUs, "
+                                  "recent GPUs); default auto: bf16 where native, else fp32")),
     ("--eval-batch-size", dict(type=positive_int, help="batch size for evaluation (default 1000)")),
     ("--test-fraction", dict(type=finite_float, help="fraction held out for testing when the data "
                                                      "has no test split (default 0.1)")),
@@ -94,7 +95,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         rd = RunDir(args.out)
         rd.prepare(resume=True, overwrite=False)
         cfg, _ = rd.read_config()
-        changed = sorted(k for k, v in flags.items() if k not in RESUMABLE)
+        saved = {k: getattr(getattr(cfg, section), k) for k, section in flat_keys(cfg).items()}
+        changed = sorted(k for k, v in flags.items() if k not in RESUMABLE and v != saved[k])
         if changed or args.config:
             raise ConfigError(f"cannot change {', '.join('--' + c.replace('_', '-') for c in changed) or '--config'}"
                               " when resuming; only --epochs and --device may change")
@@ -111,15 +113,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = load_data(cfg.data.data, cfg.data.test_fraction, log=lambda s: print(s, file=sys.stderr))
     torch.manual_seed(cfg.train.seed)  # weight initialisation
     model = VAEModel(cfg.model, data.shape)
+    trainer = Trainer(model, cfg.train)
+    trainer.check(data)  # every check passes before a run directory is created or cleared
     if not args.resume:
         out = args.out or Path("runs") / f"{Path(args.data).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         rd = RunDir(out)
         rd.prepare(resume=False, overwrite=args.overwrite)
-    trainer = Trainer(model, cfg.train, rd, cfg)
     print(f"training on {data.name}: {len(data.x_train)} train / {len(data.x_test)} test examples "
           f"of shape {data.shape}, {sum(p.numel() for p in model.parameters()):,} parameters, "
-          f"{trainer.device} {cfg.train.precision}; writing {rd.path}", file=sys.stderr)
-    history = trainer.fit(data, resume=args.resume)
+          f"{trainer.device} {trainer.precision}; writing {rd.path}", file=sys.stderr)
+    history = trainer.fit(data, rd, cfg, resume=args.resume)
     if history:
         last = history[-1]
         key = "test_loss" if "test_loss" in last else "train_loss"
@@ -154,6 +157,9 @@ def rows_for(model, cfg, data: str | None, split: str):
         from .data import load_data
 
         x = load_data(cfg.data.data, cfg.data.test_fraction, log=lambda s: print(s, file=sys.stderr)).x_test
+        if len(x) == 0:
+            raise DataError(f"the run's data {cfg.data.data} has no test split (--test-fraction 0); "
+                            "give DATA, with --split train to use training rows")
     else:
         x = torch.from_numpy(load_rows(data, split)[0])
     if tuple(x.shape[1:]) != model.data_shape:
@@ -243,9 +249,12 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 # -- parser -----------------------------------------------------------------------------------
 def build_parser() -> Parser:
     common = Parser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    p = Parser(prog="vaekit", parents=[common],
+    # SUPPRESS: a subcommand's --debug default must not undo `vaekit --debug COMMAND`.
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback on errors")
+    p = Parser(prog="vaekit",
                description="Variational autoencoders on PyTorch: train, sample, reconstruct, embed.")
+    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     p.add_argument("--version", action="version", version=f"vaekit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True

@@ -38,7 +38,8 @@ class VAE(TransformerMixin, BaseEstimator):
         KL weight; 1 is the ELBO.
     epochs, batch_size, lr : int, int, float
         Adam training schedule.
-    precision : {'fp32', 'bf16'}
+    precision : {'auto', 'fp32', 'bf16'}
+        ``auto`` trains in bf16 where the hardware has it natively, else fp32.
     device : str
         ``auto``, ``cpu`` or ``cuda``.
     random_state : int, optional
@@ -66,7 +67,7 @@ class VAE(TransformerMixin, BaseEstimator):
     def __init__(self, arch: str = "mlp", hidden: tuple[int, ...] | None = None,
                  latent_dim: int = 20, likelihood: str = "bernoulli", obs_std: float = 1.0,
                  beta: float = 1.0, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
-                 precision: str = "fp32", device: str = "auto", random_state: int | None = None,
+                 precision: str = "auto", device: str = "auto", random_state: int | None = None,
                  verbose: bool = False) -> None:
         self.arch = arch
         self.hidden = hidden
@@ -122,7 +123,8 @@ class VAE(TransformerMixin, BaseEstimator):
 
     def transform(self, X) -> np.ndarray:
         """Posterior means E[z|x], ``(n, latent_dim)``."""
-        return posterior_means(self.model_, self._examples(X)).numpy()
+        x = self._examples(X)  # checks fitted first
+        return posterior_means(self.model_, x).numpy()
 
     @torch.no_grad()
     def reconstruct(self, X) -> np.ndarray:

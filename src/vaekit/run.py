@@ -82,8 +82,9 @@ class RunDir:
         if not isinstance(d, dict):
             raise RunDirError(f"{self.config} is not a vaekit config")
         if d.get("format_version", 0) > FORMAT_VERSION:
-            raise RunDirError(f"{self.path} was written by vaekit {d.get('vaekit_version')}, newer than "
-                              f"this vaekit {__version__}; upgrade vaekit to read it")
+            raise RunDirError(f"{self.path} has run format {d.get('format_version')} (written by vaekit "
+                              f"{d.get('vaekit_version')}); this vaekit {__version__} reads format "
+                              f"{FORMAT_VERSION}, so the run is newer than this vaekit: upgrade vaekit to read it")
         try:
             cfg = RunConfig.from_dict(d)
             shape = tuple(int(s) for s in d["data_shape"])

@@ -19,7 +19,7 @@ from safetensors.torch import save as st_save
 
 from .config import RunConfig, TrainConfig
 from .data import Dataset
-from .errors import ConfigError, RunDirError
+from .errors import ConfigError, DataError, RunDirError
 from .evaluate import elbo_terms
 from .fileio import atomic_write_bytes, write_json
 from .images import display_scale, save_grid
@@ -43,6 +43,19 @@ def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX: where bf16 matrix multiplies run natively on this CPU."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
+
+
+def native_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_native_bf16()
+
+
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """``auto`` is bf16 where ``device`` has native bf16 matrix units, else fp32."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
 
 
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -72,27 +85,22 @@ class Trainer:
     ----------
     model : VAEModel
     config : TrainConfig
-    run_dir : RunDir, optional
-        Where config, weights, metrics, checkpoints and images go; None keeps nothing on disk.
-    run_config : RunConfig, optional
-        Written to ``config.json``.
     log : callable
         Receives one line per epoch when no progress bar is shown.
     progress : bool, optional
         Show a progress bar; default: when stderr is a terminal.
     """
 
-    def __init__(self, model: VAEModel, config: TrainConfig, run_dir: RunDir | None = None,
-                 run_config: RunConfig | None = None, log: Callable[[str], None] = print,
+    def __init__(self, model: VAEModel, config: TrainConfig, log: Callable[[str], None] = print,
                  progress: bool | None = None) -> None:
         config.validate()
         self.config = config
         self.device = resolve_device(config.device)
-        self.autocast = autocast_for(self.device, config.precision)
+        self.precision = resolve_precision(self.device, config.precision)  # what actually runs
+        self.autocast = autocast_for(self.device, self.precision)
         self.model = model.to(self.device)
         self.optimizer = make_adam(self.model, config.lr)
-        self.run_dir = run_dir
-        self.run_config = run_config
+        self.run_dir: RunDir | None = None
         self.log = log
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.shuffle_gen = torch.Generator().manual_seed(config.seed)
@@ -100,27 +108,50 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
 
     # -- the loop --------------------------------------------------------------------------
-    def fit(self, data: Dataset, resume: bool = False) -> list[dict[str, Any]]:
-        """Train for ``config.epochs`` epochs (the remaining ones with ``resume``).
-
-        Returns the per-epoch metrics.
-        """
+    def check(self, data: Dataset) -> None:
+        """Raise a user error if ``data`` cannot be modelled (before anything is written)."""
+        if tuple(data.shape) != self.model.data_shape:
+            raise DataError(f"{data.name} has examples of shape {data.shape}, but the model "
+                            f"expects {self.model.data_shape}")
         self.model.likelihood.check_data(data.x_train, f"{data.name} (training part)")
         if len(data.x_test):
             self.model.likelihood.check_data(data.x_test, f"{data.name} (test part)")
+
+    def fit(self, data: Dataset, run_dir: RunDir | None = None, run_config: RunConfig | None = None,
+            resume: bool = False) -> list[dict[str, Any]]:
+        """Train for ``config.epochs`` epochs (the remaining ones with ``resume``).
+
+        Parameters
+        ----------
+        data : Dataset
+        run_dir : RunDir, optional
+            Where config, weights, metrics, checkpoints and images go; None keeps nothing on disk.
+        run_config : RunConfig, optional
+            Written to ``config.json`` (default: this trainer's settings).
+        resume : bool
+            Continue from ``run_dir``'s checkpoint.
+
+        Returns
+        -------
+        list of dict
+            The per-epoch metrics.
+        """
+        self.check(data)
+        self.run_dir = run_dir
         x_train = data.x_train.to(self.device)
         x_test = data.x_test.to(self.device)
         start = self.load_checkpoint() if resume else 0
-        if self.run_dir and not resume:
-            self.run_dir.write_config(self.run_config or RunConfig(train=self.config), data.shape)
+        if run_dir:  # on resume too: --epochs may have changed
+            run_dir.write_config(run_config or RunConfig(train=self.config), data.shape)
         for epoch in range(start + 1, self.config.epochs + 1):
             t0 = time.perf_counter()
             train = self.train_epoch(x_train, data.binarize, epoch)
             row: dict[str, Any] = {"epoch": epoch, "train_loss": train[0], "train_rec": train[1],
                                    "train_kl": train[2]}
             if len(x_test):
+                # Evaluated in fp32 whatever the training precision: reported numbers stay exact.
                 ev = elbo_terms(self.model, x_test, self.config.eval_batch_size, self.config.beta,
-                                self.eval_generator(), self.autocast)
+                                self.eval_generator())
                 row |= {"test_loss": ev["loss"], "test_rec": ev["rec"], "test_kl": ev["kl"]}
             row["seconds"] = round(time.perf_counter() - t0, 4)
             self.history.append(row)
@@ -211,7 +242,8 @@ class Trainer:
         tensors["rng.noise"] = self.noise_gen.get_state().cpu()
         atomic_write_bytes(self.run_dir.checkpoint, st_save(tensors))
         write_json(self.run_dir.checkpoint_meta, {
-            "epoch": epoch, "param_groups": opt_state["param_groups"], "history": self.history})
+            "epoch": epoch, "precision": self.precision, "param_groups": opt_state["param_groups"],
+            "history": self.history})
 
     def load_checkpoint(self) -> int:
         """Restore everything :meth:`save_checkpoint` wrote; returns the last finished epoch."""
