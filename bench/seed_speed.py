@@ -9,7 +9,7 @@ handed them for free: its data loading is not timed).
 vaekit: ``vaekit train mnist`` with the same configuration, run in-process through the CLI,
 timed end to end (data from the cache, per-epoch evaluation, images, checkpoints, metrics).
 
-    python bench/seed_speed.py [--epochs 10] [--seed 1]
+    python bench/seed_speed.py [--epochs 10] [--seed 1] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -115,23 +116,39 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="rounds of (baseline, vaekit per precision); the table shows medians, since "
+                        "a shared machine's speed drifts between rounds")
     args = p.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.epochs} epochs each")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.epochs} epochs each, "
+          f"{args.repeats} round(s)")
     data = load_data("mnist")  # fetched and cached once, outside the timings
-    results = []
+    precisions = args.precisions.split(",")
+    times: dict[str, list[float]] = {k: [] for k in ["baseline", *precisions]}
+    ratios: dict[str, list[float]] = {k: [] for k in precisions}
+    losses: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        base_loss = baseline(data, args.epochs, args.seed, Path(tmp))
-        base_time = time.perf_counter() - t0
-        results.append(("reference loop", "fp32", base_time, base_loss))
-        for precision in args.precisions.split(","):
+        for r in range(args.repeats):
             t0 = time.perf_counter()
-            loss = run_vaekit(args.epochs, args.seed, precision, Path(tmp) / f"run-{precision}")
-            results.append(("vaekit train", precision, time.perf_counter() - t0, loss))
-    print(f"\n| implementation | precision | wall time (s) | final test loss (nats) | speed-up |")
+            losses["baseline"] = baseline(data, args.epochs, args.seed, Path(tmp))
+            times["baseline"].append(time.perf_counter() - t0)
+            for precision in precisions:
+                t0 = time.perf_counter()
+                losses[precision] = run_vaekit(args.epochs, args.seed, precision,
+                                               Path(tmp) / f"run-{precision}-{r}")
+                times[precision].append(time.perf_counter() - t0)
+                ratios[precision].append(times["baseline"][-1] / times[precision][-1])
+            print(f"round {r + 1}: " + ", ".join(
+                f"{k} {v[-1]:.1f}s" for k, v in times.items()), flush=True)
+    med = statistics.median
+    print("\n| implementation | precision | wall time (s) | final test loss (nats) | speed-up |")
     print("|---|---|---|---|---|")
-    for name, prec, seconds, loss in results:
-        print(f"| {name} | {prec} | {seconds:.1f} | {loss:.2f} | {base_time / seconds:.2f}x |")
+    print(f"| reference loop | fp32 | {med(times['baseline']):.1f} | {losses['baseline']:.2f} | 1.00x |")
+    for precision in precisions:
+        spread = (f" (rounds: {', '.join(f'{x:.2f}' for x in ratios[precision])})"
+                  if args.repeats > 1 else "")
+        print(f"| vaekit train | {precision} | {med(times[precision]):.1f} | {losses[precision]:.2f} | "
+              f"{med(ratios[precision]):.2f}x{spread} |")
 
 
 if __name__ == "__main__":

@@ -143,13 +143,18 @@ def load_rows(path: str | os.PathLike, split: str = "test") -> tuple[np.ndarray,
 def _read(path: Path) -> _Parts:
     """Dispatch to the reader for ``path``'s format."""
     if path.is_dir():
-        return _read_folder(path)
-    if not path.exists():
+        reader = _read_folder
+    elif not path.exists():
         raise DataError(f"{path}: no such file or folder; {SUPPORTED}")
-    reader = _READERS.get(path.suffix.lower())
-    if reader is None:
-        raise DataError(f"{path}: unsupported file type '{path.suffix}'; {SUPPORTED}")
-    return reader(path)
+    else:
+        reader = _READERS.get(path.suffix.lower())
+        if reader is None:
+            raise DataError(f"{path}: unsupported file type '{path.suffix}'; {SUPPORTED}")
+    try:
+        return reader(path)
+    except OSError as e:  # permissions, a folder in place of a file, I/O errors
+        raise DataError(f"{path}: cannot read it ({e.strerror or e}); check the path and its "
+                        "permissions") from e
 
 
 def _read_npy(path: Path) -> _Parts:
