@@ -2,17 +2,23 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-TORCH ?= torch==2.13.0
-# Where no local torch wheel exists: CPU-only machines take PyTorch's CPU wheels (no CUDA
-# packages); machines with an NVIDIA driver take the default (CUDA) build.
-TORCH_PIP_ARGS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,--index-url https://download.pytorch.org/whl/cpu)
+TORCH_VERSION ?= 2.13.0
+# CPU-only machines get PyTorch's CPU build (no CUDA packages): from a local wheel or the
+# package index where one is offered, else from PyTorch's CPU wheel index. Machines with an
+# NVIDIA driver get the default (CUDA) build. An installed torch is kept.
+CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+HAS_GPU := $(shell command -v nvidia-smi 2>/dev/null)
 
 .PHONY: setup quickstart test bench clean
 
 $(BIN)/vaekit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --no-index $(TORCH) \
-		|| $(BIN)/pip install $(TORCH) $(TORCH_PIP_ARGS)
+ifdef HAS_GPU
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install torch==$(TORCH_VERSION)
+else
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install torch==$(TORCH_VERSION)+cpu \
+		|| $(BIN)/pip install torch==$(TORCH_VERSION)+cpu --extra-index-url $(CPU_INDEX)
+endif
 	$(BIN)/pip install -e '.[dev]'
 	touch $@
 
