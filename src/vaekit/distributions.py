@@ -8,6 +8,7 @@ whose event covers one whole example, so ``log_prob`` is already summed over the
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
@@ -90,13 +91,30 @@ class Likelihood(nn.Module):
         """Raise DataError if ``x`` lies outside this likelihood's support."""
 
 
+class IndependentBernoulli(Independent):
+    """Bernoulli over a whole example whose ``log_prob`` broadcasts ``value`` without copying it.
+
+    ``log p(x) = sum_d x_d * l_d - softplus(l_d)``: the same number as ``-BCE_with_logits``
+    (stable for any logit), in two passes over the logits; ``x`` of shape ``(batch, ...)`` meets
+    logits of shape ``(samples, batch, ...)`` by broadcasting, as importance sampling needs.
+    """
+
+    def __init__(self, logits: torch.Tensor, event_ndims: int) -> None:
+        super().__init__(Bernoulli(logits=logits, validate_args=False), event_ndims,
+                         validate_args=False)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        logits = self.base_dist.logits
+        nll = torch.addcmul(F.softplus(logits), logits, value, value=-1)  # elementwise -log p
+        return -nll.flatten(-self.reinterpreted_batch_ndims).sum(-1)
+
+
 @LIKELIHOODS.register("bernoulli")
 class BernoulliLikelihood(Likelihood):
-    """Bernoulli from logits: ``log_prob`` is ``-BCE_with_logits``, stable for any logit."""
+    """Bernoulli from logits (the reference's sigmoid decoder, without its unstable log)."""
 
     def forward(self, logits: torch.Tensor) -> Distribution:
-        return Independent(Bernoulli(logits=logits.float(), validate_args=False),
-                           self.event_ndims, validate_args=False)
+        return IndependentBernoulli(logits.float(), self.event_ndims)
 
     def check_data(self, x: torch.Tensor, what: str) -> None:
         lo, hi = float(x.min()), float(x.max())
@@ -120,5 +138,6 @@ class GaussianLikelihood(Likelihood):
 
     def forward(self, loc: torch.Tensor) -> Distribution:
         loc = loc.float()
-        return Independent(Normal(loc, torch.full_like(loc, self.obs_std), validate_args=False),
-                           self.event_ndims, validate_args=False)
+        scale = torch.tensor(self.obs_std, dtype=loc.dtype, device=loc.device)  # broadcast, no copy
+        return Independent(Normal(loc, scale, validate_args=False), self.event_ndims,
+                           validate_args=False)
