@@ -51,7 +51,7 @@ def fitted(blobs_m) -> VAE:
 # ----------------------------------------------------------------------------- parameters
 
 
-ALL_PARAMS = dict(arch="mlp", hidden=(16, 8), latent_dim=3, likelihood="gaussian", obs_std=0.5,
+ALL_PARAMS = dict(arch="mlp", hidden=(16, 8), latent_dim=3, likelihood="gaussian", obs_std=0.5, learn_obs_std=True,
                   beta=0.25, epochs=4, batch_size=7, lr=3e-3, precision="fp32", device="cpu",
                   random_state=11, verbose=True)
 

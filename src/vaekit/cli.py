@@ -57,12 +57,19 @@ def hidden_widths(s: str) -> tuple[int, ...]:
 # Flags that set RunConfig fields: (flag, argparse kwargs). Defaults stay None so that a config
 # file's value is only overridden by a flag the user actually gave.
 TRAIN_FLAGS = [
-    ("--arch", dict(help="network body: mlp or conv (default mlp)")),
+    ("--arch", dict(help="network body: mlp, conv, or linear (affine, no hidden layer; with a "
+                         "gaussian likelihood and --learn-obs-std this is probabilistic PCA) "
+                         "(default mlp)")),
     ("--hidden", dict(type=hidden_widths, help="hidden widths, e.g. 400 or 512,256 (default 400 for "
                                                "mlp; for conv the dense width, default 1024)")),
     ("--latent-dim", dict(type=positive_int, help="size of the latent code z (default 20)")),
     ("--likelihood", dict(help="p(x|z): bernoulli (data in [0,1]) or gaussian (default bernoulli)")),
     ("--obs-std", dict(type=finite_float, help="standard deviation of the gaussian likelihood (default 1)")),
+    ("--learn-obs-std", dict(action="store_const", const=True,
+                             help="learn the gaussian likelihood's standard deviation (one for all "
+                                  "dimensions), floored by --min-obs-var; with --arch linear: pPCA")),
+    ("--min-obs-var", dict(type=finite_float, help="floor on a learned observation variance "
+                                                   "(default 1e-6)")),
     ("--min-var", dict(type=finite_float, help="floor on the posterior variance (default 1e-5)")),
     ("--beta", dict(type=finite_float, help="weight of the KL term; 1 is the ELBO (default 1)")),
     ("--epochs", dict(type=positive_int, help="training epochs (default 10)")),
@@ -223,6 +230,93 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def progress_bar(total: int, desc: str):
+    """A tqdm bar on a terminal, else nothing: returns (update callable, close callable)."""
+    if not sys.stderr.isatty():
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="ex", leave=False, dynamic_ncols=True)
+    return bar.update, bar.close
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate import evaluate
+    from .fileio import write_json
+
+    model, cfg = load_run(args.run, args.device)
+    x = rows_for(model, cfg, args.data, args.split)
+    if len(x) == 0:
+        raise DataError("no examples to evaluate")
+    update, close = progress_bar(len(x), f"log p(x), K={args.importance_samples}")
+    try:
+        res = evaluate(model, x, args.importance_samples, seed=args.seed, progress=update)
+    finally:
+        close()
+    res = {"data": args.data or cfg.data.data, "split": args.split if args.data else "test", **res}
+    write_json(Path(args.run) / "evaluation.json", res)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    rows = [("examples", f"{res['n_examples']}"),
+            ("log p(x)", f"{res['log_likelihood']:.3f} +- {res['log_likelihood_stderr']:.3f} "
+                         f"nats (K = {res['importance_samples']} importance samples)"),
+            ("ELBO", f"{res['elbo']:.3f} nats = -(rec {res['rec']:.3f} + KL {res['kl']:.3f})"),
+            ("active units", f"{res['active_units']} of {len(res['kl_per_dim'])} "
+                             "(Cov_x E[z_d|x] > 0.01)")]
+    if res["bits_per_dim"] is not None:
+        rows.append(("bits/dim", f"{res['bits_per_dim']:.4f}"))
+    rows.append(("KL per dim", " ".join(f"{v:.2f}" for v in res["kl_per_dim"])))
+    print(f"evaluation of {args.run} on {res['data']} ({res['split']}); per example, higher log p(x) "
+          "is better")
+    for name, value in rows:
+        print(f"  {name:<13} {value}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .evaluate import log_likelihood
+    from .fileio import atomic_write_text
+
+    out = check_out(args.out, (".csv",))
+    model, cfg = load_run(args.run, args.device)
+    x = rows_for(model, cfg, args.data, args.split)
+    g = torch_generator(model, args.seed)
+    update, close = progress_bar(len(x), f"log p(x), K={args.importance_samples}")
+    try:
+        ll = log_likelihood(model, x, args.importance_samples, generator=g, progress=update)
+    finally:
+        close()
+    lines = ["index,log_likelihood"] + [f"{i},{v:.10g}" for i, v in enumerate(ll.tolist())]
+    atomic_write_text(out, "\n".join(lines) + "\n")
+    print(f"wrote log p(x) of {len(ll)} rows to {out} (outlier score: -log_likelihood)")
+    return 0
+
+
+def torch_generator(model, seed: int):
+    import torch
+
+    return torch.Generator(next(model.parameters()).device).manual_seed(seed)
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from .baselines import BASELINES, fit_baseline
+    from .data import load_data
+
+    BASELINES[args.model]  # an unknown name fails before the data is loaded
+    data = load_data(args.data, args.test_fraction, log=lambda s: print(s, file=sys.stderr))
+    res = fit_baseline(args.model, data, args.components, args.seed)
+    print(f"{res['model']} on {data.name}: test log p(x) {res['log_likelihood']:.3f} +- "
+          f"{res['log_likelihood_stderr']:.3f} nats per example ({res['n_examples']} test examples, "
+          f"{res['n_parameters']:,} parameters)")
+    print("units: nats per example, summed over dimensions, as 'vaekit evaluate' reports. This is a "
+          "density of continuous values: compare it with a VAE of a continuous likelihood "
+          "(gaussian), not with a Bernoulli one, whose log p(x) is of a probability")
+    return 0
+
+
 def save_npy(path: Path, a: np.ndarray) -> None:
     import io
 
@@ -253,7 +347,8 @@ def build_parser() -> Parser:
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the full traceback on errors")
     p = Parser(prog="vaekit",
-               description="Variational autoencoders on PyTorch: train, sample, reconstruct, embed.")
+               description="Variational autoencoders on PyTorch: train, evaluate, score, sample, "
+                           "reconstruct, embed.")
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     p.add_argument("--version", action="version", version=f"vaekit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -297,6 +392,32 @@ def build_parser() -> Parser:
                    help="part of DATA when it has train/test parts: all (train then test), train or test "
                         "(default all)")
     s.add_argument("--out", required=True, help="FILE.npy or FILE.csv")
+    s = run_command("evaluate", "ELBO, importance-sampled log p(x) with its standard error, "
+                    "active units and KL per dimension", cmd_evaluate, "optional")
+    s.add_argument("--split", choices=SPLITS, default="test", help="part of DATA (default test)")
+    s.add_argument("--importance-samples", "-k", type=positive_int, default=1000, metavar="K",
+                   help="importance samples per example (default 1000)")
+    s.add_argument("--seed", type=int, default=0, help="seed for the samples (default 0)")
+    s.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    s = run_command("score", "log p(x) per row, for outlier detection (score = -log_likelihood)",
+                    cmd_score, "required")
+    s.add_argument("--split", choices=SPLITS, default="all", help="part of DATA (default all)")
+    s.add_argument("--importance-samples", "-k", type=positive_int, default=1000, metavar="K",
+                   help="importance samples per row (default 1000)")
+    s.add_argument("--seed", type=int, default=0, help="seed for the samples (default 0)")
+    s.add_argument("--out", required=True, help="FILE.csv with columns index,log_likelihood")
+    b = sub.add_parser("baseline", parents=[common], help="test log p(x) of a classic model "
+                       "(scikit-learn): gmm (EM) or ppca",
+                       description="Fit a classic latent-variable model on DATA's training split and "
+                                   "print its test log-likelihood in the units of 'vaekit evaluate'.")
+    b.add_argument("data", metavar="DATA", help=data_help)
+    b.add_argument("--model", required=True, help="gmm (Gaussian mixture fitted by EM) or ppca")
+    b.add_argument("--components", type=positive_int, help="mixture components or pPCA latent "
+                   "dimensions (default 10 for gmm, 20 for ppca)")
+    b.add_argument("--test-fraction", type=finite_float, default=0.1,
+                   help="held-out fraction when DATA has no test split (default 0.1)")
+    b.add_argument("--seed", type=int, default=0, help="random_state of the fit (default 0)")
+    b.set_defaults(func=cmd_baseline)
     d = sub.add_parser("datasets", parents=[common], help="list the built-in datasets")
     d.set_defaults(func=cmd_datasets)
     return p

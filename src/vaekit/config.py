@@ -26,7 +26,9 @@ class ModelConfig:
     posterior: str = "diagonal"
     prior: str = "normal"
     likelihood: str = "bernoulli"
-    obs_std: float = 1.0  # gaussian likelihood's fixed standard deviation
+    obs_std: float = 1.0  # gaussian likelihood's standard deviation (the start, when learned)
+    learn_obs_std: bool = False  # learn one global standard deviation (pPCA with --arch linear)
+    min_obs_var: float = 1e-6  # floor on a learned observation variance
     min_var: float = 1e-5  # posterior variance floor (002_0b1c8e9715ecc3b6.txt)
 
     def validate(self) -> None:
@@ -40,8 +42,11 @@ class ModelConfig:
         if self.hidden is not None:
             if not self.hidden or any(int(h) <= 0 for h in self.hidden):
                 raise ConfigError(f"--hidden must be positive widths like 400 or 512,256; got {self.hidden}")
-        if self.min_var < 0:
-            raise ConfigError(f"--min-var must be >= 0, got {self.min_var}")
+        if self.min_var < 0 or self.min_obs_var < 0:
+            raise ConfigError(f"--min-var and --min-obs-var must be >= 0, got {self.min_var}, "
+                              f"{self.min_obs_var}")
+        if self.learn_obs_std and self.likelihood != "gaussian":
+            raise ConfigError("--learn-obs-std applies to --likelihood gaussian only")
 
 
 @dataclass

@@ -7,6 +7,8 @@ whose event covers one whole example, so ``log_prob`` is already summed over the
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -126,18 +128,36 @@ class BernoulliLikelihood(Likelihood):
 
 @LIKELIHOODS.register("gaussian")
 class GaussianLikelihood(Likelihood):
-    """Gaussian with a fixed standard deviation ``obs_std`` around the decoder's mean."""
+    """Gaussian around the decoder's mean with one standard deviation for all dimensions.
 
-    def __init__(self, data_shape: tuple[int, ...], obs_std: float = 1.0) -> None:
+    Fixed at ``obs_std``, or learned (``learn_obs_std``, starting at ``obs_std``) with its
+    variance floored at ``min_obs_var`` so that it cannot collapse to zero
+    (002_0b1c8e9715ecc3b6.txt, "Lower bounding the Generative Model Variance").
+    """
+
+    def __init__(self, data_shape: tuple[int, ...], obs_std: float = 1.0,
+                 learn_obs_std: bool = False, min_obs_var: float = 1e-6) -> None:
         super().__init__(data_shape)
-        self.obs_std = obs_std
+        self.min_obs_var = min_obs_var
+        log_std = torch.tensor(math.log(obs_std))
+        if learn_obs_std:
+            self.log_std = nn.Parameter(log_std)
+        else:
+            self.register_buffer("log_std", log_std, persistent=False)
 
     @classmethod
     def from_config(cls, data_shape, config) -> "GaussianLikelihood":
-        return cls(data_shape, obs_std=config.obs_std)
+        return cls(data_shape, obs_std=config.obs_std, learn_obs_std=config.learn_obs_std,
+                   min_obs_var=config.min_obs_var)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """The standard deviation in use, floor included (a 0-d tensor)."""
+        if isinstance(self.log_std, nn.Parameter):
+            return torch.sqrt(torch.exp(2 * self.log_std.float()) + self.min_obs_var)
+        return torch.exp(self.log_std.float())
 
     def forward(self, loc: torch.Tensor) -> Distribution:
         loc = loc.float()
-        scale = torch.tensor(self.obs_std, dtype=loc.dtype, device=loc.device)  # broadcast, no copy
-        return Independent(Normal(loc, scale, validate_args=False), self.event_ndims,
-                           validate_args=False)
+        return Independent(Normal(loc, self.scale, validate_args=False),  # scale broadcasts
+                           self.event_ndims, validate_args=False)

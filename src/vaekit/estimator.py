@@ -33,7 +33,10 @@ class VAE(TransformerMixin, BaseEstimator):
     likelihood : {'bernoulli', 'gaussian'}
         p(x|z); bernoulli needs data in [0, 1].
     obs_std : float
-        Standard deviation of the gaussian likelihood.
+        Standard deviation of the gaussian likelihood (its start value when learned).
+    learn_obs_std : bool
+        Learn one global standard deviation of the gaussian likelihood (with ``arch='linear'``:
+        probabilistic PCA).
     beta : float
         KL weight; 1 is the ELBO.
     epochs, batch_size, lr : int, int, float
@@ -66,7 +69,7 @@ class VAE(TransformerMixin, BaseEstimator):
 
     def __init__(self, arch: str = "mlp", hidden: tuple[int, ...] | None = None,
                  latent_dim: int = 20, likelihood: str = "bernoulli", obs_std: float = 1.0,
-                 beta: float = 1.0, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
+                 learn_obs_std: bool = False, beta: float = 1.0, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
                  precision: str = "auto", device: str = "auto", random_state: int | None = None,
                  verbose: bool = False) -> None:
         self.arch = arch
@@ -74,6 +77,7 @@ class VAE(TransformerMixin, BaseEstimator):
         self.latent_dim = latent_dim
         self.likelihood = likelihood
         self.obs_std = obs_std
+        self.learn_obs_std = learn_obs_std
         self.beta = beta
         self.epochs = epochs
         self.batch_size = batch_size
@@ -89,7 +93,8 @@ class VAE(TransformerMixin, BaseEstimator):
         hidden = None if self.hidden is None else tuple(np.atleast_1d(self.hidden).astype(int).tolist())
         return RunConfig(
             ModelConfig(arch=self.arch, hidden=hidden, latent_dim=self.latent_dim,
-                        likelihood=self.likelihood, obs_std=self.obs_std),
+                        likelihood=self.likelihood, obs_std=self.obs_std,
+                        learn_obs_std=self.learn_obs_std),
             TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, beta=self.beta,
                         seed=seed, device=self.device, precision=self.precision),
             DataConfig(data="array", test_fraction=0.0)).validate()
@@ -141,6 +146,28 @@ class VAE(TransformerMixin, BaseEstimator):
         z = self.model_.prior().rsample((n,), generator=g)  # (n, latent)
         return self.model_.decode(z).mean.float().cpu().numpy()
 
+    def score_samples(self, X, n_importance: int = 1000) -> np.ndarray:
+        """Importance-sampled log p(x) per row in nats (higher is more typical).
+
+        ``-score_samples(X)`` is an outlier score. Samples are drawn from a generator seeded
+        with ``random_state`` (0 when None), so the same call gives the same numbers.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d) or (n, C, H, W)
+        n_importance : int
+            Importance samples per row (Burda et al. 2015); more is tighter and slower.
+        """
+        from .evaluate import log_likelihood
+
+        x = self._examples(X)
+        g = torch.Generator(self._device()).manual_seed(self.random_state or 0)
+        return log_likelihood(self.model_, x, n_importance, generator=g).numpy()
+
+    def score(self, X, y=None, n_importance: int = 1000) -> float:
+        """Mean log p(x) per row in nats, as scikit-learn's density estimators report."""
+        return float(self.score_samples(X, n_importance).mean())
+
     def _device(self) -> torch.device:
         return next(self.model_.parameters()).device
 
@@ -158,7 +185,7 @@ class VAE(TransformerMixin, BaseEstimator):
         model, cfg = RunDir(path).load_model(resolve_device(device))
         m, t = cfg.model, cfg.train
         est = cls(arch=m.arch, hidden=m.hidden, latent_dim=m.latent_dim, likelihood=m.likelihood,
-                  obs_std=m.obs_std, beta=t.beta, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+                  obs_std=m.obs_std, learn_obs_std=m.learn_obs_std, beta=t.beta, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                   precision=t.precision, device=device, random_state=t.seed)
         est._set_fitted(model, cfg)
         return est

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from typing import Callable
 
 import torch
 
@@ -42,9 +43,10 @@ def posterior_means(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Ten
 
 
 @torch.no_grad()
-def log_likelihood(model, x: torch.Tensor, k: int = 1000, batch_size: int = 100,
-                   max_rows: int = 4096, generator: torch.Generator | None = None,
-                   progress=None) -> torch.Tensor:
+def importance_sample(model, x: torch.Tensor, k: int = 1000, batch_size: int = 100,
+                      max_rows: int = 4096, generator: torch.Generator | None = None,
+                      progress: Callable[[int], None] | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Importance-sampled log p(x) per example, with the posterior as proposal.
 
     ``log (1/k) sum_i p(x, z_i) / q(z_i | x)``, ``z_i ~ q(z | x)``: exactly ``k`` samples per
@@ -69,9 +71,12 @@ def log_likelihood(model, x: torch.Tensor, k: int = 1000, batch_size: int = 100,
 
     Returns
     -------
-    torch.Tensor
-        ``(n,)`` float64 estimates in nats; a lower bound on log p(x) in expectation that
-        tightens as ``k`` grows.
+    log_likelihood : torch.Tensor
+        ``(n,)`` float64, in nats: a lower bound on log p(x) in expectation that tightens as
+        ``k`` grows.
+    expected_log_px : torch.Tensor
+        ``(n,)`` float64, the mean of ``log p(x | z_i)`` over the same samples: the
+        reconstruction term of the ELBO.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -79,23 +84,63 @@ def log_likelihood(model, x: torch.Tensor, k: int = 1000, batch_size: int = 100,
     was_training = model.training
     model.eval()
     pz = model.prior()
-    out = []
+    lls, recs = [], []
     for i in range(0, len(x), batch_size):
         xb = x[i: i + batch_size].to(device, non_blocking=True)
         qz = model.encode(xb)
         chunk = max(1, max_rows // len(xb))
-        log_w = []
+        log_w, log_px = [], []
         for s in range(0, k, chunk):
             z = qz.rsample((min(chunk, k - s),), generator=generator)  # (s, b, latent)
             params = model.decoder(z.flatten(0, 1)).unflatten(0, z.shape[:2])  # (s, b, ...)
-            log_px = model.likelihood(params).log_prob(xb)  # x broadcast over samples: (s, b)
-            log_w.append(log_px + pz.log_prob(z) - qz.log_prob(z))
+            lp = model.likelihood(params).log_prob(xb)  # x broadcast over samples: (s, b)
+            log_px.append(lp)
+            log_w.append(lp + pz.log_prob(z) - qz.log_prob(z))
         log_w = torch.cat(log_w).double()  # (k, b)
-        out.append((torch.logsumexp(log_w, 0) - math.log(k)).cpu())
+        lls.append((torch.logsumexp(log_w, 0) - math.log(k)).cpu())
+        recs.append(torch.cat(log_px).double().mean(0).cpu())
         if progress is not None:
             progress(len(xb))
     model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+    empty = torch.zeros(0, dtype=torch.float64)
+    return (torch.cat(lls), torch.cat(recs)) if lls else (empty, empty)
+
+
+def log_likelihood(model, x: torch.Tensor, k: int = 1000, **kw) -> torch.Tensor:
+    """Importance-sampled log p(x) per example; see :func:`importance_sample`."""
+    return importance_sample(model, x, k, **kw)[0]
+
+
+def is_binary(x: torch.Tensor) -> bool:
+    return bool(((x == 0) | (x == 1)).all())
+
+
+def evaluate(model, x: torch.Tensor, k: int = 1000, seed: int = 0, batch_size: int = 100,
+             progress: Callable[[int], None] | None = None) -> dict:
+    """Everything ``vaekit evaluate`` reports, as means per example in nats.
+
+    Returns a dict with ``elbo``, ``rec``, ``kl`` (``elbo = -(rec + kl)``; ``rec`` averages
+    ``-log p(x|z)`` over the ``k`` samples, ``kl`` is closed form), ``log_likelihood`` and its
+    standard error across examples, ``importance_samples``, ``n_examples``, ``active_units``,
+    ``kl_per_dim``, and ``bits_per_dim`` (binary data with a Bernoulli likelihood only, else None).
+    """
+    device = next(model.parameters()).device
+    g = torch.Generator(device).manual_seed(seed)
+    ll, log_px = importance_sample(model, x, k, batch_size=batch_size, generator=g, progress=progress)
+    diag = latent_diagnostics(model, x)
+    n = len(x)
+    rec = float(-log_px.mean())
+    kl = float(sum(diag["kl_per_dim"]))
+    d = math.prod(model.data_shape)
+    discrete = model.config.likelihood == "bernoulli" and is_binary(x)
+    return {
+        "elbo": -(rec + kl), "rec": rec, "kl": kl,
+        "log_likelihood": float(ll.mean()),
+        "log_likelihood_stderr": float(ll.std() / math.sqrt(n)) if n > 1 else float("nan"),
+        "importance_samples": k, "n_examples": n,
+        "active_units": diag["active_units"], "kl_per_dim": diag["kl_per_dim"],
+        "bits_per_dim": float(-ll.mean() / (d * math.log(2))) if discrete else None,
+    }
 
 
 @torch.no_grad()

@@ -59,6 +59,28 @@ class MLPBody(Body):
                              nn.Unflatten(1, out_shape))
 
 
+@BODIES.register("linear")
+class LinearBody(Body):
+    """Affine encoder and decoder, no hidden layer.
+
+    With ``--likelihood gaussian --learn-obs-std`` this is probabilistic PCA: at its optimum
+    the ELBO equals the exact pPCA log-likelihood (Tipping & Bishop 1999; Lucas et al. 2019).
+    """
+
+    def __init__(self, data_shape: tuple[int, ...], hidden: Sequence[int] | None) -> None:
+        if hidden:
+            raise ConfigError("--arch linear has no hidden layers; leave out --hidden")
+        super().__init__(data_shape, hidden)
+
+    def encoder(self, out_dim: int) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(self.data_shape), out_dim))
+
+    def decoder(self, latent_dim: int, params_per_dim: int) -> nn.Module:
+        c, *rest = self.data_shape
+        out_shape = (params_per_dim * c, *rest)
+        return nn.Sequential(nn.Linear(latent_dim, math.prod(out_shape)), nn.Unflatten(1, out_shape))
+
+
 @BODIES.register("conv")
 class ConvBody(Body):
     """Strided conv encoder and transposed-conv decoder (002_0b1c8e9715ecc3b6.txt).
