@@ -102,7 +102,9 @@ def main() -> None:
     g.add_argument("--hidden", default="400", help="widths like 400 or 512,256")
     g.add_argument("--latent-dim", type=int, default=8)
     g.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "gaussian"])
-    g.add_argument("--obs-std", type=float, default=1.0, help="gaussian likelihood's std")
+    g.add_argument("--obs-std", type=float, default=1.0,
+                   help="gaussian likelihood's standard deviation (the start, when learned)")
+    g.add_argument("--learn-obs-std", action="store_true", help="learn the gaussian's one std")
     g.add_argument("--beta", type=float, default=1.0)
     g.add_argument("--epochs", type=int, default=100)
     g.add_argument("--lr", type=float, default=1e-3)
@@ -127,7 +129,8 @@ def main() -> None:
     t_start = time.perf_counter()
     digits = [int(c) for c in args.digits.split(",")]
     model_cfg = ModelConfig(arch=args.arch, hidden=parse_hidden(args.hidden), latent_dim=args.latent_dim,
-                            likelihood=args.likelihood, obs_std=args.obs_std)
+                            likelihood=args.likelihood, obs_std=args.obs_std,
+                            learn_obs_std=args.learn_obs_std)
     train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, beta=args.beta,
                             seed=args.seed, device=args.device, precision=args.precision)
     settings = {

@@ -134,6 +134,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         last = history[-1]
         key = "test_loss" if "test_loss" in last else "train_loss"
         print(f"done: {key.replace('_', ' ')} {last[key]:.4f} nats after {last['epoch']} epochs; run in {rd.path}")
+    if not args.no_report:
+        from .report import write_report
+
+        print(f"report: {write_report(rd.path, data=data)}")
     return 0
 
 
@@ -317,6 +321,72 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    out = check_out(args.out, (".html",)) if args.out else None
+    print(f"wrote {write_report(args.run, out, method=args.projection)}")
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .images import display_scale, save_grid
+    from .viz import interpolation_codes
+
+    out = check_out(args.out, (".png",))
+    model, cfg = load_run(args.run, args.device)
+    if len(model.data_shape) != 3:
+        raise ConfigError("this model's data are not images, so an interpolation cannot be drawn")
+    x = rows_for(model, cfg, args.data, args.split)
+    for name, i in (("--from", args.i), ("--to", args.j)):
+        if not 0 <= i < len(x):
+            raise ConfigError(f"{name} {i} is out of range: the data has rows 0 to {len(x) - 1}")
+    with torch.no_grad():
+        z = model.encode(x[[args.i, args.j]].to(next(model.parameters()).device)).mean
+        path = model.decode(interpolation_codes(z[0], z[1], args.steps, args.spherical)).mean
+    ends = x[[args.i, args.j]].to(path.device)
+    save_grid(torch.cat([ends[:1], path, ends[1:]]), out, nrow=args.steps + 2,
+              scale=display_scale(x.shape[-2]))
+    print(f"wrote input {args.i}, {args.steps} decoded {'spherical' if args.spherical else 'linear'} "
+          f"steps and input {args.j} to {out}")
+    return 0
+
+
+def cmd_traverse(args: argparse.Namespace) -> int:
+    import torch
+
+    from .images import display_scale, save_grid
+    from .viz import traversal_codes
+
+    out = check_out(args.out, (".png",))
+    model, cfg = load_run(args.run, args.device)
+    if len(model.data_shape) != 3:
+        raise ConfigError("this model's data are not images, so a traversal cannot be drawn")
+    x = rows_for(model, cfg, args.data, args.split)
+    if not 0 <= args.index < len(x):
+        raise ConfigError(f"--index {args.index} is out of range: the data has rows 0 to {len(x) - 1}")
+    dims = args.dims if args.dims is not None else list(range(min(model.latent_dim, 10)))
+    bad = [d for d in dims if not 0 <= d < model.latent_dim]
+    if bad:
+        raise ConfigError(f"--dims {bad} out of range: the latent has dimensions 0 to {model.latent_dim - 1}")
+    with torch.no_grad():
+        z = model.encode(x[args.index: args.index + 1].to(next(model.parameters()).device)).mean[0]
+        images = model.decode(traversal_codes(z, dims, args.range, args.steps)).mean
+    save_grid(images, out, nrow=args.steps, scale=display_scale(x.shape[-2]))
+    print(f"wrote a traversal of dimensions {dims} (rows) over +-{args.range} around input "
+          f"{args.index} to {out}")
+    return 0
+
+
+def dim_list(s: str) -> list[int]:
+    try:
+        return [int(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected dimensions like 0,1,5, got '{s}'") from None
+
+
 def save_npy(path: Path, a: np.ndarray) -> None:
     import io
 
@@ -364,6 +434,7 @@ def build_parser() -> Parser:
                                                          "flags given here override it")
     t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     t.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    t.add_argument("--no-report", action="store_true", help="do not write report.html at the end")
     for flag, kw in TRAIN_FLAGS:
         t.add_argument(flag, **kw)
     t.set_defaults(func=cmd_train)
@@ -418,6 +489,31 @@ def build_parser() -> Parser:
                    help="held-out fraction when DATA has no test split (default 0.1)")
     b.add_argument("--seed", type=int, default=0, help="random_state of the fit (default 0)")
     b.set_defaults(func=cmd_baseline)
+    r = sub.add_parser("report", parents=[common], help="write a self-contained HTML report of a run",
+                       description="Write report.html: configuration, metrics, evaluation (after "
+                                   "'vaekit evaluate'), loss curves, latent maps, diagnostics, "
+                                   "reconstructions and samples; images embedded, no network.")
+    r.add_argument("run", metavar="RUN", help="run directory written by 'vaekit train'")
+    r.add_argument("--out", help="FILE.html (default RUN/report.html)")
+    r.add_argument("--projection", choices=("pca", "tsne"), default="pca",
+                   help="2-D projection of latent maps when the latent has more dimensions (default pca)")
+    r.set_defaults(func=cmd_report)
+    s = run_command("interpolate", "decode the path between two inputs' posterior means",
+                    cmd_interpolate, "optional")
+    s.add_argument("--from", dest="i", type=int, required=True, metavar="I", help="row of the first input")
+    s.add_argument("--to", dest="j", type=int, required=True, metavar="J", help="row of the second input")
+    s.add_argument("--steps", type=positive_int, default=10, help="decoded points (default 10)")
+    s.add_argument("--spherical", action="store_true", help="spherical instead of linear interpolation")
+    s.add_argument("--split", choices=SPLITS, default="test", help="part of DATA (default test)")
+    s.add_argument("--out", required=True, help="FILE.png: first input, the path, second input")
+    s = run_command("traverse", "vary one latent dimension at a time around an input's code",
+                    cmd_traverse, "optional")
+    s.add_argument("--index", type=int, default=0, help="row of the input (default 0)")
+    s.add_argument("--dims", type=dim_list, help="dimensions, e.g. 0,1,5 (default the first 10)")
+    s.add_argument("--range", type=finite_float, default=3.0, help="offsets span +-R (default 3)")
+    s.add_argument("--steps", type=positive_int, default=9, help="values per dimension (default 9)")
+    s.add_argument("--split", choices=SPLITS, default="test", help="part of DATA (default test)")
+    s.add_argument("--out", required=True, help="FILE.png, one row per dimension")
     d = sub.add_parser("datasets", parents=[common], help="list the built-in datasets")
     d.set_defaults(func=cmd_datasets)
     return p

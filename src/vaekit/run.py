@@ -5,11 +5,13 @@ Model files are safetensors plus JSON; nothing is ever unpickled.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
@@ -35,6 +37,9 @@ class RunDir:
         self.checkpoint = self.path / "checkpoint.safetensors"
         self.checkpoint_meta = self.path / "checkpoint.json"
         self.images = self.path / "images"
+        self.latent = self.path / "latent"  # posterior means of test examples, one file per epoch
+        self.evaluation = self.path / "evaluation.json"
+        self.report = self.path / "report.html"
 
     # -- creating -------------------------------------------------------------------------
     def prepare(self, resume: bool, overwrite: bool) -> None:
@@ -53,9 +58,11 @@ class RunDir:
             if not self.config.exists():
                 raise RunDirError(f"{self.path} is not empty and is not a vaekit run directory; "
                                   "refusing to overwrite it, choose another --out")
-            for p in (self.config, self.model, self.metrics, self.checkpoint, self.checkpoint_meta):
+            for p in (self.config, self.model, self.metrics, self.checkpoint, self.checkpoint_meta,
+                      self.evaluation, self.report):
                 p.unlink(missing_ok=True)
             shutil.rmtree(self.images, ignore_errors=True)
+            shutil.rmtree(self.latent, ignore_errors=True)
         self.path.mkdir(parents=True, exist_ok=True)
 
     def write_config(self, config: RunConfig, data_shape: tuple[int, ...]) -> None:
@@ -64,6 +71,28 @@ class RunDir:
 
     def write_model(self, model: VAEModel) -> None:
         atomic_write_bytes(self.model, st_save(state_tensors(model), {"format": "vaekit-model"}))
+
+    def write_latent(self, epoch: int, z: torch.Tensor, labels: torch.Tensor | None) -> None:
+        """Posterior means of the shown test examples at ``epoch`` (labels once, at epoch 1)."""
+        write_npy(self.latent / f"epoch_{epoch}.npy", z.float().cpu().numpy())
+        if labels is not None and not (self.latent / "labels.npy").exists():
+            write_npy(self.latent / "labels.npy", labels.cpu().numpy())
+
+    def latent_snapshots(self) -> tuple[list[tuple[int, np.ndarray]], np.ndarray | None]:
+        """``[(epoch, means)]`` in epoch order, and the labels if saved."""
+        files = sorted(self.latent.glob("epoch_*.npy"), key=lambda p: int(p.stem.split("_")[1]))
+        snaps = [(int(p.stem.split("_")[1]), np.load(p, allow_pickle=False)) for p in files]
+        labels_file = self.latent / "labels.npy"
+        labels = np.load(labels_file, allow_pickle=False) if labels_file.exists() else None
+        return snaps, labels
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics.exists():
+            return []
+        try:
+            return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+        except (OSError, ValueError) as e:
+            raise RunDirError(f"{self.metrics} is damaged ({e})") from None
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in rows))
@@ -101,6 +130,12 @@ class RunDir:
                               "(or resume it with vaekit train --resume)")
         load_state_tensors(model, read_safetensors(self.model))
         return model.to(device).eval(), cfg
+
+
+def write_npy(path: Path, a: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def state_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:

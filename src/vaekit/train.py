@@ -20,7 +20,7 @@ from safetensors.torch import save as st_save
 from .config import RunConfig, TrainConfig
 from .data import Dataset
 from .errors import ConfigError, DataError, RunDirError
-from .evaluate import elbo_terms
+from .evaluate import elbo_terms, posterior_means
 from .fileio import atomic_write_bytes, write_json
 from .images import display_scale, save_grid
 from .model import VAEModel
@@ -28,6 +28,7 @@ from .run import RunDir, load_state_tensors, read_safetensors, state_tensors
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation noise never touches the training generators
 SAMPLE_SEED_OFFSET = 2_000_003
+LATENT_MAP_POINTS = 2000  # test examples whose codes are kept every epoch for the latent map
 
 
 def resolve_device(name: str) -> torch.device:
@@ -156,7 +157,8 @@ class Trainer:
             row["seconds"] = round(time.perf_counter() - t0, 4)
             self.history.append(row)
             if self.run_dir:
-                self.write_epoch(epoch, x_test if len(x_test) else x_train, data)
+                shown = (x_test, data.y_test) if len(x_test) else (x_train, data.y_train)
+                self.write_epoch(epoch, *shown, data)
             self.log_epoch(row)
         return self.history
 
@@ -209,11 +211,15 @@ class Trainer:
         self.log(line + f"  {row['seconds']:.1f}s")
 
     # -- run directory -----------------------------------------------------------------------
-    def write_epoch(self, epoch: int, x_show: torch.Tensor, data: Dataset) -> None:
-        """Images, weights, then the checkpoint (atomic), then metrics (rebuilt on resume)."""
+    def write_epoch(self, epoch: int, x_show: torch.Tensor, y_show: torch.Tensor | None,
+                    data: Dataset) -> None:
+        """Images and latent map, weights, then the checkpoint (atomic), then metrics."""
         rd = self.run_dir
         if data.is_image:
             self.write_images(epoch, x_show)
+        n = min(len(x_show), LATENT_MAP_POINTS)
+        rd.write_latent(epoch, posterior_means(self.model, x_show[:n]),
+                        None if y_show is None else y_show[:n])
         rd.write_model(self.model)
         self.save_checkpoint(epoch)
         rd.write_metrics(self.history)
