@@ -110,3 +110,16 @@ def test_auto_precision_is_recorded_as_what_ran(tmp_path):
     assert json.loads(rd.config.read_text())["train"]["precision"] == "auto"  # as asked
     ran = json.loads(rd.checkpoint_meta.read_text())["precision"]
     assert ran == ("bf16" if cpu_has_native_bf16() else "fp32")
+
+
+def test_tensorboard_logs_scalars_and_images(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rd, h = train(tmp_path, "tb", 2, tensorboard=True)
+    acc = EventAccumulator(str(rd.path / "tensorboard"))
+    acc.Reload()
+    loss = acc.Scalars("loss/test")
+    assert [e.step for e in loss] == [1, 2]
+    assert [e.value for e in loss] == pytest.approx([r["test_loss"] for r in h], rel=1e-6)
+    assert {"reconstruction", "samples"} <= set(acc.Tags()["images"])

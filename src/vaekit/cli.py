@@ -80,6 +80,9 @@ TRAIN_FLAGS = [
     ("--precision", dict(help="auto, fp32 or bf16 (bf16 autocast needs native bf16: AVX512-BF16/AMX CPUs, "
                                   "recent GPUs); default auto: bf16 where native, else fp32")),
     ("--eval-batch-size", dict(type=positive_int, help="batch size for evaluation (default 1000)")),
+    ("--tensorboard", dict(action="store_const", const=True,
+                           help="also log metrics and image grids to RUN/tensorboard (needs the "
+                                "tensorboard package: pip install 'vaekit[tensorboard]')")),
     ("--test-fraction", dict(type=finite_float, help="fraction held out for testing when the data "
                                                      "has no test split (default 0.1)")),
 ]

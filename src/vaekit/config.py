@@ -61,6 +61,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # bf16 where the hardware has it natively (faster, same loss: README)
     eval_batch_size: int = 1000  # evaluation needs no gradients: bigger batches are cheaper
+    tensorboard: bool = False  # also log scalars and image grids to RUN/tensorboard
 
     def validate(self) -> None:
         positive(self, "epochs", "batch_size", "lr", "eval_batch_size")

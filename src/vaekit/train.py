@@ -79,6 +79,32 @@ def make_adam(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
 
 
+def tensorboard_writer(run_dir: RunDir):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("--tensorboard needs the tensorboard package: "
+                          "pip install 'vaekit[tensorboard]'") from None
+    return SummaryWriter(str(run_dir.path / "tensorboard"))
+
+
+def log_tensorboard(writer, row: dict[str, Any], run_dir: RunDir, images: bool) -> None:
+    """Scalars as ``loss/train`` etc., and the epoch's image grids as written to ``images/``."""
+    import numpy as np
+    from PIL import Image
+
+    epoch = row["epoch"]
+    for key, value in row.items():
+        if key != "epoch" and isinstance(value, float):
+            split, _, name = key.partition("_")
+            writer.add_scalar(f"{name}/{split}" if name else key, value, epoch)
+    if images:
+        for name in ("reconstruction", "samples"):
+            img = np.asarray(Image.open(run_dir.images / f"{name}_{epoch}.png").convert("RGB"))
+            writer.add_image(name, img, epoch, dataformats="HWC")
+    writer.flush()
+
+
 class Trainer:
     """Trains a :class:`VAEModel` on a :class:`Dataset`.
 
@@ -139,6 +165,7 @@ class Trainer:
         """
         self.check(data)
         self.run_dir = run_dir
+        self.tb = tensorboard_writer(run_dir) if self.config.tensorboard and run_dir else None
         x_train = data.x_train.to(self.device)
         x_test = data.x_test.to(self.device)
         start = self.load_checkpoint() if resume else 0
@@ -160,6 +187,10 @@ class Trainer:
                 shown = (x_test, data.y_test) if len(x_test) else (x_train, data.y_train)
                 self.write_epoch(epoch, *shown, data)
             self.log_epoch(row)
+            if self.tb:
+                log_tensorboard(self.tb, row, run_dir, data.is_image)
+        if self.tb:
+            self.tb.close()
         return self.history
 
     def train_epoch(self, x: torch.Tensor, binarize: bool, epoch: int) -> list[float]:
