@@ -80,6 +80,11 @@ TRAIN_FLAGS = [
     ("--precision", dict(help="auto, fp32 or bf16 (bf16 autocast needs native bf16: AVX512-BF16/AMX CPUs, "
                                   "recent GPUs); default auto: bf16 where native, else fp32")),
     ("--eval-batch-size", dict(type=positive_int, help="batch size for evaluation (default 1000)")),
+    ("--clip-grad", dict(type=finite_float, metavar="NORM",
+                         help="clip the gradient norm to NORM (default 0: off)")),
+    ("--max-skips", dict(type=positive_int, metavar="N",
+                         help="steps with a non-finite loss or gradient are skipped and counted "
+                              "(skipped_steps in metrics); stop after N in a row (default 20)")),
     ("--tensorboard", dict(action="store_const", const=True,
                            help="also log metrics and image grids to RUN/tensorboard (needs the "
                                 "tensorboard package: pip install 'vaekit[tensorboard]')")),

@@ -61,10 +61,14 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # bf16 where the hardware has it natively (faster, same loss: README)
     eval_batch_size: int = 1000  # evaluation needs no gradients: bigger batches are cheaper
+    clip_grad: float = 0.0  # max gradient norm; 0 turns clipping off
+    max_skips: int = 20  # consecutive non-finite steps (skipped) before training stops
     tensorboard: bool = False  # also log scalars and image grids to RUN/tensorboard
 
     def validate(self) -> None:
-        positive(self, "epochs", "batch_size", "lr", "eval_batch_size")
+        positive(self, "epochs", "batch_size", "lr", "eval_batch_size", "max_skips")
+        if self.clip_grad < 0:
+            raise ConfigError(f"--clip-grad must be >= 0 (0 turns it off), got {self.clip_grad}")
         if self.beta < 0:
             raise ConfigError(f"--beta must be >= 0, got {self.beta}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -63,7 +63,11 @@ class RunDir:
                 p.unlink(missing_ok=True)
             shutil.rmtree(self.images, ignore_errors=True)
             shutil.rmtree(self.latent, ignore_errors=True)
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunDirError(f"cannot create run directory {self.path}: {e.strerror or e}; "
+                              "choose another --out") from None
 
     def write_config(self, config: RunConfig, data_shape: tuple[int, ...]) -> None:
         write_json(self.config, {"format_version": FORMAT_VERSION, "vaekit_version": __version__,

@@ -19,7 +19,7 @@ from safetensors.torch import save as st_save
 
 from .config import RunConfig, TrainConfig
 from .data import Dataset
-from .errors import ConfigError, DataError, RunDirError
+from .errors import ConfigError, DataError, RunDirError, VaekitError
 from .evaluate import elbo_terms, posterior_means
 from .fileio import atomic_write_bytes, write_json
 from .images import display_scale, save_grid
@@ -28,7 +28,12 @@ from .run import RunDir, load_state_tensors, read_safetensors, state_tensors
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation noise never touches the training generators
 SAMPLE_SEED_OFFSET = 2_000_003
+CHECK_EVERY = 20  # steps between host checks for a run of non-finite steps
 LATENT_MAP_POINTS = 2000  # test examples whose codes are kept every epoch for the latent map
+
+
+class TrainingDiverged(VaekitError):
+    """Too many consecutive non-finite steps: training stops, the last checkpoint stays."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -127,6 +132,9 @@ class Trainer:
         self.autocast = autocast_for(self.device, self.precision)
         self.model = model.to(self.device)
         self.optimizer = make_adam(self.model, config.lr)
+        self.fused = bool(self.optimizer.defaults.get("fused"))
+        self.consecutive_bad = torch.zeros((), device=self.device)
+        self.skipped_steps = 0
         self.run_dir: RunDir | None = None
         self.log = log
         self.progress = sys.stderr.isatty() if progress is None else progress
@@ -175,7 +183,7 @@ class Trainer:
             t0 = time.perf_counter()
             train = self.train_epoch(x_train, data.binarize, epoch)
             row: dict[str, Any] = {"epoch": epoch, "train_loss": train[0], "train_rec": train[1],
-                                   "train_kl": train[2]}
+                                   "train_kl": train[2], "skipped_steps": self.skipped_steps}
             if len(x_test):
                 # Evaluated in fp32 whatever the training precision: reported numbers stay exact.
                 ev = elbo_terms(self.model, x_test, self.config.eval_batch_size, self.config.beta,
@@ -201,8 +209,10 @@ class Trainer:
         # Per-example rec and kl of the epoch, filled in place: summed once at the end, so the
         # host never waits for the device inside the loop.
         rec_kl = torch.empty(2, n, device=self.device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        skipped = torch.zeros((), device=self.device)  # non-finite steps this epoch
         bar = self.bar(n, epoch)
-        for i in range(0, n, bs):
+        for step, i in enumerate(range(0, n, bs)):
             xb = x[perm[i: i + bs]]  # (batch, *shape): an index slice, no per-sample Python
             if binarize:
                 xb = torch.bernoulli(xb, generator=self.noise_gen)  # dynamic binarization
@@ -211,7 +221,11 @@ class Trainer:
             loss = terms.loss.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            bad = self.guarded_step(loss, params)
+            skipped += bad
+            self.consecutive_bad = (self.consecutive_bad + bad) * bad
+            if step % CHECK_EVERY == CHECK_EVERY - 1 or i + bs >= n:  # a rare host sync
+                self.check_divergence(epoch)
             rec_kl[0, i: i + bs] = terms.rec.detach()
             rec_kl[1, i: i + bs] = terms.kl.detach()
             if bar is not None:
@@ -220,8 +234,37 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss.item():.2f}")
         if bar is not None:
             bar.close()
-        rec, kl = rec_kl.double().mean(1).tolist()
+        self.skipped_steps = int(skipped)
+        rec, kl = rec_kl.double().nanmean(1).tolist()  # skipped NaN steps do not count
         return [rec + beta * kl, rec, kl]
+
+    def guarded_step(self, loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+        """Adam step unless the loss or a gradient is non-finite; returns 1.0 if skipped.
+
+        The check stays on the device: fused Adam skips the update itself when ``found_inf``
+        is set (the mechanism of torch.amp.GradScaler), so there is no host sync per step.
+        """
+        grads = [p.grad for p in params if p.grad is not None]
+        clip = self.config.clip_grad
+        norm = (torch.nn.utils.clip_grad_norm_(params, clip, foreach=True) if clip > 0
+                else torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+        bad = (~torch.isfinite(norm) | ~torch.isfinite(loss)).float()
+        if self.fused:
+            self.optimizer.found_inf = bad
+            self.optimizer.step()
+        elif not bad.item():
+            self.optimizer.step()
+        return bad
+
+    def check_divergence(self, epoch: int) -> None:
+        run = int(self.consecutive_bad)
+        if run >= self.config.max_skips:
+            where = f"the checkpoint of epoch {epoch - 1} in {self.run_dir.path} is intact; " if (
+                self.run_dir and epoch > 1) else ""
+            raise TrainingDiverged(
+                f"training stopped in epoch {epoch}: {run} steps in a row had a non-finite loss or "
+                f"gradient and were skipped; {where}try a lower --lr, --clip-grad 10, or "
+                "--precision fp32, and check the data")
 
     def bar(self, n: int, epoch: int):
         if not self.progress:
