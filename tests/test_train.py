@@ -73,9 +73,9 @@ def test_dynamic_binarization_resamples_training_batches(tmp_path):
     seen = []
 
     class Spy(VAEModel):
-        def forward(self, xb, beta=1.0, generator=None):
+        def forward(self, xb, beta=1.0, generator=None, noise=None):
             seen.append(xb.detach().clone())
-            return super().forward(xb, beta, generator)
+            return super().forward(xb, beta, generator, noise)
 
     data = Dataset.from_arrays("grey", x, x[:0], binarize=True)
     torch.manual_seed(0)

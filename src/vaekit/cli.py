@@ -95,6 +95,21 @@ RESUMABLE = {"epochs", "device"}  # may change when resuming; anything else woul
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .distributed import init_world, shutdown
+
+    world = init_world(args.device or "auto")
+    try:
+        return train_in_world(args, world)
+    finally:
+        shutdown(world)
+
+
+def train_in_world(args: argparse.Namespace, world) -> int:
+    """``vaekit train`` in one process of ``world`` (a world of 1 without torchrun).
+
+    Every process runs every check, so an error stops them all alike; only the main process
+    changes the run directory and prints.
+    """
     import torch
 
     from .data import load_data
@@ -102,8 +117,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .run import RunDir
     from .train import Trainer
 
+    say = (lambda *a, **k: print(*a, **k)) if world.is_main else (lambda *a, **k: None)
     flags = {f[2:].replace("-", "_"): getattr(args, f[2:].replace("-", "_")) for f, _ in TRAIN_FLAGS}
     flags = {k: v for k, v in flags.items() if v is not None}
+    if world.size > 1 and args.out is None:
+        raise ConfigError("under torchrun, give --out so that every process writes to one run")
     if args.resume:
         if args.out is None:
             raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
@@ -125,27 +143,37 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.update(flags)
         cfg.data.data = args.data
     cfg.validate()
-    data = load_data(cfg.data.data, cfg.data.test_fraction, log=lambda s: print(s, file=sys.stderr))
-    torch.manual_seed(cfg.train.seed)  # weight initialisation
+    if not world.is_main:
+        world.barrier()  # the main process fetches and caches a built-in dataset first
+    data = load_data(cfg.data.data, cfg.data.test_fraction,
+                     log=lambda s: say(s, file=sys.stderr))
+    if world.is_main:
+        world.barrier()
+    torch.manual_seed(cfg.train.seed)  # weight initialisation, the same in every process
     model = VAEModel(cfg.model, data.shape)
-    trainer = Trainer(model, cfg.train)
+    trainer = Trainer(model, cfg.train, world=world)
     trainer.check(data)  # every check passes before a run directory is created or cleared
     if not args.resume:
         out = args.out or Path("runs") / f"{Path(args.data).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         rd = RunDir(out)
-        rd.prepare(resume=False, overwrite=args.overwrite)
-    print(f"training on {data.name}: {len(data.x_train)} train / {len(data.x_test)} test examples "
-          f"of shape {data.shape}, {sum(p.numel() for p in model.parameters()):,} parameters, "
-          f"{trainer.device} {trainer.precision}; writing {rd.path}", file=sys.stderr)
+        rd.prepare(resume=False, overwrite=args.overwrite, dry_run=True)  # every process checks
+        world.barrier()
+        if world.is_main:
+            rd.prepare(resume=False, overwrite=args.overwrite)
+        world.barrier()
+    procs = f", {world.size} processes x batch {cfg.train.batch_size}" if world.size > 1 else ""
+    say(f"training on {data.name}: {len(data.x_train)} train / {len(data.x_test)} test examples "
+        f"of shape {data.shape}, {sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"{trainer.device} {trainer.precision}{procs}; writing {rd.path}", file=sys.stderr)
     history = trainer.fit(data, rd, cfg, resume=args.resume)
     if history:
         last = history[-1]
         key = "test_loss" if "test_loss" in last else "train_loss"
-        print(f"done: {key.replace('_', ' ')} {last[key]:.4f} nats after {last['epoch']} epochs; run in {rd.path}")
-    if not args.no_report:
+        say(f"done: {key.replace('_', ' ')} {last[key]:.4f} nats after {last['epoch']} epochs; run in {rd.path}")
+    if not args.no_report and world.is_main:
         from .report import write_report
 
-        print(f"report: {write_report(rd.path, data=data)}")
+        say(f"report: {write_report(rd.path, data=data)}")
     return 0
 
 

@@ -32,11 +32,18 @@ class DiagonalNormal(Independent):
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor) -> None:
         super().__init__(Normal(loc, scale, validate_args=False), 1, validate_args=False)
 
-    def rsample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None):
-        shape = self._extended_shape(torch.Size(sample_shape))
+    def rsample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None,
+                noise: torch.Tensor | None = None):
+        """``loc + eps * scale`` with ``eps ~ N(0, I)`` drawn from ``generator``, or given as ``noise``.
+
+        Given noise lets distributed ranks use slices of one global draw, so training does not
+        depend on the number of processes.
+        """
         base = self.base_dist
-        eps = torch.randn(shape, generator=generator, dtype=base.loc.dtype, device=base.loc.device)
-        return base.loc + eps * base.scale  # reparameterization trick, Kingma & Welling 2013
+        if noise is None:
+            shape = self._extended_shape(torch.Size(sample_shape))
+            noise = torch.randn(shape, generator=generator, dtype=base.loc.dtype, device=base.loc.device)
+        return base.loc + noise * base.scale  # reparameterization trick, Kingma & Welling 2013
 
 
 @POSTERIORS.register("diagonal")

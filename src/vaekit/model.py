@@ -51,6 +51,7 @@ class VAEModel(nn.Module):
         return self.prior_dist()
 
     def forward(self, x: torch.Tensor, beta: float = 1.0,
-                generator: torch.Generator | None = None) -> LossTerms:
+                generator: torch.Generator | None = None,
+                noise: torch.Tensor | None = None) -> LossTerms:
         """Per-example negative ELBO terms (see :func:`vaekit.objectives.negative_elbo`)."""
-        return negative_elbo(self, x, beta, generator)
+        return negative_elbo(self, x, beta, generator, noise)

@@ -21,7 +21,8 @@ class LossTerms(NamedTuple):
 
 
 def negative_elbo(model, x: torch.Tensor, beta: float = 1.0,
-                  generator: torch.Generator | None = None) -> LossTerms:
+                  generator: torch.Generator | None = None,
+                  noise: torch.Tensor | None = None) -> LossTerms:
     """Negative beta-ELBO of ``model`` on the batch ``x``, per example.
 
     Parameters
@@ -34,9 +35,11 @@ def negative_elbo(model, x: torch.Tensor, beta: float = 1.0,
         Weight of the KL term; 1 gives the ELBO (Higgins et al. 2017 for beta != 1).
     generator : torch.Generator, optional
         Source of the reparameterization noise.
+    noise : torch.Tensor, optional
+        The standard-normal noise itself, ``(batch, latent)``, instead of drawing it.
     """
     qz = model.encode(x)
-    z = qz.rsample(generator=generator)  # (batch, latent)
+    z = qz.rsample(generator=generator, noise=noise)  # (batch, latent)
     rec = -model.decode(z).log_prob(x)
     kl = kl_divergence(qz, model.prior())
     return LossTerms(rec + beta * kl, rec, kl)

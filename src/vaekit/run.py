@@ -42,8 +42,12 @@ class RunDir:
         self.report = self.path / "report.html"
 
     # -- creating -------------------------------------------------------------------------
-    def prepare(self, resume: bool, overwrite: bool) -> None:
-        """Check that training may write here; ``overwrite`` clears only vaekit's own files."""
+    def prepare(self, resume: bool, overwrite: bool, dry_run: bool = False) -> None:
+        """Check that training may write here; ``overwrite`` clears only vaekit's own files.
+
+        With ``dry_run`` only the checks run (what every distributed process does before the
+        main one changes anything).
+        """
         if resume:
             if not self.checkpoint_meta.exists():
                 raise RunDirError(f"{self.path} has no checkpoint to resume from; "
@@ -58,11 +62,15 @@ class RunDir:
             if not self.config.exists():
                 raise RunDirError(f"{self.path} is not empty and is not a vaekit run directory; "
                                   "refusing to overwrite it, choose another --out")
+            if dry_run:
+                return
             for p in (self.config, self.model, self.metrics, self.checkpoint, self.checkpoint_meta,
                       self.evaluation, self.report):
                 p.unlink(missing_ok=True)
             shutil.rmtree(self.images, ignore_errors=True)
             shutil.rmtree(self.latent, ignore_errors=True)
+        if dry_run:
+            return
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -19,6 +19,7 @@ from safetensors.torch import save as st_save
 
 from .config import RunConfig, TrainConfig
 from .data import Dataset
+from .distributed import World
 from .errors import ConfigError, DataError, RunDirError, VaekitError
 from .evaluate import elbo_terms, posterior_means
 from .fileio import atomic_write_bytes, write_json
@@ -30,6 +31,13 @@ EVAL_SEED_OFFSET = 1_000_003  # evaluation noise never touches the training gene
 SAMPLE_SEED_OFFSET = 2_000_003
 CHECK_EVERY = 20  # steps between host checks for a run of non-finite steps
 LATENT_MAP_POINTS = 2000  # test examples whose codes are kept every epoch for the latent map
+
+
+def slice_bounds(n: int, world: World) -> tuple[int, int]:
+    """This process's ``[lo, hi)`` of a global batch of ``n``: contiguous, sizes differ by <= 1."""
+    base, extra = divmod(n, world.size)
+    lo = world.rank * base + min(world.rank, extra)
+    return lo, lo + base + (world.rank < extra)
 
 
 class TrainingDiverged(VaekitError):
@@ -124,20 +132,27 @@ class Trainer:
     """
 
     def __init__(self, model: VAEModel, config: TrainConfig, log: Callable[[str], None] = print,
-                 progress: bool | None = None) -> None:
+                 progress: bool | None = None, world: World = World()) -> None:
         config.validate()
         self.config = config
+        self.world = world
         self.device = resolve_device(config.device)
+        if self.device.type == "cuda" and world.size > 1:
+            self.device = torch.device("cuda", world.local_rank)
         self.precision = resolve_precision(self.device, config.precision)  # what actually runs
         self.autocast = autocast_for(self.device, self.precision)
         self.model = model.to(self.device)
+        # Under torchrun, DDP averages gradients across processes; evaluation and writing use
+        # the plain module.
+        self.train_model = model if world.size == 1 else torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer = make_adam(self.model, config.lr)
         self.fused = bool(self.optimizer.defaults.get("fused"))
         self.consecutive_bad = torch.zeros((), device=self.device)
         self.skipped_steps = 0
         self.run_dir: RunDir | None = None
-        self.log = log
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.log = log if world.is_main else (lambda s: None)
+        self.progress = (sys.stderr.isatty() if progress is None else progress) and world.is_main
         self.shuffle_gen = torch.Generator().manual_seed(config.seed)
         self.noise_gen = torch.Generator(self.device).manual_seed(config.seed + 1)
         self.history: list[dict[str, Any]] = []
@@ -173,11 +188,12 @@ class Trainer:
         """
         self.check(data)
         self.run_dir = run_dir
-        self.tb = tensorboard_writer(run_dir) if self.config.tensorboard and run_dir else None
+        self.tb = (tensorboard_writer(run_dir) if self.config.tensorboard and run_dir
+                   and self.world.is_main else None)
         x_train = data.x_train.to(self.device)
         x_test = data.x_test.to(self.device)
         start = self.load_checkpoint() if resume else 0
-        if run_dir:  # on resume too: --epochs may have changed
+        if run_dir and self.world.is_main:  # on resume too: --epochs may have changed
             run_dir.write_config(run_config or RunConfig(train=self.config), data.shape)
         for epoch in range(start + 1, self.config.epochs + 1):
             t0 = time.perf_counter()
@@ -191,7 +207,7 @@ class Trainer:
                 row |= {"test_loss": ev["loss"], "test_rec": ev["rec"], "test_kl": ev["kl"]}
             row["seconds"] = round(time.perf_counter() - t0, 4)
             self.history.append(row)
-            if self.run_dir:
+            if self.run_dir and self.world.is_main:
                 shown = (x_test, data.y_test) if len(x_test) else (x_train, data.y_train)
                 self.write_epoch(epoch, *shown, data)
             self.log_epoch(row)
@@ -202,40 +218,59 @@ class Trainer:
         return self.history
 
     def train_epoch(self, x: torch.Tensor, binarize: bool, epoch: int) -> list[float]:
-        model, opt, bs, beta = self.model, self.optimizer, self.config.batch_size, self.config.beta
+        """One pass over ``x``; returns the epoch's mean [loss, rec, kl] over all processes.
+
+        Each step takes the next global batch of the epoch's permutation (``batch_size`` per
+        process times the number of processes) and draws its binarization and reparameterization
+        noise for the whole global batch from the shared generator; each process keeps its
+        slice. So the data order and every example's noise are the same whatever the process
+        count, and the loss, scaled by ``world size / global batch``, averages to the global
+        batch mean under DDP.
+        """
+        model, world, beta = self.train_model, self.world, self.config.beta
         model.train()
-        n = len(x)
+        n, gbs = len(x), self.config.batch_size * world.size
         perm = torch.randperm(n, generator=self.shuffle_gen).to(self.device)
-        # Per-example rec and kl of the epoch, filled in place: summed once at the end, so the
-        # host never waits for the device inside the loop.
-        rec_kl = torch.empty(2, n, device=self.device)
-        params = [p for p in model.parameters() if p.requires_grad]
+        # Per-example rec and kl in epoch order, NaN where another process (or a skipped NaN
+        # step) has them; summed once at the end, so the host never waits inside the loop.
+        rec_kl = torch.full((2, n), float("nan"), device=self.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
         skipped = torch.zeros((), device=self.device)  # non-finite steps this epoch
         bar = self.bar(n, epoch)
-        for step, i in enumerate(range(0, n, bs)):
-            xb = x[perm[i: i + bs]]  # (batch, *shape): an index slice, no per-sample Python
+        for step, i in enumerate(range(0, n, gbs)):
+            idx = perm[i: i + gbs]  # this step's global batch
+            g = len(idx)
+            u = (torch.rand(g, *x.shape[1:], generator=self.noise_gen, device=self.device)
+                 if binarize else None)
+            eps = torch.randn(g, self.model.latent_dim, generator=self.noise_gen, device=self.device)
+            lo, hi = slice_bounds(g, world)
+            xb = x[idx[lo:hi]]  # (batch, *shape): an index slice, no per-sample Python
             if binarize:
-                xb = torch.bernoulli(xb, generator=self.noise_gen)  # dynamic binarization
+                xb = (u[lo:hi] < xb).to(xb.dtype)  # dynamic binarization: Bernoulli(pixel)
             with self.autocast:
-                terms = model(xb, beta, self.noise_gen)
-            loss = terms.loss.mean()
-            opt.zero_grad(set_to_none=True)
+                terms = model(xb, beta, noise=eps[lo:hi])
+            loss = terms.loss.sum() * (world.size / g)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             bad = self.guarded_step(loss, params)
             skipped += bad
             self.consecutive_bad = (self.consecutive_bad + bad) * bad
-            if step % CHECK_EVERY == CHECK_EVERY - 1 or i + bs >= n:  # a rare host sync
+            if step % CHECK_EVERY == CHECK_EVERY - 1 or i + gbs >= n:  # a rare host sync
                 self.check_divergence(epoch)
-            rec_kl[0, i: i + bs] = terms.rec.detach()
-            rec_kl[1, i: i + bs] = terms.kl.detach()
+            rec_kl[0, i + lo: i + hi] = terms.rec.detach()
+            rec_kl[1, i + lo: i + hi] = terms.kl.detach()
             if bar is not None:
-                bar.update(len(xb))
-                if (i // bs) % 50 == 0:
-                    bar.set_postfix(loss=f"{loss.item():.2f}")
+                bar.update(g)
+                if step % 50 == 0:
+                    bar.set_postfix(loss=f"{loss.item() / world.size:.2f}")
         if bar is not None:
             bar.close()
         self.skipped_steps = int(skipped)
-        rec, kl = rec_kl.double().nanmean(1).tolist()  # skipped NaN steps do not count
+        finite = torch.isfinite(rec_kl)  # skipped NaN steps do not count
+        sums = torch.stack([rec_kl.nan_to_num(0.0, 0.0, 0.0).double().sum(1),
+                            finite.double().sum(1)])
+        world.all_reduce(sums)
+        rec, kl = (sums[0] / sums[1]).tolist()
         return [rec + beta * kl, rec, kl]
 
     def guarded_step(self, loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
