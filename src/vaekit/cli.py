@@ -85,6 +85,9 @@ TRAIN_FLAGS = [
     ("--max-skips", dict(type=positive_int, metavar="N",
                          help="steps with a non-finite loss or gradient are skipped and counted "
                               "(skipped_steps in metrics); stop after N in a row (default 20)")),
+    ("--mmap", dict(action="store_const", const=True,
+                    help="read a .npy DATA memory-mapped, batch by batch, instead of loading it: "
+                         "for data larger than memory")),
     ("--tensorboard", dict(action="store_const", const=True,
                            help="also log metrics and image grids to RUN/tensorboard (needs the "
                                 "tensorboard package: pip install 'vaekit[tensorboard]')")),
@@ -146,7 +149,7 @@ def train_in_world(args: argparse.Namespace, world) -> int:
     if not world.is_main:
         world.barrier()  # the main process fetches and caches a built-in dataset first
     data = load_data(cfg.data.data, cfg.data.test_fraction,
-                     log=lambda s: say(s, file=sys.stderr))
+                     log=lambda s: say(s, file=sys.stderr), mmap=cfg.data.mmap)
     if world.is_main:
         world.barrier()
     torch.manual_seed(cfg.train.seed)  # weight initialisation, the same in every process
@@ -203,7 +206,9 @@ def rows_for(model, cfg, data: str | None, split: str):
     if data is None:
         from .data import load_data
 
-        x = load_data(cfg.data.data, cfg.data.test_fraction, log=lambda s: print(s, file=sys.stderr)).x_test
+        x = load_data(cfg.data.data, cfg.data.test_fraction, log=lambda s: print(s, file=sys.stderr),
+                      mmap=cfg.data.mmap).x_test
+        x = x[:] if not isinstance(x, torch.Tensor) else x  # the test split, read whole
         if len(x) == 0:
             raise DataError(f"the run's data {cfg.data.data} has no test split (--test-fraction 0); "
                             "give DATA, with --split train to use training rows")

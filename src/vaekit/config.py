@@ -83,6 +83,7 @@ class DataConfig:
 
     data: str = ""
     test_fraction: float = 0.1
+    mmap: bool = False  # read a .npy memory-mapped, batch by batch (data larger than memory)
 
     def validate(self) -> None:
         if not 0.0 <= self.test_fraction < 1.0:

@@ -244,7 +244,9 @@ class Trainer:
                  if binarize else None)
             eps = torch.randn(g, self.model.latent_dim, generator=self.noise_gen, device=self.device)
             lo, hi = slice_bounds(g, world)
-            xb = x[idx[lo:hi]]  # (batch, *shape): an index slice, no per-sample Python
+            # (batch, *shape): an index slice, no per-sample Python; a no-op move for in-memory
+            # data, a host-to-device copy for memory-mapped data
+            xb = x[idx[lo:hi]].to(self.device, non_blocking=True)
             if binarize:
                 xb = (u[lo:hi] < xb).to(xb.dtype)  # dynamic binarization: Bernoulli(pixel)
             with self.autocast:
@@ -338,7 +340,7 @@ class Trainer:
         model, rd = self.model, self.run_dir
         model.eval()
         scale = display_scale(x.shape[-2])
-        xs = x[:8]
+        xs = x[:8].to(self.device)
         recon = model.decode(model.encode(xs).mean).mean  # decoder mean at the posterior mean
         save_grid(torch.cat([xs, recon]), rd.images / f"reconstruction_{epoch}.png", len(xs), scale)
         g = torch.Generator(self.device).manual_seed(self.config.seed + SAMPLE_SEED_OFFSET)

@@ -12,7 +12,7 @@ from .base import Dataset
 from .builtin import DATASETS
 
 
-def load_data(spec: str, test_fraction: float = 0.1, log=print) -> Dataset:
+def load_data(spec: str, test_fraction: float = 0.1, log=print, mmap: bool = False) -> Dataset:
     """A built-in dataset by name, or a file/folder path (.npy, .npz, .csv, images).
 
     Parameters
@@ -21,7 +21,12 @@ def load_data(spec: str, test_fraction: float = 0.1, log=print) -> Dataset:
         Name from ``vaekit datasets`` or a path.
     test_fraction : float
         Fraction held out as the test split when the source has none (deterministic).
+    mmap : bool
+        Open a ``.npy`` file memory-mapped and read it batch by batch instead of loading it
+        (:mod:`vaekit.data.stream`), for data larger than memory.
     """
+    if mmap:
+        return load_mapped(spec, test_fraction)
     if spec in DATASETS:
         return DATASETS[spec].load(log=log)
     if Path(spec).exists():
@@ -30,6 +35,18 @@ def load_data(spec: str, test_fraction: float = 0.1, log=print) -> Dataset:
         return load_path(Path(spec), test_fraction)
     raise DataError(unknown_name_message("dataset", spec, DATASETS.names()).replace(
         "unknown dataset", "no dataset or file named") + "; give a built-in name or an existing path")
+
+
+def load_mapped(spec: str, test_fraction: float) -> Dataset:
+    from ..errors import ConfigError
+    from .files import split_indices
+    from .stream import open_npy
+
+    if not (spec.endswith(".npy") and Path(spec).is_file()):
+        raise ConfigError(f"--mmap reads an existing .npy file; '{spec}' is not one")
+    src = open_npy(Path(spec))
+    train, test = split_indices(len(src), test_fraction, spec)
+    return Dataset(spec, src.subset(train), src.subset(test))
 
 
 def load_rows(spec: str, split: str = "all", log=print) -> tuple[np.ndarray, np.ndarray | None]:

@@ -85,7 +85,7 @@ def load_path(path: str | os.PathLike, test_fraction: float = 0.1) -> Dataset:
     if parts.x_test is not None:
         y_test = _labels(parts.y_test, len(parts.x_test), f"{name} (x_test)")
         return Dataset.from_arrays(name, x, parts.x_test, y, y_test)
-    train, test = _split(len(x), test_fraction, name)
+    train, test = split_indices(len(x), test_fraction, name)
     return Dataset.from_arrays(name, x[train], x[test],
                                None if y is None else y[train], None if y is None else y[test])
 
@@ -361,7 +361,7 @@ def _labels(y: np.ndarray | None, n: int, what: str) -> np.ndarray | None:
     return y.astype(np.int64)
 
 
-def _split(n: int, test_fraction: float, name: str) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(n: int, test_fraction: float, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Fixed train/test row indices, each in increasing order."""
     n_test = round(n * test_fraction)
     if n - n_test < 1:
