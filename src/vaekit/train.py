@@ -244,9 +244,10 @@ class Trainer:
                  if binarize else None)
             eps = torch.randn(g, self.model.latent_dim, generator=self.noise_gen, device=self.device)
             lo, hi = slice_bounds(g, world)
-            # (batch, *shape): an index slice, no per-sample Python; a no-op move for in-memory
-            # data, a host-to-device copy for memory-mapped data
-            xb = x[idx[lo:hi]].to(self.device, non_blocking=True)
+            xb = x[idx[lo:hi]]  # (batch, *shape): an index slice, no per-sample Python
+            if xb.device != self.device:  # memory-mapped rows: via pinned memory to a GPU
+                pinned = xb.pin_memory() if self.device.type == "cuda" else xb
+                xb = pinned.to(self.device, non_blocking=True)
             if binarize:
                 xb = (u[lo:hi] < xb).to(xb.dtype)  # dynamic binarization: Bernoulli(pixel)
             with self.autocast:
