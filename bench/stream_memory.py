@@ -1,10 +1,10 @@
 """Training on a memory-mapped dataset several times larger than a memory cap.
 
 Writes a uint8 ``.npy`` of MNIST-shaped random images (``--gigabytes``), then runs
-``vaekit train FILE --mmap`` in a child process whose data memory is capped with
+``vaekit train FILE --stream`` in a child process whose data memory is capped with
 ``RLIMIT_DATA`` (``--cap-mb``; file-backed mappings do not count against it, heap and anonymous
 memory do). It prints the child's peak resident memory. For contrast, it runs the same
-command without ``--mmap`` under the same cap, which cannot load the file.
+command without ``--stream`` under the same cap, which cannot load the file.
 
     python bench/stream_memory.py [--gigabytes 1.0] [--cap-mb 400] [--epochs 1]
 """
@@ -60,12 +60,12 @@ def main() -> None:
               f"({size * 4 / 2**30:.2f} GiB as float32 in memory); cap RLIMIT_DATA {args.cap_mb} MiB")
         base = [sys.executable, "-m", "vaekit", "train", str(data), "--epochs", str(args.epochs),
                 "--test-fraction", "0.01", "--no-report", "--hidden", "400", "--latent-dim", "20"]
-        status, seconds, last = run_capped([*base, "--mmap", "--out", str(Path(tmp) / "mapped")], cap)
+        status, seconds, last = run_capped([*base, "--stream", "--out", str(Path(tmp) / "mapped")], cap)
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        print(f"with --mmap: exit {status} in {seconds:.0f} s, peak RSS {peak:.0f} MiB "
+        print(f"with --stream: exit {status} in {seconds:.0f} s, peak RSS {peak:.0f} MiB "
               f"({size / 2**20 / max(peak, 1):.1f}x smaller than the file); last line: {last}")
         status, seconds, last = run_capped([*base, "--out", str(Path(tmp) / "loaded")], cap)
-        print(f"without --mmap, same cap: exit {status} after {seconds:.0f} s; last line: {last[:160]}")
+        print(f"without --stream, same cap: exit {status} after {seconds:.0f} s; last line: {last[:160]}")
 
 
 if __name__ == "__main__":

@@ -85,9 +85,10 @@ TRAIN_FLAGS = [
     ("--max-skips", dict(type=positive_int, metavar="N",
                          help="steps with a non-finite loss or gradient are skipped and counted "
                               "(skipped_steps in metrics); stop after N in a row (default 20)")),
-    ("--mmap", dict(action="store_const", const=True,
-                    help="read a .npy DATA memory-mapped, batch by batch, instead of loading it: "
-                         "for data larger than memory")),
+    ("--stream", dict(action="store_const", const=True,
+                      help="read DATA batch by batch instead of loading it, for data larger than "
+                           "memory: a .npy memory-mapped, an image folder decoded by DataLoader "
+                           "workers")),
     ("--tensorboard", dict(action="store_const", const=True,
                            help="also log metrics and image grids to RUN/tensorboard (needs the "
                                 "tensorboard package: pip install 'vaekit[tensorboard]')")),
@@ -149,7 +150,7 @@ def train_in_world(args: argparse.Namespace, world) -> int:
     if not world.is_main:
         world.barrier()  # the main process fetches and caches a built-in dataset first
     data = load_data(cfg.data.data, cfg.data.test_fraction,
-                     log=lambda s: say(s, file=sys.stderr), mmap=cfg.data.mmap)
+                     log=lambda s: say(s, file=sys.stderr), stream=cfg.data.stream)
     if world.is_main:
         world.barrier()
     torch.manual_seed(cfg.train.seed)  # weight initialisation, the same in every process
@@ -207,7 +208,7 @@ def rows_for(model, cfg, data: str | None, split: str):
         from .data import load_data
 
         x = load_data(cfg.data.data, cfg.data.test_fraction, log=lambda s: print(s, file=sys.stderr),
-                      mmap=cfg.data.mmap).x_test
+                      stream=cfg.data.stream).x_test
         x = x[:] if not isinstance(x, torch.Tensor) else x  # the test split, read whole
         if len(x) == 0:
             raise DataError(f"the run's data {cfg.data.data} has no test split (--test-fraction 0); "

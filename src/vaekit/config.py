@@ -83,7 +83,7 @@ class DataConfig:
 
     data: str = ""
     test_fraction: float = 0.1
-    mmap: bool = False  # read a .npy memory-mapped, batch by batch (data larger than memory)
+    stream: bool = False  # read data batch by batch (larger than memory): .npy mapped, images decoded by workers
 
     def validate(self) -> None:
         if not 0.0 <= self.test_fraction < 1.0:

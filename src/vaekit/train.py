@@ -237,17 +237,14 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         skipped = torch.zeros((), device=self.device)  # non-finite steps this epoch
         bar = self.bar(n, epoch)
-        for step, i in enumerate(range(0, n, gbs)):
-            idx = perm[i: i + gbs]  # this step's global batch
-            g = len(idx)
+        starts = range(0, n, gbs)
+        slices = [slice_bounds(min(gbs, n - i), world) for i in starts]
+        batches = self.batches(x, [perm[i + lo: i + hi] for i, (lo, hi) in zip(starts, slices)])
+        for step, (i, (lo, hi), xb) in enumerate(zip(starts, slices, batches)):
+            g = min(gbs, n - i)  # this step's global batch
             u = (torch.rand(g, *x.shape[1:], generator=self.noise_gen, device=self.device)
                  if binarize else None)
             eps = torch.randn(g, self.model.latent_dim, generator=self.noise_gen, device=self.device)
-            lo, hi = slice_bounds(g, world)
-            xb = x[idx[lo:hi]]  # (batch, *shape): an index slice, no per-sample Python
-            if xb.device != self.device:  # memory-mapped rows: via pinned memory to a GPU
-                pinned = xb.pin_memory() if self.device.type == "cuda" else xb
-                xb = pinned.to(self.device, non_blocking=True)
             if binarize:
                 xb = (u[lo:hi] < xb).to(xb.dtype)  # dynamic binarization: Bernoulli(pixel)
             with self.autocast:
@@ -275,6 +272,20 @@ class Trainer:
         world.all_reduce(sums)
         rec, kl = (sums[0] / sums[1]).tolist()
         return [rec + beta * kl, rec, kl]
+
+    def batches(self, x, index: list[torch.Tensor]):
+        """This process's rows of every step, in order, on the device.
+
+        In-memory data: an index slice per step (no per-sample Python). Streamed data: rows read
+        from a memory-mapped file, or decoded by DataLoader workers ahead of the loop, reaching a
+        GPU through pinned memory.
+        """
+        cuda = self.device.type == "cuda"
+        if isinstance(x, torch.Tensor):
+            return (x[idx] for idx in index)
+        rows = x.iter_batches(index, pin=cuda) if hasattr(x, "iter_batches") else (x[i] for i in index)
+        return ((b.pin_memory() if cuda and not b.is_pinned() else b).to(self.device, non_blocking=True)
+                for b in rows)
 
     def guarded_step(self, loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
         """Adam step unless the loss or a gradient is non-finite; returns 1.0 if skipped.

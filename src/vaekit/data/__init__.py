@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..errors import DataError
 from ..registry import unknown_name_message
@@ -12,7 +13,7 @@ from .base import Dataset
 from .builtin import DATASETS
 
 
-def load_data(spec: str, test_fraction: float = 0.1, log=print, mmap: bool = False) -> Dataset:
+def load_data(spec: str, test_fraction: float = 0.1, log=print, stream: bool = False) -> Dataset:
     """A built-in dataset by name, or a file/folder path (.npy, .npz, .csv, images).
 
     Parameters
@@ -21,12 +22,13 @@ def load_data(spec: str, test_fraction: float = 0.1, log=print, mmap: bool = Fal
         Name from ``vaekit datasets`` or a path.
     test_fraction : float
         Fraction held out as the test split when the source has none (deterministic).
-    mmap : bool
-        Open a ``.npy`` file memory-mapped and read it batch by batch instead of loading it
-        (:mod:`vaekit.data.stream`), for data larger than memory.
+    stream : bool
+        Read the data batch by batch instead of loading it, for data larger than memory
+        (:mod:`vaekit.data.stream`): a ``.npy`` memory-mapped, an image folder decoded by
+        DataLoader workers.
     """
-    if mmap:
-        return load_mapped(spec, test_fraction)
+    if stream:
+        return load_streamed(spec, test_fraction)
     if spec in DATASETS:
         return DATASETS[spec].load(log=log)
     if Path(spec).exists():
@@ -37,16 +39,24 @@ def load_data(spec: str, test_fraction: float = 0.1, log=print, mmap: bool = Fal
         "unknown dataset", "no dataset or file named") + "; give a built-in name or an existing path")
 
 
-def load_mapped(spec: str, test_fraction: float) -> Dataset:
+def load_streamed(spec: str, test_fraction: float) -> Dataset:
     from ..errors import ConfigError
     from .files import split_indices
     from .stream import open_npy
 
-    if not (spec.endswith(".npy") and Path(spec).is_file()):
-        raise ConfigError(f"--mmap reads an existing .npy file; '{spec}' is not one")
-    src = open_npy(Path(spec))
+    labels = None
+    if Path(spec).is_dir():
+        from .stream import open_folder
+
+        src, labels = open_folder(Path(spec))
+    elif spec.endswith(".npy") and Path(spec).is_file():
+        src = open_npy(Path(spec))
+    else:
+        raise ConfigError(f"--stream reads an existing .npy file or streams an image folder; "
+                          f"'{spec}' is neither")
     train, test = split_indices(len(src), test_fraction, spec)
-    return Dataset(spec, src.subset(train), src.subset(test))
+    y = [None, None] if labels is None else [torch.from_numpy(labels[i]) for i in (train, test)]
+    return Dataset(spec, src.subset(train), src.subset(test), *y)
 
 
 def load_rows(spec: str, split: str = "all", log=print) -> tuple[np.ndarray, np.ndarray | None]:

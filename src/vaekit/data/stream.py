@@ -84,14 +84,14 @@ def open_npy(path: Path) -> MappedRows:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as e:
-        raise DataError(f"{path}: cannot memory-map this .npy file ({e}); --mmap needs a plain "
+        raise DataError(f"{path}: cannot memory-map this .npy file ({e}); --stream needs a plain "
                         "numeric array saved with numpy.save") from None
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise DataError(f"{path}: values must be numbers, got dtype {array.dtype}")
     if array.ndim == 3:  # (n, H, W) grey images: a view with one channel, no copy
         array = array.reshape(array.shape[0], 1, *array.shape[1:])
     if array.ndim not in (2, 4) or len(array) == 0 or (array.ndim == 4 and array.shape[1] not in (1, 3, 4)):
-        raise DataError(f"{path}: --mmap reads (n, d) vectors, (n, H, W) or (n, C, H, W) images; "
+        raise DataError(f"{path}: --stream reads (n, d) vectors, (n, H, W) or (n, C, H, W) images; "
                         f"got shape {array.shape}")
     src = MappedRows(array)
     if not np.issubdtype(array.dtype, np.integer):
@@ -103,3 +103,98 @@ def open_npy(path: Path) -> MappedRows:
                                 "impute them first")
         src.release()
     return src
+
+
+class FolderRows:
+    """Images of a folder decoded on demand; ``iter_batches`` decodes in DataLoader workers.
+
+    Indexing and batching mirror :class:`MappedRows`, so the trainer treats both alike.
+    """
+
+    def __init__(self, files: list[Path], mode: str, shape: tuple[int, ...],
+                 index: np.ndarray | None = None, workers: int = 2) -> None:
+        self.files, self.mode, self.item_shape = files, mode, shape
+        self.index = np.arange(len(files)) if index is None else index
+        self.workers = workers
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self), *self.item_shape))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def to(self, device) -> "FolderRows":
+        return self
+
+    def read(self, row: int) -> np.ndarray:
+        from PIL import Image
+
+        with Image.open(self.files[row]) as img:
+            a = np.asarray(img.convert(self.mode), dtype=np.float32) / np.float32(255)
+        return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)  # (C, H, W)
+
+    def rows(self, key) -> np.ndarray:
+        if isinstance(key, torch.Tensor):
+            key = key.cpu().numpy()
+        return np.atleast_1d(self.index[key])
+
+    def __getitem__(self, key) -> torch.Tensor:
+        rows = self.rows(key)
+        out = np.empty((len(rows), *self.item_shape), np.float32)
+        for i, r in enumerate(rows):
+            out[i] = self.read(r)
+        return torch.from_numpy(out)
+
+    def iter_batches(self, batches: list[torch.Tensor], pin: bool = False):
+        """The rows of each batch, in order, decoded by ``workers`` background processes."""
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(_Decode(self), batch_sampler=[b.cpu().tolist() for b in batches],
+                            num_workers=self.workers, pin_memory=pin,
+                            collate_fn=lambda items: torch.from_numpy(np.stack(items)))
+        yield from loader
+
+    def min(self) -> float:
+        return 0.0  # 8-bit pixels scaled by 1/255 always lie in [0, 1]
+
+    def max(self) -> float:
+        return 1.0
+
+    def subset(self, index: np.ndarray) -> "FolderRows":
+        return FolderRows(self.files, self.mode, self.item_shape, self.rows(index), self.workers)
+
+
+class _Decode(torch.utils.data.Dataset):
+    def __init__(self, rows: FolderRows) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.rows.read(int(self.rows.index[i]))
+
+
+def open_folder(folder: Path, workers: int = 2):
+    """Scan a folder's image headers (not pixels): files, labels, one size, the colour mode."""
+    from PIL import Image
+
+    from .files import _GREY_MODES, _image_files
+
+    files, labels = _image_files(folder)
+    size, colour = None, False
+    for p in files:
+        try:
+            with Image.open(p) as img:  # reads the header only
+                if size is None:
+                    size = img.size
+                elif img.size != size:
+                    raise DataError(f"{folder}: images differ in size ({files[0]} is "
+                                    f"{size[0]}x{size[1]}, {p} is {img.size[0]}x{img.size[1]}); "
+                                    "resize them all to one size")
+                colour |= img.mode not in _GREY_MODES
+        except (OSError, SyntaxError, ValueError) as e:
+            raise DataError(f"{p}: cannot read this image ({e}); replace or delete the file") from None
+    shape = (3 if colour else 1, size[1], size[0])
+    return FolderRows(files, "RGB" if colour else "L", shape, workers=workers), labels
