@@ -263,21 +263,27 @@ def _csv_problem(path: Path, skip: int) -> str | None:
     return None
 
 
-def _read_folder(folder: Path) -> _Parts:
-    files, labels = _image_files(folder)
-    first_size, pixels = None, []
+def scan_images(folder: Path, files: list[Path], use: Callable[[Image.Image], None]) -> None:
+    """Open every image, check they share one size, and hand each to ``use``."""
+    first_size = None
     for p in files:
         try:
-            with Image.open(p) as img:
+            with Image.open(p) as img:  # lazy: only the header is read unless ``use`` reads pixels
                 if first_size is None:
                     first_size = img.size
                 elif img.size != first_size:
                     raise DataError(f"{folder}: images differ in size ({files[0]} is "
                                     f"{_wxh(first_size)}, {p} is {_wxh(img.size)}); "
                                     "resize them all to one size")
-                pixels.append(_pixels(img))
+                use(img)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise DataError(f"{p}: cannot read this image ({e}); replace or delete the file") from e
+
+
+def _read_folder(folder: Path) -> _Parts:
+    files, labels = _image_files(folder)
+    pixels: list[np.ndarray] = []
+    scan_images(folder, files, lambda img: pixels.append(_pixels(img)))
     if any(a.ndim == 3 for a in pixels):
         # One colour image makes the whole set RGB; grey -> RGB just repeats the channel.
         x = np.stack([a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2) for a in pixels])

@@ -178,23 +178,16 @@ class _Decode(torch.utils.data.Dataset):
 
 def open_folder(folder: Path, workers: int = 2):
     """Scan a folder's image headers (not pixels): files, labels, one size, the colour mode."""
-    from PIL import Image
-
-    from .files import _GREY_MODES, _image_files
+    from .files import _GREY_MODES, _image_files, scan_images
 
     files, labels = _image_files(folder)
-    size, colour = None, False
-    for p in files:
-        try:
-            with Image.open(p) as img:  # reads the header only
-                if size is None:
-                    size = img.size
-                elif img.size != size:
-                    raise DataError(f"{folder}: images differ in size ({files[0]} is "
-                                    f"{size[0]}x{size[1]}, {p} is {img.size[0]}x{img.size[1]}); "
-                                    "resize them all to one size")
-                colour |= img.mode not in _GREY_MODES
-        except (OSError, SyntaxError, ValueError) as e:
-            raise DataError(f"{p}: cannot read this image ({e}); replace or delete the file") from None
-    shape = (3 if colour else 1, size[1], size[0])
-    return FolderRows(files, "RGB" if colour else "L", shape, workers=workers), labels
+    seen = {"colour": False}
+
+    def note(img) -> None:
+        seen["size"] = img.size
+        seen["colour"] |= img.mode not in _GREY_MODES
+
+    scan_images(folder, files, note)
+    w, h = seen["size"]
+    shape = (3 if seen["colour"] else 1, h, w)
+    return FolderRows(files, "RGB" if seen["colour"] else "L", shape, workers=workers), labels
