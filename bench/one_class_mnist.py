@@ -74,10 +74,12 @@ def vaekit_scores(x_fit: torch.Tensor, x_eval: torch.Tensor, model_cfg: ModelCon
 
 def baseline_scores(x_fit: np.ndarray, x_eval: np.ndarray, args) -> dict[str, np.ndarray]:
     """-score_samples of each scikit-learn baseline, fit on ``x_fit`` (rows are flat images)."""
-    models = {
-        f"IsolationForest ({args.if_trees} trees)": IsolationForest(n_estimators=args.if_trees, random_state=args.seed),
-        f"GMM ({args.gmm_components} {args.gmm_covariance})": GaussianMixture(args.gmm_components, covariance_type=args.gmm_covariance,
-                                           reg_covar=args.gmm_reg, random_state=args.seed),
+    models = {  # column names carry the settings, so the table says what was run
+        f"IsolationForest ({args.if_trees} trees)":
+            IsolationForest(n_estimators=args.if_trees, random_state=args.seed),
+        f"GMM ({args.gmm_components} {args.gmm_covariance})":
+            GaussianMixture(args.gmm_components, covariance_type=args.gmm_covariance,
+                            reg_covar=args.gmm_reg, random_state=args.seed),
         f"PCA ({args.pca_components})": PCA(n_components=args.pca_components, svd_solver="full"),
     }
     return {name: -m.fit(x_fit).score_samples(x_eval) for name, m in models.items()}
@@ -103,7 +105,8 @@ def main() -> None:
                    help="test: the protocol; val: fit on the first 50,000 training images, score "
                         "the last 10,000 (for choosing settings without the test labels)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--quick", action="store_true", help="smoke run: digits 0,1, 5 epochs, K=10 where not given")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: digits 0,1, 5 epochs, K=10 (where not given)")
     g = p.add_argument_group("vaekit")
     g.add_argument("--arch", default="mlp", choices=["mlp", "conv"])
     g.add_argument("--hidden", default="400", help="widths like 400 or 512,256")
@@ -172,7 +175,8 @@ def main() -> None:
             scores |= baseline_scores(x_fit.flatten(1).numpy().astype(np.float64), x_eval_flat, args)
         for name, s in scores.items():
             aurocs.setdefault(name, []).append(float(roc_auc_score(anomaly, s)))
-        print(f"digit {c}: {len(x_fit)} images; {note}" + ", ".join(f"{m} {v[-1]:.4f}" for m, v in aurocs.items())
+        line = ", ".join(f"{m} {v[-1]:.4f}" for m, v in aurocs.items())
+        print(f"digit {c}: {len(x_fit)} images; {note}{line}"
               + f"  ({t_vae:.0f}s vaekit, {time.perf_counter() - t0:.0f}s all)", flush=True)
 
     wall = time.perf_counter() - t_start
