@@ -132,14 +132,17 @@ def main() -> None:
     losses: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
-            t0 = time.perf_counter()
-            losses["baseline"] = baseline(data, args.epochs, args.seed, Path(tmp))
-            times["baseline"].append(time.perf_counter() - t0)
-            for precision in precisions:
+            # Alternate the order by round: on this machine whatever runs right after another
+            # heavy run tends to be slowed for a while, so a fixed order would bias the ratio.
+            order = ["baseline", *precisions]
+            for name in (order if r % 2 == 0 else order[::-1]):
                 t0 = time.perf_counter()
-                losses[precision] = run_vaekit(args.epochs, args.seed, precision,
-                                               Path(tmp) / f"run-{precision}-{r}")
-                times[precision].append(time.perf_counter() - t0)
+                if name == "baseline":
+                    losses[name] = baseline(data, args.epochs, args.seed, Path(tmp))
+                else:
+                    losses[name] = run_vaekit(args.epochs, args.seed, name, Path(tmp) / f"run-{name}-{r}")
+                times[name].append(time.perf_counter() - t0)
+            for precision in precisions:
                 ratios[precision].append(times["baseline"][-1] / times[precision][-1])
             print(f"round {r + 1}: " + ", ".join(
                 f"{k} {v[-1]:.1f}s" for k, v in times.items()), flush=True)
