@@ -574,6 +574,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except MemoryError:
+        if args.debug:
+            raise
+        print("error: out of memory; for data larger than memory train with --stream, or use a "
+              "smaller --batch-size / --eval-batch-size", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; a run can continue with 'vaekit train DATA --out RUN --resume'", file=sys.stderr)
         return 130
