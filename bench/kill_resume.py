@@ -49,7 +49,12 @@ def main() -> None:
         for trial in range(args.trials):
             out = Path(tmp) / f"t{trial}"
             proc = vaekit(*TRAIN, "--out", str(out))
-            time.sleep(rng.uniform(0.0, run_seconds))
+            if rng.random() < 0.8:  # mostly mid-training: after the first checkpoint
+                while not (out / "checkpoint.json").exists() and proc.poll() is None:
+                    time.sleep(0.01)
+                time.sleep(rng.uniform(0.0, 0.5))
+            else:  # sometimes anywhere, start-up included
+                time.sleep(rng.uniform(0.0, run_seconds))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             rd = RunDir(out)
