@@ -63,7 +63,8 @@ TRAIN_FLAGS = [
     ("--hidden", dict(type=hidden_widths, help="hidden widths, e.g. 400 or 512,256 (default 400 for "
                                                "mlp; for conv the dense width, default 1024)")),
     ("--latent-dim", dict(type=positive_int, help="size of the latent code z (default 20)")),
-    ("--likelihood", dict(help="p(x|z): bernoulli (data in [0,1]) or gaussian (default bernoulli)")),
+    ("--likelihood", dict(help="p(x|z): bernoulli (data in [0,1]), continuous-bernoulli (a density on [0,1]), "
+                                   "gaussian or laplace (default bernoulli)")),
     ("--obs-std", dict(type=finite_float, help="standard deviation of the gaussian likelihood (default 1)")),
     ("--learn-obs-std", dict(action="store_const", const=True,
                              help="learn the gaussian likelihood's standard deviation (one for all "

@@ -45,8 +45,8 @@ class ModelConfig:
         if self.min_var < 0 or self.min_obs_var < 0:
             raise ConfigError(f"--min-var and --min-obs-var must be >= 0, got {self.min_var}, "
                               f"{self.min_obs_var}")
-        if self.learn_obs_std and self.likelihood != "gaussian":
-            raise ConfigError("--learn-obs-std applies to --likelihood gaussian only")
+        if self.learn_obs_std and self.likelihood not in ("gaussian", "laplace"):
+            raise ConfigError("--learn-obs-std applies to --likelihood gaussian or laplace only")
 
 
 @dataclass

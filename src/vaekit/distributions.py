@@ -12,7 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Bernoulli, Distribution, Independent, Normal
+from torch.distributions import (Bernoulli, ContinuousBernoulli, Distribution, Independent,
+                                 Laplace, Normal)
 
 from .errors import DataError
 from .registry import Registry
@@ -168,3 +169,31 @@ class GaussianLikelihood(Likelihood):
         loc = loc.float()
         return Independent(Normal(loc, self.scale, validate_args=False),  # scale broadcasts
                            self.event_ndims, validate_args=False)
+
+
+@LIKELIHOODS.register("laplace")
+class LaplaceLikelihood(GaussianLikelihood):
+    """Laplace around the decoder's output: an L1 reconstruction loss, robust to outliers.
+
+    One scale for all dimensions, fixed at ``obs_std`` or learned like the gaussian's.
+    """
+
+    def forward(self, loc: torch.Tensor) -> Distribution:
+        loc = loc.float()
+        return Independent(Laplace(loc, self.scale, validate_args=False), self.event_ndims,
+                           validate_args=False)
+
+
+@LIKELIHOODS.register("continuous-bernoulli")
+class ContinuousBernoulliLikelihood(Likelihood):
+    """The normalised density for data in [0, 1] (Loaiza-Ganem & Cunningham 2019).
+
+    The Bernoulli "likelihood" of grey pixels is not a density; this one is, so its log p(x)
+    compares with other densities. Its mean, not its logits' sigmoid, is what samples show.
+    """
+
+    def forward(self, logits: torch.Tensor) -> Distribution:
+        return Independent(ContinuousBernoulli(logits=logits.float(), validate_args=False),
+                           self.event_ndims, validate_args=False)
+
+    check_data = BernoulliLikelihood.check_data
