@@ -124,3 +124,39 @@ def test_tensorboard_logs_scalars_and_images(tmp_path):
     assert [e.step for e in loss] == [1, 2]
     assert [e.value for e in loss] == pytest.approx([r["test_loss"] for r in h], rel=1e-6)
     assert {"reconstruction", "samples"} <= set(acc.Tags()["images"])
+
+
+def test_kl_warmup_ramps_the_weight_step_by_step():
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).random((64, 6)).astype(np.float32)
+    model = VAEModel(ModelConfig(hidden=(8,), latent_dim=2), (6,))
+    trainer = Trainer(model, TrainConfig(epochs=2, batch_size=16, kl_warmup=2, beta=0.5,
+                                         precision="fp32"), log=lambda s: None)
+    weights = []
+    original = model.forward
+    model.forward = lambda xb, beta=1.0, generator=None, noise=None: (
+        weights.append(beta), original(xb, beta, generator, noise))[1]
+    h = trainer.fit(Dataset.from_arrays("x", x, x[:0]))
+    assert weights == pytest.approx([0.5 * k / 8 for k in range(1, 9)])  # 4 steps x 2 epochs
+    assert h[0]["train_loss"] == pytest.approx(h[0]["train_rec"] + 0.5 * h[0]["train_kl"])
+
+
+def test_free_bits_remove_the_kl_gradient_below_the_threshold():
+    """With every dimension's KL under the threshold, the gradient is the reconstruction's alone."""
+    x = torch.from_numpy(np.random.default_rng(1).random((32, 6)).astype(np.float32))
+    noise = torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+
+    def grads(free_bits, rec_only=False):
+        torch.manual_seed(0)
+        model = VAEModel(ModelConfig(hidden=(8,), latent_dim=2), (6,))
+        trainer = Trainer(model, TrainConfig(free_bits=free_bits, precision="fp32"), log=lambda s: None)
+        terms = model(x, 1.0, noise=noise)
+        assert terms.kl_dims.mean(0).max() < 100.0
+        loss = terms.rec.sum() if rec_only else trainer.training_loss(terms, x, 1.0)
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    for a, b in zip(grads(100.0), grads(0.0, rec_only=True)):
+        torch.testing.assert_close(a, b)
+    plain = grads(0.0)
+    assert any(not torch.allclose(a, b) for a, b in zip(plain, grads(0.0, rec_only=True)))

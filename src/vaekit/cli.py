@@ -81,6 +81,12 @@ TRAIN_FLAGS = [
     ("--precision", dict(help="auto, fp32 or bf16 (bf16 autocast needs native bf16: AVX512-BF16/AMX CPUs, "
                                   "recent GPUs); default auto: bf16 where native, else fp32")),
     ("--eval-batch-size", dict(type=positive_int, help="batch size for evaluation (default 1000)")),
+    ("--kl-warmup", dict(type=int, metavar="EPOCHS",
+                         help="ramp the KL weight linearly from 0 to --beta over EPOCHS epochs, step "
+                              "by step (default 0: off); metrics still report the true ELBO")),
+    ("--free-bits", dict(type=finite_float, metavar="NATS",
+                         help="free bits (Kingma et al. 2016): each latent dimension's batch-mean KL "
+                              "is penalised only above NATS (default 0: off)")),
     ("--clip-grad", dict(type=finite_float, metavar="NORM",
                          help="clip the gradient norm to NORM (default 0: off)")),
     ("--max-skips", dict(type=positive_int, metavar="N",

@@ -61,12 +61,17 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # bf16 where the hardware has it natively (faster, same loss: README)
     eval_batch_size: int = 1000  # evaluation needs no gradients: bigger batches are cheaper
+    kl_warmup: int = 0  # epochs over which the KL weight ramps linearly from 0 to beta
+    free_bits: float = 0.0  # nats per latent dimension below which KL is not penalised
     clip_grad: float = 0.0  # max gradient norm; 0 turns clipping off
     max_skips: int = 20  # consecutive non-finite steps (skipped) before training stops
     tensorboard: bool = False  # also log scalars and image grids to RUN/tensorboard
 
     def validate(self) -> None:
         positive(self, "epochs", "batch_size", "lr", "eval_batch_size", "max_skips")
+        if self.kl_warmup < 0 or self.free_bits < 0:
+            raise ConfigError(f"--kl-warmup and --free-bits must be >= 0, got {self.kl_warmup}, "
+                              f"{self.free_bits}")
         if self.clip_grad < 0:
             raise ConfigError(f"--clip-grad must be >= 0 (0 turns it off), got {self.clip_grad}")
         if self.beta < 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from torch.distributions import kl_divergence
+from torch.distributions import Independent, kl_divergence
 
 
 class LossTerms(NamedTuple):
@@ -18,6 +18,7 @@ class LossTerms(NamedTuple):
     loss: torch.Tensor
     rec: torch.Tensor
     kl: torch.Tensor
+    kl_dims: torch.Tensor | None = None  # (batch, latent) when q and p factorise over dimensions
 
 
 def negative_elbo(model, x: torch.Tensor, beta: float = 1.0,
@@ -41,5 +42,10 @@ def negative_elbo(model, x: torch.Tensor, beta: float = 1.0,
     qz = model.encode(x)
     z = qz.rsample(generator=generator, noise=noise)  # (batch, latent)
     rec = -model.decode(z).log_prob(x)
-    kl = kl_divergence(qz, model.prior())
-    return LossTerms(rec + beta * kl, rec, kl)
+    pz = model.prior()
+    if isinstance(qz, Independent) and isinstance(pz, Independent):
+        kl_dims = kl_divergence(qz.base_dist, pz.base_dist)  # closed form, per dimension
+        kl = kl_dims.sum(-1)
+    else:
+        kl_dims, kl = None, kl_divergence(qz, pz)
+    return LossTerms(rec + beta * kl, rec, kl, kl_dims)

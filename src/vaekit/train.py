@@ -250,9 +250,10 @@ class Trainer:
             eps = torch.randn(g, self.model.latent_dim, generator=self.noise_gen, device=self.device)
             if binarize:
                 xb = (u[lo:hi] < xb).to(xb.dtype)  # dynamic binarization: Bernoulli(pixel)
+            weight = beta * self.warmup(epoch, step, len(starts))
             with self.autocast:
-                terms = model(xb, beta, noise=eps[lo:hi])
-            loss = terms.loss.sum() * (world.size / g)
+                terms = model(xb, weight, noise=eps[lo:hi])
+            loss = self.training_loss(terms, xb, weight) * (world.size / g)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             bad = self.guarded_step(loss, params)
@@ -275,6 +276,24 @@ class Trainer:
         world.all_reduce(sums)
         rec, kl = (sums[0] / sums[1]).tolist()
         return [rec + beta * kl, rec, kl]
+
+    def warmup(self, epoch: int, step: int, steps: int) -> float:
+        """Fraction of beta in use: a linear ramp over ``kl_warmup`` epochs (1 when off)."""
+        if self.config.kl_warmup <= 0:
+            return 1.0
+        return min(1.0, ((epoch - 1) * steps + step + 1) / (self.config.kl_warmup * steps))
+
+    def training_loss(self, terms, xb: torch.Tensor, weight: float) -> torch.Tensor:
+        """The summed loss of this process's batch: ``sum(rec + weight * kl)``, or with free bits
+        ``sum(rec) + weight * n * sum_d max(free_bits, mean_i KL_id)`` (Kingma et al. 2016)."""
+        lam = self.config.free_bits
+        if lam <= 0 or len(xb) == 0:
+            return terms.loss.sum()
+        if terms.kl_dims is None:
+            raise ConfigError("--free-bits needs a posterior and prior that factorise over latent "
+                              "dimensions")
+        kl_dims = terms.kl_dims.mean(0)  # (latent,)
+        return terms.rec.sum() + weight * len(xb) * torch.clamp(kl_dims, min=lam).sum()
 
     def batches(self, x, index: list[torch.Tensor]):
         """This process's rows of every step, in order, on the device.
