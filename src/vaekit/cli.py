@@ -110,7 +110,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     world = init_world(args.device or "auto")
     try:
-        return train_in_world(args, world)
+        status = train_in_world(args, world)
+        world.barrier()  # all processes finish together before the group is torn down
+        return status
     finally:
         shutdown(world)
 

@@ -54,5 +54,14 @@ def init_world(device: str = "auto") -> World:
 
 
 def shutdown(world: World) -> None:
+    """Destroy the process group while Python is fully alive.
+
+    Gloo's worker threads can hold work that references tensors. If the DDP module and its
+    reducer are only freed at interpreter exit, that can abort the process ("terminate called
+    without an active exception"), so they are collected first.
+    """
     if world.size > 1 and dist.is_initialized():
+        import gc
+
+        gc.collect()
         dist.destroy_process_group()
