@@ -17,7 +17,6 @@ baseline has none.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import sys

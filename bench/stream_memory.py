@@ -12,7 +12,6 @@ command without ``--stream`` under the same cap, which cannot load the file.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import subprocess
 import sys

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from . import __version__
 from .config import RunConfig, flat_keys, parse_hidden, read_toml
@@ -233,48 +232,57 @@ def rows_for(model, cfg, data: str | None, split: str):
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from .images import display_scale, save_grid
+    from .images import save_grid
+    from .run import write_npy
 
     out = check_out(args.out, (".png", ".npy"))
     model, _ = load_run(args.run, args.device)
     if out.suffix.lower() == ".png" and len(model.data_shape) != 3:
         raise ConfigError("this model's data are not images; write samples to a .npy file")
-    g = torch.Generator(next(model.parameters()).device).manual_seed(args.seed)
+    g = torch_generator(model, args.seed)
     with torch.no_grad():
         x = model.decode(model.prior().rsample((args.n,), generator=g)).mean.float().cpu()
     if out.suffix.lower() == ".png":
-        save_grid(x, out, nrow=math.ceil(math.sqrt(args.n)), scale=display_scale(x.shape[-2]))
+        save_grid(x, out, nrow=math.ceil(math.sqrt(args.n)))
     else:
-        save_npy(out, x.numpy())
+        write_npy(out, x.numpy())
     print(f"wrote {args.n} samples to {out}")
     return 0
+
+
+def image_command(args: argparse.Namespace, what: str):
+    """The common start of reconstruct/interpolate/traverse: output path, model, input rows."""
+    out = check_out(args.out, (".png",))
+    model, cfg = load_run(args.run, args.device)
+    if len(model.data_shape) != 3:
+        raise ConfigError(f"this model's data are not images, so {what} cannot be drawn")
+    x = rows_for(model, cfg, args.data, args.split).to(next(model.parameters()).device)
+    return out, model, x
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     import torch
 
-    from .images import display_scale, save_grid
+    from .images import save_grid
 
-    out = check_out(args.out, (".png",))
-    model, cfg = load_run(args.run, args.device)
-    if len(model.data_shape) != 3:
-        raise ConfigError("this model's data are not images, so reconstructions cannot be drawn")
-    x = rows_for(model, cfg, args.data, args.split)[: args.n].to(next(model.parameters()).device)
+    out, model, x = image_command(args, "reconstructions")
+    x = x[: args.n]
     with torch.no_grad():
         recon = model.decode(model.encode(x).mean).mean
-    save_grid(torch.cat([x, recon]), out, nrow=len(x), scale=display_scale(x.shape[-2]))
+    save_grid(torch.cat([x, recon]), out, nrow=len(x))
     print(f"wrote {len(x)} inputs above their reconstructions to {out}")
     return 0
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from .evaluate import posterior_means
+    from .run import write_npy
 
     out = check_out(args.out, (".npy", ".csv"))
     model, cfg = load_run(args.run, args.device)
     z = posterior_means(model, rows_for(model, cfg, args.data, args.split)).numpy()
     if out.suffix.lower() == ".npy":
-        save_npy(out, z)
+        write_npy(out, z)
     else:
         from .fileio import atomic_write_text
 
@@ -383,23 +391,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_interpolate(args: argparse.Namespace) -> int:
     import torch
 
-    from .images import display_scale, save_grid
+    from .images import save_grid
     from .viz import interpolation_codes
 
-    out = check_out(args.out, (".png",))
-    model, cfg = load_run(args.run, args.device)
-    if len(model.data_shape) != 3:
-        raise ConfigError("this model's data are not images, so an interpolation cannot be drawn")
-    x = rows_for(model, cfg, args.data, args.split)
+    out, model, x = image_command(args, "an interpolation")
     for name, i in (("--from", args.i), ("--to", args.j)):
         if not 0 <= i < len(x):
             raise ConfigError(f"{name} {i} is out of range: the data has rows 0 to {len(x) - 1}")
     with torch.no_grad():
-        z = model.encode(x[[args.i, args.j]].to(next(model.parameters()).device)).mean
+        ends = x[[args.i, args.j]]
+        z = model.encode(ends).mean
         path = model.decode(interpolation_codes(z[0], z[1], args.steps, args.spherical)).mean
-    ends = x[[args.i, args.j]].to(path.device)
-    save_grid(torch.cat([ends[:1], path, ends[1:]]), out, nrow=args.steps + 2,
-              scale=display_scale(x.shape[-2]))
+    save_grid(torch.cat([ends[:1], path, ends[1:]]), out, nrow=args.steps + 2)
     print(f"wrote input {args.i}, {args.steps} decoded {'spherical' if args.spherical else 'linear'} "
           f"steps and input {args.j} to {out}")
     return 0
@@ -408,14 +411,10 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 def cmd_traverse(args: argparse.Namespace) -> int:
     import torch
 
-    from .images import display_scale, save_grid
+    from .images import save_grid
     from .viz import traversal_codes
 
-    out = check_out(args.out, (".png",))
-    model, cfg = load_run(args.run, args.device)
-    if len(model.data_shape) != 3:
-        raise ConfigError("this model's data are not images, so a traversal cannot be drawn")
-    x = rows_for(model, cfg, args.data, args.split)
+    out, model, x = image_command(args, "a traversal")
     if not 0 <= args.index < len(x):
         raise ConfigError(f"--index {args.index} is out of range: the data has rows 0 to {len(x) - 1}")
     dims = args.dims if args.dims is not None else list(range(min(model.latent_dim, 10)))
@@ -423,9 +422,9 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     if bad:
         raise ConfigError(f"--dims {bad} out of range: the latent has dimensions 0 to {model.latent_dim - 1}")
     with torch.no_grad():
-        z = model.encode(x[args.index: args.index + 1].to(next(model.parameters()).device)).mean[0]
+        z = model.encode(x[args.index: args.index + 1]).mean[0]
         images = model.decode(traversal_codes(z, dims, args.range, args.steps)).mean
-    save_grid(images, out, nrow=args.steps, scale=display_scale(x.shape[-2]))
+    save_grid(images, out, nrow=args.steps)
     print(f"wrote a traversal of dimensions {dims} (rows) over +-{args.range} around input "
           f"{args.index} to {out}")
     return 0
@@ -436,16 +435,6 @@ def dim_list(s: str) -> list[int]:
         return [int(v) for v in s.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected dimensions like 0,1,5, got '{s}'") from None
-
-
-def save_npy(path: Path, a: np.ndarray) -> None:
-    import io
-
-    from .fileio import atomic_write_bytes
-
-    buf = io.BytesIO()
-    np.save(buf, a, allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:

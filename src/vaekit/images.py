@@ -28,14 +28,21 @@ def grid(images: torch.Tensor, nrow: int, pad: int = 2) -> np.ndarray:
     return out[0] if c == 1 else out[:3].transpose(1, 2, 0)
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int, scale: int = 1) -> None:
-    """Write a grid of ``(n, C, H, W)`` images in [0, 1] to a PNG, enlarged ``scale`` times."""
+def grid_png(images: torch.Tensor, nrow: int, scale: int | None = None) -> bytes:
+    """PNG bytes of a grid of ``(n, C, H, W)`` images in [0, 1], enlarged ``scale`` times
+    (default: :func:`display_scale` of the image height)."""
     img = Image.fromarray(grid(images, nrow))
+    scale = display_scale(images.shape[-2]) if scale is None else scale
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int, scale: int | None = None) -> None:
+    """Write :func:`grid_png` to ``path`` atomically."""
+    atomic_write_bytes(path, grid_png(images, nrow, scale))
 
 
 def display_scale(height: int) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 from . import __version__, viz
 from .data import Dataset
 from .fileio import atomic_write_text
-from .images import display_scale, grid
+from .images import grid_png
 from .run import RunDir
 
 CSS = """
@@ -44,19 +44,6 @@ def img_tag(png: bytes, alt: str) -> str:
 
 def figure(png: bytes, caption: str) -> str:
     return f"<figure>{img_tag(png, caption)}<figcaption>{esc(caption)}</figcaption></figure>"
-
-
-def grid_png(images, nrow: int) -> bytes:
-    import io
-
-    from PIL import Image
-
-    img = Image.fromarray(grid(images, nrow))
-    s = display_scale(images.shape[-2])
-    img = img.resize((img.width * s, img.height * s), Image.NEAREST)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:

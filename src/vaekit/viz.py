@@ -8,7 +8,6 @@ at print: titles, labelled axes, readable sizes, and colour maps that stay order
 from __future__ import annotations
 
 import io
-import math
 from typing import Sequence
 
 import numpy as np
@@ -163,8 +162,3 @@ def traversal_codes(z: torch.Tensor, dims: Sequence[int], span: float, steps: in
     for r, d in enumerate(dims):
         codes[r * steps: (r + 1) * steps, d] += offsets
     return codes
-
-
-def grid_shape(n: int) -> int:
-    """Columns of a near-square grid of ``n`` images."""
-    return math.ceil(math.sqrt(n))
