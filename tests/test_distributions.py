@@ -9,8 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from vaekit.distributions import (BernoulliLikelihood, DiagonalGaussianPosterior, DiagonalNormal,
-                                  GaussianLikelihood, StandardNormalPrior)
+from vaekit.distributions import DiagonalNormal
+from vaekit.likelihoods import BernoulliLikelihood, GaussianLikelihood
+from vaekit.posteriors import DiagonalGaussianPosterior
+from vaekit.priors import StandardNormalPrior
 
 torch.set_default_dtype(torch.float32)
 
@@ -115,7 +117,7 @@ def test_gaussian_likelihood_matches_scipy():
 
 
 def test_laplace_likelihood_matches_scipy():
-    from vaekit.distributions import LaplaceLikelihood
+    from vaekit.likelihoods import LaplaceLikelihood
 
     g = torch.Generator().manual_seed(4)
     loc, x = torch.randn(3, 5, generator=g), torch.randn(3, 5, generator=g)
@@ -129,7 +131,7 @@ def test_laplace_likelihood_matches_scipy():
 
 def test_continuous_bernoulli_is_a_normalised_density():
     """Its density integrates to 1 over [0, 1] (trapezoid rule), unlike the Bernoulli's."""
-    from vaekit.distributions import ContinuousBernoulliLikelihood
+    from vaekit.likelihoods import ContinuousBernoulliLikelihood
 
     logits = torch.tensor([[-3.0], [0.0], [0.01], [2.5]])
     grid = torch.linspace(0, 1, 20001)

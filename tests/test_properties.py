@@ -10,7 +10,8 @@ from hypothesis.extra import numpy as hnp
 
 from vaekit.config import ModelConfig, RunConfig
 from vaekit.data.files import load_rows
-from vaekit.distributions import BernoulliLikelihood, DiagonalGaussianPosterior
+from vaekit.likelihoods import BernoulliLikelihood
+from vaekit.posteriors import DiagonalGaussianPosterior
 from vaekit.model import VAEModel
 from vaekit.run import RunDir
 

@@ -30,9 +30,16 @@ class ModelConfig:
     learn_obs_std: bool = False  # learn one global standard deviation (pPCA with --arch linear)
     min_obs_var: float = 1e-6  # floor on a learned observation variance
     min_var: float = 1e-5  # posterior variance floor (002_0b1c8e9715ecc3b6.txt)
+    prior_components: int = 10  # mixture prior: Gaussians; vamp prior: pseudo-inputs
+    mixtures: int = 5  # logistic-mixture likelihood: logistics per sub-pixel
+    top_latent_dims: tuple[int, ...] = ()  # stochastic layers above the first (ladder VAE), bottom-up
+    conditional: bool = False  # labels feed encoder and decoder (CVAE)
+    num_classes: int = 0  # set from the training labels when conditional
 
     def validate(self) -> None:
-        from .distributions import LIKELIHOODS, POSTERIORS, PRIORS
+        from .likelihoods import LIKELIHOODS
+        from .posteriors import POSTERIORS
+        from .priors import PRIORS
         from .nets import BODIES
 
         for registry, name in ((BODIES, self.arch), (POSTERIORS, self.posterior), (PRIORS, self.prior),
@@ -66,6 +73,8 @@ class TrainConfig:
     clip_grad: float = 0.0  # max gradient norm; 0 turns clipping off
     max_skips: int = 20  # consecutive non-finite steps (skipped) before training stops
     tensorboard: bool = False  # also log scalars and image grids to RUN/tensorboard
+    objective: str = "elbo"  # elbo (averaged over --k samples) or iwae (Burda et al. 2015)
+    k: int = 1  # samples per example in the training objective
 
     def validate(self) -> None:
         positive(self, "epochs", "batch_size", "lr", "eval_batch_size", "max_skips")

@@ -7,7 +7,9 @@ from torch import nn
 from torch.distributions import Distribution
 
 from .config import ModelConfig
-from .distributions import LIKELIHOODS, POSTERIORS, PRIORS
+from .likelihoods import LIKELIHOODS
+from .posteriors import POSTERIORS
+from .priors import PRIORS
 from .nets import BODIES
 from .objectives import LossTerms, negative_elbo
 
