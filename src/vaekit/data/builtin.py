@@ -10,7 +10,9 @@ import torch
 
 from ..registry import Registry
 from .base import Dataset
+from .cifar import load_cifar10
 from .mnist import load_mnist
+from .svhn import load_svhn
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,23 @@ def digits(log=print) -> Dataset:
     return Dataset.from_arrays("digits", x[~test], x[test], d.target[~test], d.target[test])
 
 
+def svhn(log=print) -> Dataset:
+    a = load_svhn(log)
+    return Dataset.from_arrays("svhn", a["x_train"], a["x_test"], a["y_train"], a["y_test"])
+
+
+def cifar10(log=print) -> Dataset:
+    a = load_cifar10(log)
+    return Dataset.from_arrays("cifar10", a["x_train"], a["x_test"], a["y_train"], a["y_test"])
+
+
 DATASETS.register("mnist")(BuiltinDataset(
     mnist, "MNIST handwritten digits, 60,000 train / 10,000 test, 1x28x28, pixels/255 in [0, 1]"))
 DATASETS.register("binarized-mnist")(BuiltinDataset(
     binarized_mnist, "MNIST with training images re-binarized every epoch; fixed binarized test set"))
 DATASETS.register("digits")(BuiltinDataset(
     digits, "scikit-learn's 8x8 digits, 1,618 train / 179 test, 1x8x8, offline"))
+DATASETS.register("svhn")(BuiltinDataset(
+    svhn, "SVHN cropped house-number digits, 73,257 train / 26,032 test, 3x32x32, pixels/255"))
+DATASETS.register("cifar10")(BuiltinDataset(
+    cifar10, "CIFAR-10 photos in 10 classes, 50,000 train / 10,000 test, 3x32x32, pixels/255"))

