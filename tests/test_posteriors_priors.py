@@ -1,0 +1,334 @@
+"""Full-covariance posterior and the priors against independent oracles (torch, scipy, numpy)."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.stats as st
+import torch
+from scipy.special import logsumexp
+from torch import nn
+from torch.distributions import MultivariateNormal, Normal, kl_divergence
+
+from vaekit.config import ModelConfig
+from vaekit.distributions import DiagonalNormal, GaussianMixture
+from vaekit.errors import ConfigError
+from vaekit.posteriors import POSTERIORS, CholeskyGaussianPosterior, DiagonalGaussianPosterior
+from vaekit.priors import PRIORS, MixtureOfGaussiansPrior, StandardNormalPrior, VampPrior
+
+
+def raw_params(batch=4, latent=3, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return 0.7 * torch.randn(batch, CholeskyGaussianPosterior.param_dim(latent), generator=g, dtype=dtype)
+
+
+def explicit_factor(p, latent, min_var):
+    """The documented layout, built entry by entry: mean, raw diagonal, strictly-lower rows."""
+    p = p.detach().double().numpy()
+    out = np.zeros((len(p), latent, latent))
+    for b in range(len(p)):
+        k = 2 * latent
+        for i in range(latent):
+            out[b, i, i] = math.sqrt(math.exp(p[b, latent + i]) + min_var)
+            for j in range(i):
+                out[b, i, j] = p[b, k]
+                k += 1
+    return p[:, :latent], out
+
+
+def test_param_dim_and_factor_layout():
+    assert [CholeskyGaussianPosterior.param_dim(n) for n in (1, 2, 3, 20)] == [2, 5, 9, 230]
+    p = raw_params()
+    q = CholeskyGaussianPosterior(3, min_var=1e-2)(p)
+    mu, tril = explicit_factor(p, 3, 1e-2)
+    np.testing.assert_allclose(q.mean.numpy(), mu)
+    np.testing.assert_allclose(q.scale_tril.numpy(), tril, rtol=1e-12)
+    assert POSTERIORS["full-covariance"] is CholeskyGaussianPosterior
+
+
+def test_cholesky_log_prob_matches_torch_and_scipy():
+    p = raw_params()
+    q = CholeskyGaussianPosterior(3, min_var=1e-3)(p.float())
+    mu, tril = explicit_factor(p.float(), 3, 1e-3)
+    cov = tril @ tril.transpose(0, 2, 1)
+    z = torch.randn(5, 4, 3, generator=torch.Generator().manual_seed(1))  # (s, batch, L)
+    lp = q.log_prob(z)
+    assert lp.shape == (5, 4)
+    oracle = MultivariateNormal(torch.from_numpy(mu), covariance_matrix=torch.from_numpy(cov))
+    torch.testing.assert_close(lp.double(), oracle.log_prob(z.double()), rtol=1e-5, atol=1e-5)
+    scipy_lp = np.array([[st.multivariate_normal(mu[b], cov[b]).logpdf(z[s, b].numpy()) for b in range(4)]
+                         for s in range(5)])
+    np.testing.assert_allclose(lp.numpy(), scipy_lp, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(q.log_prob(z[0]), lp[0])  # (batch, L) -> (batch,)
+
+
+def test_bf16_params_give_a_float32_distribution():
+    q = CholeskyGaussianPosterior(3)(raw_params(dtype=torch.float32).bfloat16())
+    assert q.loc.dtype == torch.float32 and q.scale_tril.dtype == torch.float32
+
+
+def kl_oracle(mu, cov, m, s):
+    """KL(N(mu, cov) || N(m, diag s^2)) by the textbook formula with an explicit inverse."""
+    prec = np.diag(1 / s**2)
+    d = m - mu
+    return 0.5 * (np.trace(prec @ cov) + d @ prec @ d - len(mu) + np.sum(np.log(s**2))
+                  - np.linalg.slogdet(cov)[1])
+
+
+def test_kl_to_normal_prior_matches_formula_and_monte_carlo():
+    p = raw_params(batch=2)
+    q = CholeskyGaussianPosterior(3, min_var=0.0)(p)
+    prior = StandardNormalPrior(3).double()()
+    kl = kl_divergence(q, prior)
+    assert kl.shape == (2,)
+    mu, tril = explicit_factor(p, 3, 0.0)
+    cov = tril @ tril.transpose(0, 2, 1)
+    formula = [0.5 * (np.trace(cov[b]) + mu[b] @ mu[b] - 3 - np.linalg.slogdet(cov[b])[1]) for b in range(2)]
+    np.testing.assert_allclose(kl.numpy(), formula, rtol=1e-10)
+    z = q.rsample((100_000,), generator=torch.Generator().manual_seed(3))  # (S, batch, L)
+    log_ratio = q.log_prob(z) - prior.log_prob(z)
+    mc, se = log_ratio.mean(0), log_ratio.std(0) / math.sqrt(len(z))
+    assert (torch.abs(mc - kl) < 4 * se).all(), (mc, kl, se)
+
+
+def test_kl_to_general_diagonal_normal_matches_oracle():
+    p = raw_params(batch=3)
+    q = CholeskyGaussianPosterior(3, min_var=0.0)(p)
+    g = torch.Generator().manual_seed(4)
+    m = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    s = torch.rand(3, 3, generator=g, dtype=torch.float64) + 0.5
+    kl = kl_divergence(q, DiagonalNormal(m, s))
+    mu, tril = explicit_factor(p, 3, 0.0)
+    oracle = [kl_oracle(mu[b], tril[b] @ tril[b].T, m[b].numpy(), s[b].numpy()) for b in range(3)]
+    np.testing.assert_allclose(kl.numpy(), oracle, rtol=1e-10)
+    full = MultivariateNormal(m, covariance_matrix=torch.diag_embed(s**2))
+    torch.testing.assert_close(kl, kl_divergence(q, full))  # torch's general MVN-MVN KL
+
+
+def test_diagonal_kl_keeps_the_independent_path():
+    from torch.distributions.kl import _dispatch_kl, _kl_independent_independent
+
+    assert _dispatch_kl(DiagonalNormal, DiagonalNormal) is _kl_independent_independent
+    g = torch.Generator().manual_seed(5)
+    loc, scale = torch.randn(2, 3, generator=g), torch.rand(2, 3, generator=g) + 0.2
+    q, p = DiagonalNormal(loc, scale), StandardNormalPrior(3)()
+    torch.testing.assert_close(kl_divergence(q, p), kl_divergence(Normal(loc, scale), Normal(0.0, 1.0)).sum(-1))
+
+
+def test_sample_moments_match_loc_and_covariance():
+    q = CholeskyGaussianPosterior(3, min_var=0.0)(raw_params(batch=1, seed=6).float())
+    z = q.rsample((200_000,), generator=torch.Generator().manual_seed(7))[:, 0].double()
+    cov = (q.scale_tril @ q.scale_tril.mT)[0].double()
+    # standard errors here are below 0.01; 0.03 is several of them
+    torch.testing.assert_close(z.mean(0), q.loc[0].double(), rtol=0, atol=0.03)
+    torch.testing.assert_close(torch.cov(z.T), cov, rtol=0, atol=0.03)
+
+
+def test_reparameterized_gradient_matches_finite_difference():
+    post = CholeskyGaussianPosterior(3, min_var=1e-3)
+    noise = torch.randn(6, 2, 3, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+
+    def f(p):
+        return post(p).rsample(noise=noise).sin().sum()
+
+    p = raw_params(batch=2).requires_grad_()
+    f(p).backward()
+    h = 1e-6
+    fd = torch.zeros_like(p)
+    for idx in np.ndindex(*p.shape):
+        e = torch.zeros_like(p)
+        e[idx] = h
+        fd[idx] = (f(p.detach() + e) - f(p.detach() - e)) / (2 * h)
+    torch.testing.assert_close(p.grad, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_noise_and_generator_paths_agree():
+    q = CholeskyGaussianPosterior(3)(raw_params().float())
+    z = q.rsample((5,), generator=torch.Generator().manual_seed(9))
+    assert z.shape == (5, 4, 3)
+    eps = torch.randn(5, 4, 3, generator=torch.Generator().manual_seed(9))
+    torch.testing.assert_close(z, q.rsample((5,), noise=eps))
+    assert torch.equal(z, q.rsample((5,), generator=torch.Generator().manual_seed(9)))
+    assert not torch.allclose(z, q.rsample((5,), generator=torch.Generator().manual_seed(10)))
+    by_hand = q.loc + torch.einsum("bij,bj->bi", q.scale_tril, eps[0])
+    torch.testing.assert_close(q.rsample(noise=eps[0]), by_hand)  # (batch, L) noise
+
+
+def test_variance_floor_keeps_density_finite():
+    p = torch.zeros(1, CholeskyGaussianPosterior.param_dim(3), dtype=torch.float64)
+    p[:, 3:6] = -100.0  # exp(-100) ~ 4e-44: without the floor the covariance would be singular
+    p[:, 6:] = torch.tensor([0.5, -0.3, 0.2])
+    q = CholeskyGaussianPosterior(3, min_var=1e-5)(p)
+    torch.testing.assert_close(q.scale_tril.diagonal(dim1=-2, dim2=-1), torch.full((1, 3), math.sqrt(1e-5),
+                                                                                 dtype=torch.float64))
+    cov = q.scale_tril @ q.scale_tril.mT
+    assert (torch.linalg.eigvalsh(cov) > 0).all()
+    assert torch.isfinite(q.log_prob(q.mean)).all()
+    torch.testing.assert_close(q.log_prob(q.mean), MultivariateNormal(q.mean, covariance_matrix=cov).log_prob(q.mean))
+
+
+def set_mixture(prior, means, log_scales, logits):
+    with torch.no_grad():
+        prior.means.copy_(means)
+        prior.log_scales.copy_(log_scales)
+        prior.logits.copy_(logits)
+
+
+def mixture_oracle(means, scales, logits):
+    """numpy weights, means, analytic mean and covariance of a diagonal-Gaussian mixture."""
+    w = np.exp(logits - logsumexp(logits))
+    mean = w @ means
+    cov = sum(w[k] * (np.diag(scales[k] ** 2) + np.outer(means[k], means[k])) for k in range(len(w)))
+    return w, mean, cov - np.outer(mean, mean)
+
+
+def test_mixture_prior_log_prob_matches_scipy():
+    prior = MixtureOfGaussiansPrior(2, components=3, min_var=0.0)
+    set_mixture(prior, torch.tensor([[-2.0, 0.0], [1.0, 1.0], [0.5, -1.5]]),
+                torch.tensor([[0.0, -0.5], [-1.0, 0.2], [0.3, 0.0]]), torch.tensor([0.0, 1.0, -0.5]))
+    z = torch.randn(3, 4, 2, generator=torch.Generator().manual_seed(11))  # (s, batch, L)
+    lp = prior().log_prob(z).detach()
+    assert lp.shape == (3, 4)
+    means, scales = prior.means.detach().numpy(), prior.log_scales.detach().exp().numpy()
+    w, _, _ = mixture_oracle(means, scales, prior.logits.detach().numpy())
+    comp = np.stack([st.multivariate_normal(means[k], np.diag(scales[k] ** 2)).logpdf(z.numpy())
+                     for k in range(3)], -1)  # (s, batch, K)
+    np.testing.assert_allclose(lp.numpy(), logsumexp(comp + np.log(w), -1), rtol=1e-5)
+
+
+def test_mixture_prior_samples_have_the_mixture_moments_and_are_seeded():
+    prior = MixtureOfGaussiansPrior(2, components=3, min_var=0.0)
+    set_mixture(prior, torch.tensor([[-3.0, 0.0], [2.0, 2.0], [0.5, -1.5]]),
+                torch.tensor([[0.0, -0.5], [-1.0, 0.2], [0.3, 0.0]]), torch.tensor([0.0, 1.0, -0.5]))
+    before = torch.get_rng_state()
+    z = prior.sample(200_000, generator=torch.Generator().manual_seed(12)).double()
+    assert torch.equal(torch.get_rng_state(), before)  # the global RNG is not touched
+    _, mean, cov = mixture_oracle(prior.means.detach().numpy(), prior.log_scales.detach().exp().numpy(),
+                                  prior.logits.detach().numpy())
+    np.testing.assert_allclose(z.mean(0).numpy(), mean, atol=0.03)
+    np.testing.assert_allclose(torch.cov(z.T).numpy(), cov, atol=0.06)
+    once = prior.sample(5, generator=torch.Generator().manual_seed(12))
+    assert torch.equal(once, prior.sample(5, generator=torch.Generator().manual_seed(12)))
+    assert not torch.equal(once, prior.sample(5, generator=torch.Generator().manual_seed(13)))
+
+
+def test_batched_mixture_draws_come_from_their_own_row():
+    """Components of batch row r have means 10 r + k; near-zero scales make draws equal a mean."""
+    means = 10.0 * torch.arange(2.0).view(2, 1, 1) + torch.arange(3.0).view(1, 3, 1).expand(2, 3, 2)
+    mix = GaussianMixture(torch.zeros(2, 3), DiagonalNormal(means, torch.full((2, 3, 2), 1e-6)))
+    z = mix.sample((50,), generator=torch.Generator().manual_seed(14))  # (50, 2, 2)
+    assert z.shape == (50, 2, 2)
+    k = z - 10.0 * torch.arange(2.0).view(1, 2, 1)
+    torch.testing.assert_close(k, k.round(), atol=1e-4, rtol=0)
+    assert ((k.round() >= 0) & (k.round() <= 2)).all() and len(k.round().unique()) == 3
+    torch.testing.assert_close(k[..., 0], k[..., 1], atol=1e-4, rtol=0)
+
+
+def tiny_encoder(data_dim, latent, posterior, seed=15):
+    torch.manual_seed(seed)
+    lin = nn.Linear(data_dim, posterior.param_dim(latent)).double()
+    return lambda x: posterior(lin(x)), lin
+
+
+def test_vamp_log_prob_is_the_mean_of_pseudo_input_posteriors():
+    torch.manual_seed(16)
+    prior = VampPrior(2, (4,), components=3)
+    post = DiagonalGaussianPosterior(2, min_var=1e-3)
+    lin = nn.Linear(4, 4)
+    encode = lambda x: post(lin(x))  # noqa: E731
+    z = torch.randn(5, 6, 2, generator=torch.Generator().manual_seed(17))
+    lp = prior(encode).log_prob(z).detach()
+    assert lp.shape == (5, 6)
+    params = lin(prior.pseudo_inputs).detach().double().numpy()  # (K, 2L)
+    mu, var = params[:, :2], np.exp(params[:, 2:]) + 1e-3
+    comp = np.stack([st.norm(mu[k], np.sqrt(var[k])).logpdf(z.numpy()[..., None, :].repeat(3, -2)[..., k, :])
+                     .sum(-1) for k in range(3)], -1)
+    np.testing.assert_allclose(lp.numpy(), logsumexp(comp, -1) - math.log(3), rtol=1e-5)
+
+
+def test_vamp_with_full_covariance_log_prob_moments_and_pseudo_input_gradient():
+    post = CholeskyGaussianPosterior(2, min_var=1e-3)
+    encode, _ = tiny_encoder(3, 2, post)
+    prior = VampPrior(2, (3,), components=3).double()
+    z = torch.randn(4, 2, generator=torch.Generator().manual_seed(18), dtype=torch.float64)
+    lp = prior(encode).log_prob(z)
+    qs = encode(prior.pseudo_inputs)
+    cov = (qs.scale_tril @ qs.scale_tril.mT).detach().numpy()
+    comp = np.stack([st.multivariate_normal(qs.loc[k].detach().numpy(), cov[k]).logpdf(z.numpy())
+                     for k in range(3)], -1)
+    np.testing.assert_allclose(lp.detach().numpy(), logsumexp(comp, -1) - math.log(3), rtol=1e-10)
+
+    lp.sum().backward()  # the gradient reaches the pseudo-inputs and equals a finite difference
+    u = prior.pseudo_inputs.detach()
+    h = 1e-6
+    for idx in [(0, 0), (1, 2), (2, 1)]:
+        e = torch.zeros_like(u)
+        e[idx] = h
+        f = [VampPrior(2, (3,), components=3).double() for _ in range(2)]
+        with torch.no_grad():
+            f[0].pseudo_inputs.copy_(u + e)
+            f[1].pseudo_inputs.copy_(u - e)
+        fd = (f[0](encode).log_prob(z).sum() - f[1](encode).log_prob(z).sum()) / (2 * h)
+        torch.testing.assert_close(prior.pseudo_inputs.grad[idx], fd.detach(), rtol=1e-6, atol=1e-9)
+
+    with torch.no_grad():
+        loc = qs.loc.numpy()
+    draws = prior.sample(100_000, generator=torch.Generator().manual_seed(19), encode=encode)
+    mean = loc.mean(0)
+    mix_cov = np.mean([cov[k] + np.outer(loc[k], loc[k]) for k in range(3)], 0) - np.outer(mean, mean)
+    np.testing.assert_allclose(draws.mean(0).numpy(), mean, atol=0.03)
+    np.testing.assert_allclose(torch.cov(draws.T).numpy(), mix_cov, atol=0.05)
+    again = prior.sample(100_000, generator=torch.Generator().manual_seed(19), encode=encode)
+    assert torch.equal(draws, again)
+
+
+def test_vamp_needs_an_encoder_with_a_gaussian_posterior():
+    prior = VampPrior(2, (3,), components=2)
+    with pytest.raises(ConfigError, match="needs the encoder"):
+        prior()
+    with pytest.raises(ConfigError, match="diagonal or full-covariance"):
+        prior(lambda x: Normal(x[:, :2], 1.0))
+
+
+def test_standard_normal_prior_sample_and_log_prob():
+    prior = StandardNormalPrior(3)
+    z = prior.sample(4, generator=torch.Generator().manual_seed(20))
+    assert torch.equal(z, prior().rsample((4,), generator=torch.Generator().manual_seed(20)))
+    zs = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(21))
+    np.testing.assert_allclose(prior().log_prob(zs).numpy(), st.norm().logpdf(zs.numpy()).sum(-1), rtol=1e-6)
+    assert hasattr(prior(), "base_dist") and isinstance(prior(encode=None), DiagonalNormal)
+
+
+def test_from_config_builds_every_prior():
+    cfg = ModelConfig(latent_dim=3, prior_components=4, min_var=1e-4)
+    assert set(PRIORS.names()) >= {"normal", "mixture", "vamp"}
+    normal = PRIORS["normal"].from_config(3, (1, 2, 2), cfg)
+    mixture = PRIORS["mixture"].from_config(3, (1, 2, 2), cfg)
+    vamp = PRIORS["vamp"].from_config(3, (1, 2, 2), cfg)
+    assert isinstance(normal, StandardNormalPrior) and normal.analytic_kl is True
+    assert isinstance(mixture, MixtureOfGaussiansPrior) and mixture.analytic_kl is False
+    assert isinstance(vamp, VampPrior) and vamp.analytic_kl is False
+    assert mixture.means.shape == (4, 3) and mixture.logits.shape == (4,) and mixture.min_var == 1e-4
+    assert vamp.pseudo_inputs.shape == (4, 1, 2, 2)
+    assert ((vamp.pseudo_inputs >= 0) & (vamp.pseudo_inputs <= 1)).all()
+    for p in (normal, mixture):
+        assert p.sample(7, generator=torch.Generator().manual_seed(0)).shape == (7, 3)
+    with pytest.raises(ConfigError, match="prior-components"):
+        PRIORS["mixture"].from_config(3, (4,), ModelConfig(prior_components=0))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_priors_sample_on_cuda_with_either_generator():
+    cfg = ModelConfig(latent_dim=3, prior_components=4)
+    torch.manual_seed(22)
+    for name in ("normal", "mixture"):
+        cpu = PRIORS[name].from_config(3, (4,), cfg)
+        gpu = PRIORS[name].from_config(3, (4,), cfg)
+        gpu.load_state_dict(cpu.state_dict())
+        gpu.cuda()
+        a = cpu.sample(6, generator=torch.Generator().manual_seed(1))
+        b = gpu.sample(6, generator=torch.Generator().manual_seed(1))  # CPU generator, CUDA module
+        assert b.is_cuda
+        torch.testing.assert_close(a, b.cpu())
+        c = gpu.sample(6, generator=torch.Generator("cuda").manual_seed(1))
+        assert c.is_cuda and torch.equal(c, gpu.sample(6, generator=torch.Generator("cuda").manual_seed(1)))
