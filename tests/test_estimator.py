@@ -52,7 +52,8 @@ def fitted(blobs_m) -> VAE:
 
 
 ALL_PARAMS = dict(arch="mlp", hidden=(16, 8), latent_dim=3, likelihood="gaussian", obs_std=0.5, learn_obs_std=True,
-                  beta=0.25, epochs=4, batch_size=7, lr=3e-3, precision="fp32", device="cpu",
+                  posterior="full-covariance", prior="mixture", top_latent_dims=(2,), objective="iwae",
+                  k=3, beta=0.25, epochs=4, batch_size=7, lr=3e-3, precision="fp32", device="cpu",
                   random_state=11, verbose=True)
 
 

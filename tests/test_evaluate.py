@@ -36,7 +36,7 @@ def exact_model(w, mu):
     enc_w[:L] = (w / m_diag).T  # posterior mean M^-1 W^T (x - mu)
     enc_b = np.concatenate([-(w / m_diag).T @ mu, np.log(SIGMA**2 / m_diag)])  # constant log-variance
     with torch.no_grad():
-        enc, dec = model.encoder[1], model.decoder[0]
+        enc, dec = model.encoder.head, model.decoder[0]
         enc.weight.copy_(torch.tensor(enc_w))
         enc.bias.copy_(torch.tensor(enc_b))
         dec.weight.copy_(torch.tensor(w))
@@ -68,8 +68,8 @@ def test_imperfect_encoder_lies_below_and_rises_toward_the_truth(ppca_data):
     w, mu, x = ppca_data
     model = exact_model(w, mu)
     with torch.no_grad():  # a worse proposal: shrunken means, too-wide variances
-        model.encoder[1].weight[:L] *= 0.6
-        model.encoder[1].bias[L:] += 1.0
+        model.encoder.head.weight[:L] *= 0.6
+        model.encoder.head.bias[L:] += 1.0
     truth = exact_log_px(x, w, mu).mean()
     est = [log_likelihood(model, torch.from_numpy(x), k, generator=torch.Generator().manual_seed(0))
            .mean().item() for k in (1, 10, 100, 1000)]
@@ -118,7 +118,7 @@ def test_active_units_follow_the_posterior_mean_variance(ppca_data):
     w, mu, x = ppca_data
     model = exact_model(w, mu)
     with torch.no_grad():
-        model.encoder[1].weight[1] = 0.0  # z_1's mean no longer depends on x: an inactive unit
+        model.encoder.head.weight[1] = 0.0  # z_1's mean no longer depends on x: an inactive unit
     diag = latent_diagnostics(model, torch.from_numpy(x))
     means = model.encode(torch.from_numpy(x)).mean.detach().double()
     expected = int((means.var(0, unbiased=False) > 0.01).sum())

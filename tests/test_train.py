@@ -74,9 +74,9 @@ def test_dynamic_binarization_resamples_training_batches(tmp_path):
     seen = []
 
     class Spy(VAEModel):
-        def forward(self, xb, beta=1.0, generator=None, noise=None):
+        def forward(self, xb, beta=1.0, generator=None, noise=None, **kw):
             seen.append(xb.detach().clone())
-            return super().forward(xb, beta, generator, noise)
+            return super().forward(xb, beta, generator, noise, **kw)
 
     data = Dataset.from_arrays("grey", x, x[:0], binarize=True)
     torch.manual_seed(0)
@@ -134,8 +134,8 @@ def test_kl_warmup_ramps_the_weight_step_by_step():
                                          precision="fp32"), log=lambda s: None)
     weights = []
     original = model.forward
-    model.forward = lambda xb, beta=1.0, generator=None, noise=None: (
-        weights.append(beta), original(xb, beta, generator, noise))[1]
+    model.forward = lambda xb, beta=1.0, generator=None, noise=None, **kw: (
+        weights.append(beta), original(xb, beta, generator, noise, **kw))[1]
     h = trainer.fit(Dataset.from_arrays("x", x, x[:0]))
     assert weights == pytest.approx([0.5 * k / 8 for k in range(1, 9)])  # 4 steps x 2 epochs
     assert h[0]["train_loss"] == pytest.approx(h[0]["train_rec"] + 0.5 * h[0]["train_kl"])

@@ -62,8 +62,23 @@ TRAIN_FLAGS = [
     ("--hidden", dict(type=hidden_widths, help="hidden widths, e.g. 400 or 512,256 (default 400 for "
                                                "mlp; for conv the dense width, default 1024)")),
     ("--latent-dim", dict(type=positive_int, help="size of the latent code z (default 20)")),
+    ("--top-latent-dims", dict(type=hidden_widths, metavar="SIZES",
+                               help="stochastic layers above the first, bottom-up, e.g. 32 or 32,16: a "
+                                    "ladder VAE with top-down inference (default none)")),
+    ("--posterior", dict(help="q(z|x): diagonal or full-covariance (a Cholesky factor) (default diagonal)")),
+    ("--prior", dict(help="p(z): normal, mixture (learned Gaussian mixture) or vamp (VampPrior) "
+                          "(default normal)")),
+    ("--prior-components", dict(type=positive_int, metavar="K",
+                                help="Gaussians of the mixture prior, pseudo-inputs of the vamp prior "
+                                     "(default 10)")),
     ("--likelihood", dict(help="p(x|z): bernoulli (data in [0,1]), continuous-bernoulli (a density on [0,1]), "
-                                   "gaussian or laplace (default bernoulli)")),
+                                   "gaussian, gaussian-predicted (per-dimension variance from the "
+                                   "decoder), laplace, or logistic-mixture (8-bit data) (default bernoulli)")),
+    ("--mixtures", dict(type=positive_int, metavar="K",
+                        help="logistics per sub-pixel of the logistic-mixture likelihood (default 5)")),
+    ("--conditional", dict(action="store_const", const=True,
+                           help="a conditional VAE: the labels feed the encoder and the decoder; "
+                                "sample with 'vaekit sample RUN --label L'")),
     ("--obs-std", dict(type=finite_float, help="standard deviation of the gaussian likelihood (default 1)")),
     ("--learn-obs-std", dict(action="store_const", const=True,
                              help="learn the gaussian likelihood's standard deviation (one for all "
@@ -72,6 +87,9 @@ TRAIN_FLAGS = [
                                                    "(default 1e-6)")),
     ("--min-var", dict(type=finite_float, help="floor on the posterior variance (default 1e-5)")),
     ("--beta", dict(type=finite_float, help="weight of the KL term; 1 is the ELBO (default 1)")),
+    ("--objective", dict(help="elbo (averaged over --k samples) or iwae (the importance-weighted bound "
+                              "with --k samples, Burda et al. 2015) (default elbo)")),
+    ("--k", dict(type=positive_int, help="samples per example in the objective (default 1)")),
     ("--epochs", dict(type=positive_int, help="training epochs (default 10)")),
     ("--batch-size", dict(type=positive_int, help="examples per Adam step (default 128)")),
     ("--lr", dict(type=finite_float, help="Adam learning rate (default 1e-3)")),
@@ -88,6 +106,9 @@ TRAIN_FLAGS = [
                               "is penalised only above NATS (default 0: off)")),
     ("--clip-grad", dict(type=finite_float, metavar="NORM",
                          help="clip the gradient norm to NORM (default 0: off)")),
+    ("--max-minutes", dict(type=finite_float, metavar="M",
+                           help="wall-clock budget: stop before an epoch that would end past M minutes "
+                                "(default 0: no limit); --resume continues to --epochs")),
     ("--max-skips", dict(type=positive_int, metavar="N",
                          help="steps with a non-finite loss or gradient are skipped and counted "
                               "(skipped_steps in metrics); stop after N in a row (default 20)")),
@@ -101,7 +122,7 @@ TRAIN_FLAGS = [
     ("--test-fraction", dict(type=finite_float, help="fraction held out for testing when the data "
                                                      "has no test split (default 0.1)")),
 ]
-RESUMABLE = {"epochs", "device"}  # may change when resuming; anything else would change the run
+RESUMABLE = {"epochs", "device", "max_minutes"}  # may change when resuming; anything else would change the run
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -125,7 +146,7 @@ def train_in_world(args: argparse.Namespace, world) -> int:
     import torch
 
     from .data import load_data
-    from .model import VAEModel
+    from .model import build_model
     from .run import RunDir
     from .train import Trainer
 
@@ -144,7 +165,7 @@ def train_in_world(args: argparse.Namespace, world) -> int:
         changed = sorted(k for k, v in flags.items() if k not in RESUMABLE and v != saved[k])
         if changed or args.config:
             raise ConfigError(f"cannot change {', '.join('--' + c.replace('_', '-') for c in changed) or '--config'}"
-                              " when resuming; only --epochs and --device may change")
+                              " when resuming; only --epochs, --device and --max-minutes may change")
         cfg.update(flags)
         if args.data not in (cfg.data.data, str(Path(cfg.data.data))):
             raise ConfigError(f"this run was trained on '{cfg.data.data}', not '{args.data}'")
@@ -161,8 +182,10 @@ def train_in_world(args: argparse.Namespace, world) -> int:
                      log=lambda s: say(s, file=sys.stderr), stream=cfg.data.stream)
     if world.is_main:
         world.barrier()
+    if cfg.model.conditional and not args.resume:
+        cfg.model.num_classes = num_classes(data)
     torch.manual_seed(cfg.train.seed)  # weight initialisation, the same in every process
-    model = VAEModel(cfg.model, data.shape)
+    model = build_model(cfg.model, data.shape)
     trainer = Trainer(model, cfg.train, world=world)
     trainer.check(data)  # every check passes before a run directory is created or cleared
     if not args.resume:
@@ -189,6 +212,14 @@ def train_in_world(args: argparse.Namespace, world) -> int:
     return 0
 
 
+def num_classes(data) -> int:
+    """Classes of a conditional model: one more than the largest training label."""
+    if data.y_train is None:
+        raise DataError(f"--conditional needs labels, and {data.name} has none: use a labelled "
+                        "built-in dataset, an .npz with y_train/y_test, or class subfolders")
+    return max(int(data.y_train.max()) + 1, 2)
+
+
 # -- using a trained run ------------------------------------------------------------------------
 def load_run(path: str, device: str = "cpu"):
     from .run import RunDir
@@ -207,7 +238,9 @@ def check_out(path: str, suffixes: Sequence[str]) -> Path:
 
 
 def rows_for(model, cfg, data: str | None, split: str):
-    """Rows of DATA (or the run's own test split) as a tensor matching the model's input shape."""
+    """Rows of DATA (or the run's own test split) as a tensor matching the model's input shape,
+    with their labels when the model is conditional (else None): ``(x, y)``."""
+    import numpy as np
     import torch
 
     from .data import load_rows
@@ -215,18 +248,28 @@ def rows_for(model, cfg, data: str | None, split: str):
     if data is None:
         from .data import load_data
 
-        x = load_data(cfg.data.data, cfg.data.test_fraction, log=lambda s: print(s, file=sys.stderr),
-                      stream=cfg.data.stream).x_test
+        ds = load_data(cfg.data.data, cfg.data.test_fraction, log=lambda s: print(s, file=sys.stderr),
+                       stream=cfg.data.stream)
+        x, y = ds.x_test, ds.y_test
         x = x[:] if not isinstance(x, torch.Tensor) else x  # the test split, read whole
         if len(x) == 0:
             raise DataError(f"the run's data {cfg.data.data} has no test split (--test-fraction 0); "
                             "give DATA, with --split train to use training rows")
     else:
-        x = torch.from_numpy(load_rows(data, split)[0])
+        x, y = load_rows(data, split)
+        x, y = torch.from_numpy(x), None if y is None else torch.from_numpy(np.asarray(y, np.int64))
     if tuple(x.shape[1:]) != model.data_shape:
         raise DataError(f"{data or cfg.data.data} has examples of shape {tuple(x.shape[1:])}, but the "
                         f"model was trained on shape {model.data_shape}")
-    return x
+    if not model.cond_dim:
+        return x, None
+    if y is None or len(y) != len(x):
+        raise DataError(f"this model is conditional: {data or cfg.data.data} needs a label for every "
+                        "row (a labelled built-in dataset, an .npz with labels, or class subfolders)")
+    if int(y.min()) < 0 or int(y.max()) >= model.cond_dim:
+        raise DataError(f"labels of {data or cfg.data.data} must lie in 0..{model.cond_dim - 1}, the "
+                        "classes the model was trained on")
+    return x, y.long()
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -240,8 +283,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if out.suffix.lower() == ".png" and len(model.data_shape) != 3:
         raise ConfigError("this model's data are not images; write samples to a .npy file")
     g = torch_generator(model, args.seed)
-    with torch.no_grad():
-        x = model.decode(model.prior().rsample((args.n,), generator=g)).mean.float().cpu()
+    if args.label is not None and not model.cond_dim:
+        raise ConfigError("--label needs a conditional model (trained with --conditional)")
+    if model.cond_dim:
+        if args.label is None:
+            raise ConfigError(f"this model is conditional: give --label L (0..{model.cond_dim - 1}), the "
+                              "class to draw")
+        if not 0 <= args.label < model.cond_dim:
+            raise ConfigError(f"--label {args.label} is out of range: the model knows classes 0 to "
+                              f"{model.cond_dim - 1}")
+    y = None if args.label is None else torch.full((args.n,), args.label)
+    x = model.generate(args.n, g, y).float().cpu()
     if out.suffix.lower() == ".png":
         save_grid(x, out, nrow=math.ceil(math.sqrt(args.n)))
     else:
@@ -256,8 +308,9 @@ def image_command(args: argparse.Namespace, what: str):
     model, cfg = load_run(args.run, args.device)
     if len(model.data_shape) != 3:
         raise ConfigError(f"this model's data are not images, so {what} cannot be drawn")
-    x = rows_for(model, cfg, args.data, args.split).to(next(model.parameters()).device)
-    return out, model, x
+    x, y = rows_for(model, cfg, args.data, args.split)
+    device = next(model.parameters()).device
+    return out, model, x.to(device), None if y is None else y.to(device)
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
@@ -265,10 +318,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     from .images import save_grid
 
-    out, model, x = image_command(args, "reconstructions")
-    x = x[: args.n]
+    out, model, x, y = image_command(args, "reconstructions")
+    x, y = x[: args.n], None if y is None else y[: args.n]
     with torch.no_grad():
-        recon = model.decode(model.encode(x).mean).mean
+        recon = model.decode(model.encode(x, y).mean, y).mean
     save_grid(torch.cat([x, recon]), out, nrow=len(x))
     print(f"wrote {len(x)} inputs above their reconstructions to {out}")
     return 0
@@ -280,7 +333,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     out = check_out(args.out, (".npy", ".csv"))
     model, cfg = load_run(args.run, args.device)
-    z = posterior_means(model, rows_for(model, cfg, args.data, args.split)).numpy()
+    x, y = rows_for(model, cfg, args.data, args.split)
+    z = posterior_means(model, x, y=y).numpy()
     if out.suffix.lower() == ".npy":
         write_npy(out, z)
     else:
@@ -310,12 +364,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .fileio import write_json
 
     model, cfg = load_run(args.run, args.device)
-    x = rows_for(model, cfg, args.data, args.split)
+    x, y = rows_for(model, cfg, args.data, args.split)
     if len(x) == 0:
         raise DataError("no examples to evaluate")
     update, close = progress_bar(len(x), f"log p(x), K={args.importance_samples}")
     try:
-        res = evaluate(model, x, args.importance_samples, seed=args.seed, progress=update)
+        res = evaluate(model, x, args.importance_samples, seed=args.seed, progress=update, y=y)
     finally:
         close()
     res = {"data": args.data or cfg.data.data, "split": args.split if args.data else "test", **res}
@@ -327,11 +381,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             ("log p(x)", f"{res['log_likelihood']:.3f} +- {res['log_likelihood_stderr']:.3f} "
                          f"nats (K = {res['importance_samples']} importance samples)"),
             ("ELBO", f"{res['elbo']:.3f} nats = -(rec {res['rec']:.3f} + KL {res['kl']:.3f})"),
-            ("active units", f"{res['active_units']} of {len(res['kl_per_dim'])} "
+            ("KL estimator", res["kl_estimator"]),
+            ("active units", f"{res['active_units']} of {model.latent_dim} "
                              "(Cov_x E[z_d|x] > 0.01)")]
     if res["bits_per_dim"] is not None:
         rows.append(("bits/dim", f"{res['bits_per_dim']:.4f}"))
-    rows.append(("KL per dim", " ".join(f"{v:.2f}" for v in res["kl_per_dim"])))
+    if res["kl_per_dim"] is not None:
+        rows.append(("KL per dim", " ".join(f"{v:.2f}" for v in res["kl_per_dim"])))
     print(f"evaluation of {args.run} on {res['data']} ({res['split']}); per example, higher log p(x) "
           "is better")
     for name, value in rows:
@@ -345,11 +401,11 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     out = check_out(args.out, (".csv",))
     model, cfg = load_run(args.run, args.device)
-    x = rows_for(model, cfg, args.data, args.split)
+    x, y = rows_for(model, cfg, args.data, args.split)
     g = torch_generator(model, args.seed)
     update, close = progress_bar(len(x), f"log p(x), K={args.importance_samples}")
     try:
-        ll = log_likelihood(model, x, args.importance_samples, generator=g, progress=update)
+        ll = log_likelihood(model, x, args.importance_samples, generator=g, progress=update, y=y)
     finally:
         close()
     lines = ["index,log_likelihood"] + [f"{i},{v:.10g}" for i, v in enumerate(ll.tolist())]
@@ -394,14 +450,16 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from .images import save_grid
     from .viz import interpolation_codes
 
-    out, model, x = image_command(args, "an interpolation")
+    out, model, x, y = image_command(args, "an interpolation")
     for name, i in (("--from", args.i), ("--to", args.j)):
         if not 0 <= i < len(x):
             raise ConfigError(f"{name} {i} is out of range: the data has rows 0 to {len(x) - 1}")
     with torch.no_grad():
         ends = x[[args.i, args.j]]
-        z = model.encode(ends).mean
-        path = model.decode(interpolation_codes(z[0], z[1], args.steps, args.spherical)).mean
+        z = model.encode(ends, None if y is None else y[[args.i, args.j]]).mean
+        # a conditional model decodes the path with the first input's label
+        path = model.decode(interpolation_codes(z[0], z[1], args.steps, args.spherical),
+                            None if y is None else y[args.i: args.i + 1]).mean
     save_grid(torch.cat([ends[:1], path, ends[1:]]), out, nrow=args.steps + 2)
     print(f"wrote input {args.i}, {args.steps} decoded {'spherical' if args.spherical else 'linear'} "
           f"steps and input {args.j} to {out}")
@@ -414,7 +472,7 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     from .images import save_grid
     from .viz import traversal_codes
 
-    out, model, x = image_command(args, "a traversal")
+    out, model, x, y = image_command(args, "a traversal")
     if not 0 <= args.index < len(x):
         raise ConfigError(f"--index {args.index} is out of range: the data has rows 0 to {len(x) - 1}")
     dims = args.dims if args.dims is not None else list(range(min(model.latent_dim, 10)))
@@ -422,8 +480,9 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     if bad:
         raise ConfigError(f"--dims {bad} out of range: the latent has dimensions 0 to {model.latent_dim - 1}")
     with torch.no_grad():
-        z = model.encode(x[args.index: args.index + 1]).mean[0]
-        images = model.decode(traversal_codes(z, dims, args.range, args.steps)).mean
+        y1 = None if y is None else y[args.index: args.index + 1]
+        z = model.encode(x[args.index: args.index + 1], y1).mean[0]
+        images = model.decode(traversal_codes(z, dims, args.range, args.steps), y1).mean
     save_grid(images, out, nrow=args.steps)
     print(f"wrote a traversal of dimensions {dims} (rows) over +-{args.range} around input "
           f"{args.index} to {out}")
@@ -494,6 +553,8 @@ def build_parser() -> Parser:
     s.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
     s.add_argument("--out", required=True, help="FILE.png (a grid) or FILE.npy (decoder means)")
     s.add_argument("--seed", type=int, default=0, help="seed for the prior draws (default 0)")
+    s.add_argument("--label", type=int, metavar="L",
+                   help="class to draw, for a conditional model (trained with --conditional)")
     s = run_command("reconstruct", "draw inputs above their reconstructions", cmd_reconstruct, "optional")
     s.add_argument("-n", type=positive_int, default=8, help="number of inputs (default 8)")
     s.add_argument("--split", choices=SPLITS, default="test", help="part of DATA to use (default test)")

@@ -54,6 +54,12 @@ class ModelConfig:
                               f"{self.min_obs_var}")
         if self.learn_obs_std and self.likelihood not in ("gaussian", "laplace"):
             raise ConfigError("--learn-obs-std applies to --likelihood gaussian or laplace only")
+        positive(self, "prior_components", "mixtures")
+        if any(int(d) <= 0 for d in self.top_latent_dims):
+            raise ConfigError(f"--top-latent-dims must be positive sizes like 16 or 32,16; got "
+                              f"{self.top_latent_dims}")
+        if self.conditional and self.num_classes < 2 and self.num_classes != 0:
+            raise ConfigError(f"--conditional needs at least 2 classes, got {self.num_classes}")
 
 
 @dataclass
@@ -75,6 +81,7 @@ class TrainConfig:
     tensorboard: bool = False  # also log scalars and image grids to RUN/tensorboard
     objective: str = "elbo"  # elbo (averaged over --k samples) or iwae (Burda et al. 2015)
     k: int = 1  # samples per example in the training objective
+    max_minutes: float = 0.0  # wall-clock budget: no epoch starts that would end past it (0: none)
 
     def validate(self) -> None:
         positive(self, "epochs", "batch_size", "lr", "eval_batch_size", "max_skips")
@@ -89,6 +96,14 @@ class TrainConfig:
             raise ConfigError(f"--device must be auto, cpu or cuda, got '{self.device}'")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"--precision must be auto, fp32 or bf16, got '{self.precision}'")
+        from .objectives import OBJECTIVES
+
+        OBJECTIVES[self.objective]  # raises ConfigError naming the closest valid choice
+        positive(self, "k")
+        if self.max_minutes < 0:
+            raise ConfigError(f"--max-minutes must be >= 0 (0: no limit), got {self.max_minutes}")
+        if self.objective == "iwae" and self.free_bits > 0:
+            raise ConfigError("--free-bits applies to --objective elbo only")
 
 
 @dataclass
@@ -131,8 +146,9 @@ class RunConfig:
             if unknown:
                 raise ConfigError(f"config section '{f.name}' has unknown keys {sorted(unknown)}; "
                                   "was it written by a newer vaekit?")
-            if sub.get("hidden") is not None:
-                sub["hidden"] = tuple(sub["hidden"])
+            for key in TUPLE_FIELDS:
+                if sub.get(key) is not None:
+                    sub[key] = tuple(sub[key])
             parts[f.name] = f.default_factory(**sub)
         return cls(**parts)
 
@@ -148,22 +164,26 @@ class RunConfig:
         return self
 
 
-def parse_hidden(value: Any) -> tuple[int, ...]:
+def parse_hidden(value: Any, flag: str = "--hidden") -> tuple[int, ...]:
     """``400``, ``"512,256"`` or ``[512, 256]`` -> ``(512, 256)``."""
+    what = "widths" if flag == "--hidden" else "sizes"
     items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
     try:
         widths = tuple(int(str(v).strip()) for v in items)
     except ValueError:
-        raise ConfigError(f"--hidden must be widths like 400 or 512,256; got '{value}'") from None
+        raise ConfigError(f"{flag} must be {what} like 400 or 512,256; got '{value}'") from None
     if not widths or min(widths) <= 0:
-        raise ConfigError(f"--hidden must be positive widths like 400 or 512,256; got '{value}'")
+        raise ConfigError(f"{flag} must be positive {what} like 400 or 512,256; got '{value}'")
     return widths
+
+
+TUPLE_FIELDS = ("hidden", "top_latent_dims")  # sizes given as 512,256 or a list
 
 
 def coerce(name: str, value: Any, default: Any) -> Any:
     """Check a config value's type against the field's default (TOML gives typed values)."""
-    if name == "hidden":
-        return None if value is None else parse_hidden(value)
+    if name in TUPLE_FIELDS:
+        return None if value is None else parse_hidden(value, "--" + name.replace("_", "-"))
     flag = "--" + name.replace("_", "-")
     if isinstance(default, bool) or isinstance(value, bool):
         ok = isinstance(value, bool) and isinstance(default, bool)

@@ -14,7 +14,7 @@ from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data.base import Dataset, check_features
 from .errors import DataError
 from .evaluate import posterior_means
-from .model import VAEModel
+from .model import VAEModel, build_model
 from .run import RunDir
 from .train import Trainer, resolve_device
 
@@ -24,19 +24,30 @@ class VAE(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    arch : {'mlp', 'conv'}
-        Network body; ``conv`` needs images ``(n, C, H, W)``.
+    arch : {'mlp', 'conv', 'resnet', 'linear'}
+        Network body; ``conv`` and ``resnet`` need images ``(n, C, H, W)``.
     hidden : tuple of int, optional
         Hidden widths (mlp) or the dense width (conv); None takes the body's default.
     latent_dim : int
         Size of z.
-    likelihood : {'bernoulli', 'gaussian'}
-        p(x|z); bernoulli needs data in [0, 1].
+    likelihood : str
+        p(x|z), a name from ``--likelihood`` (``bernoulli``, ``gaussian``, ...); bernoulli needs
+        data in [0, 1].
     obs_std : float
         Standard deviation of the gaussian likelihood (its start value when learned).
     learn_obs_std : bool
         Learn one global standard deviation of the gaussian likelihood (with ``arch='linear'``:
         probabilistic PCA).
+    posterior : {'diagonal', 'full-covariance'}
+        q(z|x) family.
+    prior : {'normal', 'mixture', 'vamp'}
+        p(z) family.
+    top_latent_dims : tuple of int
+        Stochastic layers above the first (a ladder VAE); empty for one layer.
+    objective : {'elbo', 'iwae'}
+        Training objective; ``k`` samples per example.
+    k : int
+        Samples per example in the objective.
     beta : float
         KL weight; 1 is the ELBO.
     epochs, batch_size, lr : int, int, float
@@ -69,7 +80,9 @@ class VAE(TransformerMixin, BaseEstimator):
 
     def __init__(self, arch: str = "mlp", hidden: tuple[int, ...] | None = None,
                  latent_dim: int = 20, likelihood: str = "bernoulli", obs_std: float = 1.0,
-                 learn_obs_std: bool = False, beta: float = 1.0, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
+                 learn_obs_std: bool = False, posterior: str = "diagonal", prior: str = "normal",
+                 top_latent_dims: tuple[int, ...] = (), objective: str = "elbo", k: int = 1,
+                 beta: float = 1.0, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
                  precision: str = "auto", device: str = "auto", random_state: int | None = None,
                  verbose: bool = False) -> None:
         self.arch = arch
@@ -78,6 +91,11 @@ class VAE(TransformerMixin, BaseEstimator):
         self.likelihood = likelihood
         self.obs_std = obs_std
         self.learn_obs_std = learn_obs_std
+        self.posterior = posterior
+        self.prior = prior
+        self.top_latent_dims = top_latent_dims
+        self.objective = objective
+        self.k = k
         self.beta = beta
         self.epochs = epochs
         self.batch_size = batch_size
@@ -94,8 +112,10 @@ class VAE(TransformerMixin, BaseEstimator):
         return RunConfig(
             ModelConfig(arch=self.arch, hidden=hidden, latent_dim=self.latent_dim,
                         likelihood=self.likelihood, obs_std=self.obs_std,
-                        learn_obs_std=self.learn_obs_std),
+                        learn_obs_std=self.learn_obs_std, posterior=self.posterior, prior=self.prior,
+                        top_latent_dims=tuple(int(d) for d in self.top_latent_dims)),
             TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, beta=self.beta,
+                        objective=self.objective, k=self.k,
                         seed=seed, device=self.device, precision=self.precision),
             DataConfig(data="array", test_fraction=0.0)).validate()
 
@@ -104,7 +124,7 @@ class VAE(TransformerMixin, BaseEstimator):
         x = as_examples(X)
         cfg = self._run_config()
         torch.manual_seed(cfg.train.seed)  # weight initialisation
-        model = VAEModel(cfg.model, x.shape[1:])
+        model = build_model(cfg.model, x.shape[1:])
         data = Dataset.from_arrays("X", x, x[:0])
         trainer = Trainer(model, cfg.train, log=print if self.verbose else (lambda s: None),
                           progress=False)
@@ -143,8 +163,7 @@ class VAE(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         g = torch.Generator(self._device())
         g.manual_seed(random_state) if random_state is not None else g.seed()
-        z = self.model_.prior().rsample((n,), generator=g)  # (n, latent)
-        return self.model_.decode(z).mean.float().cpu().numpy()
+        return self.model_.generate(n, g).float().cpu().numpy()
 
     def score_samples(self, X, n_importance: int = 1000) -> np.ndarray:
         """Importance-sampled log p(x) per row in nats (higher is more typical).
@@ -185,7 +204,9 @@ class VAE(TransformerMixin, BaseEstimator):
         model, cfg = RunDir(path).load_model(resolve_device(device))
         m, t = cfg.model, cfg.train
         est = cls(arch=m.arch, hidden=m.hidden, latent_dim=m.latent_dim, likelihood=m.likelihood,
-                  obs_std=m.obs_std, learn_obs_std=m.learn_obs_std, beta=t.beta, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+                  obs_std=m.obs_std, learn_obs_std=m.learn_obs_std, posterior=m.posterior,
+                  prior=m.prior, top_latent_dims=m.top_latent_dims, objective=t.objective, k=t.k,
+                  beta=t.beta, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                   precision=t.precision, device=device, random_state=t.seed)
         est._set_fitted(model, cfg)
         return est

@@ -1,17 +1,44 @@
-"""The VAE as a composition: encoder body, posterior family, prior, decoder body, likelihood."""
+"""The VAE as a composition: encoder body, posterior family, prior, decoder body, likelihood.
+
+Every objective and estimator works from one primitive, :meth:`VAEModel.terms`: ``k``
+reparameterized codes per example with ``log p(x|z)``, the KL term (closed form where it
+exists) and, when asked, the log importance ratio ``log p(z) - log q(z|x)``. The ELBO, the
+IWAE bound and importance-sampled log-likelihoods are functions of these numbers, so a new
+posterior, prior or model (:class:`vaekit.hierarchy.LadderVAE`) gets all of them at once.
+"""
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Distribution
+from torch.distributions import Distribution, Independent, kl_divergence
 
 from .config import ModelConfig
+from .errors import ConfigError, DataError
 from .likelihoods import LIKELIHOODS
+from .nets import BODIES
+from .objectives import LossTerms, objective
 from .posteriors import POSTERIORS
 from .priors import PRIORS
-from .nets import BODIES
-from .objectives import LossTerms, negative_elbo
+
+
+class SampleTerms(NamedTuple):
+    """Per-sample terms of ``k`` codes for each of ``b`` examples, in nats.
+
+    ``log_px`` is ``(k, b)``. ``kl`` is ``(k, b)``: KL(q || p) in closed form where it exists
+    (then equal across samples, or given the sampled upper layers of a hierarchy), else its
+    one-sample Monte Carlo estimate ``log q(z|x) - log p(z)``. ``kl_dims`` is ``(k, b, latent)``
+    when the KL factorises over latent dimensions, else None. ``log_ratio`` is
+    ``log p(z) - log q(z|x)``, ``(k, b)``, when asked for (importance weights), else None.
+    """
+
+    log_px: torch.Tensor
+    kl: torch.Tensor
+    kl_dims: torch.Tensor | None
+    log_ratio: torch.Tensor | None
 
 
 class VAEModel(nn.Module):
@@ -30,30 +57,139 @@ class VAEModel(nn.Module):
         config.validate()
         self.config = config
         self.data_shape = tuple(data_shape)
-        self.latent_dim = config.latent_dim
-        body = BODIES[config.arch](self.data_shape, config.hidden)
+        self.cond_dim = config.num_classes if config.conditional else 0
+        self.body = BODIES[config.arch](self.data_shape, config.hidden)
+        self.likelihood = LIKELIHOODS[config.likelihood].from_config(self.data_shape, config)
+        self.build_latent(config)
+        self.decoder = self.body.decoder(self.decoder_in_dim + self.cond_dim,
+                                         self.likelihood.params_per_dim)
+
+    def build_latent(self, config: ModelConfig) -> None:
+        """Encoder, posterior and prior of a single stochastic layer."""
+        if config.conditional and config.prior == "vamp":
+            raise ConfigError("--conditional does not combine with --prior vamp (its pseudo-inputs "
+                              "have no labels); use --prior normal or mixture")
         posterior_cls = POSTERIORS[config.posterior]
-        likelihood_cls = LIKELIHOODS[config.likelihood]
+        self.latent_dim = self.decoder_in_dim = config.latent_dim
         self.posterior = posterior_cls(config.latent_dim, min_var=config.min_var)
-        self.prior_dist = PRIORS[config.prior](config.latent_dim)
-        self.likelihood = likelihood_cls.from_config(self.data_shape, config)
-        self.encoder = body.encoder(posterior_cls.param_dim(config.latent_dim))
-        self.decoder = body.decoder(config.latent_dim, likelihood_cls.params_per_dim)
+        self.prior_dist = PRIORS[config.prior].from_config(config.latent_dim, self.data_shape, config)
+        self.encoder = self.body.encoder(posterior_cls.param_dim(config.latent_dim), self.cond_dim)
 
-    def encode(self, x: torch.Tensor) -> Distribution:
-        """q(z|x) for a batch ``(batch, *data_shape)``."""
-        return self.posterior(self.encoder(x))
+    # -- conditioning ----------------------------------------------------------------------
+    def condition(self, y: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """One-hot labels ``(n, num_classes)`` for a conditional model, else None."""
+        if not self.cond_dim:
+            return None
+        if y is None:
+            raise DataError("this model is conditional (--conditional): it needs labels with its "
+                            "data (--label for sampling)")
+        y = torch.as_tensor(y, device=self.device).long().reshape(-1)
+        if len(y) == 1 and n != 1:
+            y = y.expand(n)
+        if len(y) != n or y.min() < 0 or y.max() >= self.cond_dim:
+            raise DataError(f"labels must be {n} integers in 0..{self.cond_dim - 1}")
+        return F.one_hot(y, self.cond_dim).float()
 
-    def decode(self, z: torch.Tensor) -> Distribution:
-        """p(x|z) for a batch of codes ``(batch, latent_dim)``."""
-        return self.likelihood(self.decoder(z))
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- the parts -------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        """q(z|x) (q(z|x,y) when conditional) for a batch ``(batch, *data_shape)``."""
+        return self.posterior(self.encoder(x, self.condition(y, len(x))))
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        """p(x|z) (p(x|z,y)) for codes ``(..., batch, latent_dim)``."""
+        return self.likelihood(self.decoder_params(z, self.condition(y, z.shape[-2])))
+
+    def decoder_params(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """Decoder output for codes with any leading sample dimensions: ``(..., b, params...)``."""
+        if c is not None:
+            z = torch.cat([z, c.expand(*z.shape[:-1], c.shape[-1])], -1)
+        lead = z.shape[:-1]
+        return self.decoder(z.reshape(-1, z.shape[-1])).unflatten(0, lead)
 
     def prior(self) -> Distribution:
         """p(z)."""
-        return self.prior_dist()
+        return self.prior_dist(self.encode_pseudo)
+
+    def encode_pseudo(self, u: torch.Tensor) -> Distribution:
+        """The posterior of pseudo-inputs (for the VampPrior)."""
+        return self.posterior(self.encoder(u))
+
+    @property
+    def kl_estimator(self) -> str:
+        """``analytic`` when the KL term is in closed form, else ``monte-carlo``."""
+        return "analytic" if self.prior_dist.analytic_kl else "monte-carlo"
+
+    @property
+    def noise_dim(self) -> int:
+        """Standard-normal numbers one code needs (the trainer draws them for all processes)."""
+        return self.latent_dim
+
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` codes from p(z), ``(n, latent_dim)``."""
+        return self.prior_dist.sample(n, generator, self.encode_pseudo)
+
+    @torch.no_grad()
+    def generate(self, n: int, generator: torch.Generator | None = None,
+                 y: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder means of ``n`` draws from the prior (given labels ``y`` when conditional)."""
+        return self.decode(self.sample_prior(n, generator), y).mean
+
+    # -- the primitive every objective uses ----------------------------------------------------
+    def infer(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any:
+        """The deterministic part of inference, reusable across sample chunks: here q(z|x)."""
+        return self.encode(x, y)
+
+    def terms(self, x: torch.Tensor, y: torch.Tensor | None = None, k: int = 1,
+              generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+              weights: bool = False, state: Any = None) -> SampleTerms:
+        """``k`` codes per example and their terms; see :class:`SampleTerms`.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(b, *data_shape)``.
+        y : torch.Tensor, optional
+            Labels ``(b,)`` for a conditional model.
+        k : int
+            Codes per example.
+        generator : torch.Generator, optional
+            Source of the noise; or give ``noise`` itself, ``(k, b, noise_dim)``.
+        weights : bool
+            Also return ``log_ratio`` (needed by IWAE and importance sampling).
+        state : optional
+            What :meth:`infer` returned for ``x``, to skip the encoder.
+        """
+        qz = self.infer(x, y) if state is None else state
+        z = qz.rsample((k,), generator=generator, noise=noise)  # (k, b, latent)
+        log_px = self.decode(z, y).log_prob(x)  # x broadcast over samples: (k, b)
+        pz = self.prior()
+        log_ratio = pz.log_prob(z) - qz.log_prob(z) if weights or not self.prior_dist.analytic_kl else None
+        kl_dims = None
+        if not self.prior_dist.analytic_kl:
+            kl = -log_ratio
+        elif isinstance(qz, Independent) and isinstance(pz, Independent):
+            kl_dims = kl_divergence(qz.base_dist, pz.base_dist).expand(k, *qz.batch_shape, -1)
+            kl = kl_dims.sum(-1)
+        else:
+            kl = kl_divergence(qz, pz).expand(k, -1)
+        return SampleTerms(log_px, kl, kl_dims, log_ratio)
 
     def forward(self, x: torch.Tensor, beta: float = 1.0,
                 generator: torch.Generator | None = None,
-                noise: torch.Tensor | None = None) -> LossTerms:
-        """Per-example negative ELBO terms (see :func:`vaekit.objectives.negative_elbo`)."""
-        return negative_elbo(self, x, beta, generator, noise)
+                noise: torch.Tensor | None = None, y: torch.Tensor | None = None,
+                name: str = "elbo", k: int = 1) -> LossTerms:
+        """Per-example loss terms of objective ``name`` (see :mod:`vaekit.objectives`)."""
+        return objective(name)(self, x, beta, generator, noise, y, k)
+
+
+def build_model(config: ModelConfig, data_shape: tuple[int, ...]) -> VAEModel:
+    """The model ``config`` describes: a :class:`VAEModel`, or a ladder VAE with upper layers."""
+    if config.top_latent_dims:
+        from .hierarchy import LadderVAE
+
+        return LadderVAE(config, data_shape)
+    return VAEModel(config, data_shape)

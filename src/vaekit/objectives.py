@@ -1,18 +1,27 @@
-"""Training objectives, kept per example; only the trainer averages over a batch."""
+"""Training objectives, kept per example; only the trainer averages over a batch.
+
+Each objective is a function of the model's per-sample terms (:meth:`vaekit.model.VAEModel.terms`),
+registered by the name ``--objective`` takes.
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from typing import Callable, NamedTuple
 
 import torch
-from torch.distributions import Independent, kl_divergence
+
+from .registry import Registry
+
+OBJECTIVES: Registry[Callable] = Registry("objective")
 
 
 class LossTerms(NamedTuple):
     """Per-example terms in nats, each ``(batch,)``.
 
-    ``loss = rec + beta * kl`` is the negative (beta-)ELBO; ``rec = -E_q[log p(x|z)]`` is
-    estimated with one reparameterized sample; ``kl = KL(q(z|x) || p(z))`` is in closed form.
+    ``loss`` is what training minimises (for the ELBO, ``rec + beta * kl``);
+    ``rec = -E_q[log p(x|z)]`` and ``kl = KL(q(z|x) || p(z))`` are averaged over the ``k``
+    samples, the KL in closed form where it exists (``model.kl_estimator`` says which).
     """
 
     loss: torch.Tensor
@@ -21,15 +30,21 @@ class LossTerms(NamedTuple):
     kl_dims: torch.Tensor | None = None  # (batch, latent) when q and p factorise over dimensions
 
 
+def objective(name: str) -> Callable:
+    """The objective function registered as ``name`` (``elbo`` or ``iwae``)."""
+    return OBJECTIVES[name]
+
+
+@OBJECTIVES.register("elbo")
 def negative_elbo(model, x: torch.Tensor, beta: float = 1.0,
                   generator: torch.Generator | None = None,
-                  noise: torch.Tensor | None = None) -> LossTerms:
-    """Negative beta-ELBO of ``model`` on the batch ``x``, per example.
+                  noise: torch.Tensor | None = None, y: torch.Tensor | None = None,
+                  k: int = 1) -> LossTerms:
+    """Negative beta-ELBO of ``model`` on the batch ``x``, per example, averaged over ``k`` codes.
 
     Parameters
     ----------
     model : vaekit.model.VAEModel
-        Provides ``encode``, ``decode`` and ``prior``.
     x : torch.Tensor
         ``(batch, *data_shape)``.
     beta : float
@@ -37,15 +52,31 @@ def negative_elbo(model, x: torch.Tensor, beta: float = 1.0,
     generator : torch.Generator, optional
         Source of the reparameterization noise.
     noise : torch.Tensor, optional
-        The standard-normal noise itself, ``(batch, latent)``, instead of drawing it.
+        The standard-normal noise itself, ``(k, batch, model.noise_dim)``, instead of drawing it.
+    y : torch.Tensor, optional
+        Labels, for a conditional model.
+    k : int
+        Reparameterized samples per example.
     """
-    qz = model.encode(x)
-    z = qz.rsample(generator=generator, noise=noise)  # (batch, latent)
-    rec = -model.decode(z).log_prob(x)
-    pz = model.prior()
-    if isinstance(qz, Independent) and isinstance(pz, Independent):
-        kl_dims = kl_divergence(qz.base_dist, pz.base_dist)  # closed form, per dimension
-        kl = kl_dims.sum(-1)
-    else:
-        kl_dims, kl = None, kl_divergence(qz, pz)
-    return LossTerms(rec + beta * kl, rec, kl, kl_dims)
+    t = model.terms(x, y, k, generator, noise)
+    rec, kl = -t.log_px.mean(0), t.kl.mean(0)
+    return LossTerms(rec + beta * kl, rec, kl, None if t.kl_dims is None else t.kl_dims.mean(0))
+
+
+@OBJECTIVES.register("iwae")
+def negative_iwae(model, x: torch.Tensor, beta: float = 1.0,
+                  generator: torch.Generator | None = None,
+                  noise: torch.Tensor | None = None, y: torch.Tensor | None = None,
+                  k: int = 1) -> LossTerms:
+    """Negative importance-weighted bound with ``k`` samples (Burda et al. 2015, eq. 8).
+
+    ``loss = -log (1/k) sum_i p(x|z_i)^1 [p(z_i)/q(z_i|x)]^beta``: with ``beta = 1`` the IWAE
+    bound, which tightens towards log p(x) as ``k`` grows and equals the ELBO at ``k = 1``.
+    ``rec`` and ``kl`` report the ELBO's terms over the same samples. Arguments as
+    :func:`negative_elbo`.
+    """
+    t = model.terms(x, y, k, generator, noise, weights=True)
+    log_w = t.log_px + beta * t.log_ratio  # (k, batch)
+    loss = -(torch.logsumexp(log_w, 0) - math.log(k))
+    kl_dims = None if t.kl_dims is None else t.kl_dims.mean(0)
+    return LossTerms(loss, -t.log_px.mean(0), t.kl.mean(0), kl_dims)

@@ -57,6 +57,13 @@ def fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def objective_words(train) -> str:
+    """What the reported loss is, in words."""
+    if train.objective == "iwae":
+        return f"negative IWAE bound, k = {train.k}"
+    return "negative ELBO" + (f", averaged over k = {train.k} samples" if train.k > 1 else "")
+
+
 def collapse_note(active: int, latent_dim: int) -> str | None:
     """A plain-words warning when the posterior carries little or no information."""
     if active == 0:
@@ -100,21 +107,27 @@ def build_report(run: str | Path, data: Dataset | None = None, method: str = "pc
         last = history[-1]
         key = "test_loss" if "test_loss" in last else "train_loss"
         parts.append(f"<p>After {last['epoch']} epochs the {esc(key.replace('_', ' '))} is "
-                     f"<b>{last[key]:.3f}</b> nats per example (negative ELBO).</p>")
+                     f"<b>{last[key]:.3f}</b> nats per example ({esc(objective_words(cfg.train))}).</p>")
 
     # Diagnostics on the test split (training split when there is none).
-    diag_html, x_show = "", None
+    diag_html, x_show, y_show = "", None, None
     try:
         data = data or load_data(cfg.data.data, cfg.data.test_fraction, log=lambda s: None)
-        x_show = data.x_test if len(data.x_test) else data.x_train
-        diag = latent_diagnostics(model, x_show[:5000])
+        x_show, y_show = (data.x_test, data.y_test) if len(data.x_test) else (data.x_train, data.y_train)
+        y_show = y_show[:5000] if model.cond_dim and y_show is not None else None
+        diag = latent_diagnostics(model, x_show[:5000], y=y_show)
         var = np.array(diag["posterior_mean_variance"])
         note = collapse_note(diag["active_units"], model.latent_dim)
         if note:
             parts.append(f'<p class="note">{esc(note)}</p>')
-        diag_html = figure(png(viz.kl_per_dim(diag["kl_per_dim"], var > 0.01)),
-                           "Mean KL of each latent dimension over the test examples; hollow bars are "
-                           "inactive units (Cov_x E[z_d|x] <= 0.01, Burda et al. 2015).")
+        if diag["kl_per_dim"] is not None:
+            diag_html = figure(png(viz.kl_per_dim(diag["kl_per_dim"], var > 0.01)),
+                               "Mean KL of each latent dimension over the test examples; hollow bars "
+                               "are inactive units (Cov_x E[z_d|x] <= 0.01, Burda et al. 2015).")
+        else:
+            diag_html = (f"<p>{diag['active_units']} of {model.latent_dim} latent dimensions are "
+                         "active (Cov_x E[z_d|x] > 0.01); the KL does not split into dimensions "
+                         f"for this posterior and prior ({esc(model.kl_estimator)} KL).</p>")
     except VaekitError as e:
         diag_html = f'<p class="note">Diagnostics skipped: the data could not be loaded ({esc(e)}).</p>'
 
@@ -148,7 +161,7 @@ def build_report(run: str | Path, data: Dataset | None = None, method: str = "pc
         parts.append(figure(png(viz.latent_maps(chosen, labels, method)),
                             f"Posterior means of {len(chosen[0][1])} test examples at epochs "
                             f"{', '.join(map(str, pick))} ({how}), coloured by label where there are labels."))
-    if model.latent_dim == 2 and len(model.data_shape) == 3:
+    if model.latent_dim == 2 and len(model.data_shape) == 3 and not model.cond_dim:
         parts.append(figure(grid_png(viz.manifold(model), 15),
                             "Decoded manifold: decoder means over a 15 x 15 grid of z at Gaussian quantiles."))
     parts.append(diag_html)
@@ -162,9 +175,10 @@ def build_report(run: str | Path, data: Dataset | None = None, method: str = "pc
                 parts.append(figure((rd.images / f"{name}_{e}.png").read_bytes(), f"Epoch {e}: {caption}."))
         if x_show is not None and len(x_show) >= 2:
             with torch.no_grad():
-                z = model.encode(x_show[:2]).mean
+                y2 = None if y_show is None else y_show[:2]
+                z = model.encode(x_show[:2], y2).mean
                 codes = viz.interpolation_codes(z[0], z[1], 10, spherical=False)
-                parts.append(figure(grid_png(model.decode(codes).mean.float(), 10),
+                parts.append(figure(grid_png(model.decode(codes, None if y2 is None else y2[:1]).mean.float(), 10),
                                     "Interpolation between the posterior means of the first two test "
                                     "examples (10 steps)."))
 

@@ -21,7 +21,7 @@ from . import __version__
 from .config import RunConfig
 from .errors import ConfigError, RunDirError
 from .fileio import atomic_write_bytes, atomic_write_text, write_json
-from .model import VAEModel
+from .model import VAEModel, build_model
 
 FORMAT_VERSION = 1  # bump when config.json or the tensor names change incompatibly
 
@@ -136,7 +136,7 @@ class RunDir:
     def load_model(self, device: str | torch.device = "cpu") -> tuple[VAEModel, RunConfig]:
         """The trained model of this run and its configuration."""
         cfg, shape = self.read_config()
-        model = VAEModel(cfg.model, shape)
+        model = build_model(cfg.model, shape)
         if not self.model.exists():
             raise RunDirError(f"{self.path} has no model.safetensors yet; train it first "
                               "(or resume it with vaekit train --resume)")

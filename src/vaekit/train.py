@@ -39,6 +39,20 @@ def slice_bounds(n: int, world: World) -> tuple[int, int]:
     return lo, lo + base + (world.rank < extra)
 
 
+def check_labels(data: Dataset, num_classes: int) -> None:
+    """A conditional model needs integer labels in ``0 .. num_classes - 1`` for every row."""
+    for part, x, y in (("training", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+        if len(x) == 0:
+            continue
+        if y is None or len(y) != len(x):
+            raise DataError(f"{data.name} ({part} part) has no labels, but --conditional needs "
+                            "one per example (a built-in labelled dataset, an .npz with y_train/"
+                            "y_test, or an image folder with one subfolder per class)")
+        if int(y.min()) < 0 or int(y.max()) >= num_classes:
+            raise DataError(f"{data.name} ({part} part) has labels outside 0..{num_classes - 1}, "
+                            "the classes of the training part")
+
+
 class TrainingDiverged(VaekitError):
     """Too many consecutive non-finite steps: training stops, the last checkpoint stays."""
 
@@ -168,6 +182,8 @@ class Trainer:
         self.model.likelihood.check_data(data.x_train, f"{data.name} (training part)")
         if len(data.x_test):
             self.model.likelihood.check_data(data.x_test, f"{data.name} (test part)")
+        if self.model.cond_dim:
+            check_labels(data, self.model.cond_dim)
 
     def fit(self, data: Dataset, run_dir: RunDir | None = None, run_config: RunConfig | None = None,
             resume: bool = False) -> list[dict[str, Any]]:
@@ -194,18 +210,27 @@ class Trainer:
                    and self.world.is_main else None)
         x_train = data.x_train.to(self.device)
         x_test = data.x_test.to(self.device)
+        labels = self.model.cond_dim > 0  # a conditional model reads labels with its data
+        y_train = data.y_train.to(self.device) if labels else None
+        y_test = data.y_test.to(self.device) if labels and len(x_test) else None
         start = self.load_checkpoint() if resume else 0
         if run_dir and self.world.is_main:  # on resume too: --epochs may have changed
             run_dir.write_config(run_config or RunConfig(train=self.config), data.shape)
+        began = time.perf_counter()
         for epoch in range(start + 1, self.config.epochs + 1):
             t0 = time.perf_counter()
-            train = self.train_epoch(x_train, data.binarize, epoch)
+            if self.out_of_time(t0 - began):
+                self.log(f"stopping before epoch {epoch}: another epoch would pass --max-minutes "
+                         f"{self.config.max_minutes:g}")
+                break
+            train = self.train_epoch(x_train, data.binarize, epoch, y_train)
             row: dict[str, Any] = {"epoch": epoch, "train_loss": train[0], "train_rec": train[1],
                                    "train_kl": train[2], "skipped_steps": self.skipped_steps}
             if len(x_test):
                 # Evaluated in fp32 whatever the training precision: reported numbers stay exact.
                 ev = elbo_terms(self.model, x_test, self.config.eval_batch_size, self.config.beta,
-                                self.eval_generator())
+                                self.eval_generator(), y=y_test, objective=self.config.objective,
+                                k=self.config.k)
                 row |= {"test_loss": ev["loss"], "test_rec": ev["rec"], "test_kl": ev["kl"]}
             row["seconds"] = round(time.perf_counter() - t0, 4)
             self.history.append(row)
@@ -219,7 +244,8 @@ class Trainer:
             self.tb.close()
         return self.history
 
-    def train_epoch(self, x: torch.Tensor, binarize: bool, epoch: int) -> list[float]:
+    def train_epoch(self, x: torch.Tensor, binarize: bool, epoch: int,
+                    y: torch.Tensor | None = None) -> list[float]:
         """One pass over ``x``; returns the epoch's mean [loss, rec, kl] over all processes.
 
         Each step takes the next global batch of the epoch's permutation (``batch_size`` per
@@ -229,7 +255,7 @@ class Trainer:
         count, and the loss, scaled by ``world size / global batch``, averages to the global
         batch mean under DDP.
         """
-        model, world, beta = self.train_model, self.world, self.config.beta
+        model, world, beta, k = self.train_model, self.world, self.config.beta, self.config.k
         model.train()
         n, gbs = len(x), self.config.batch_size * world.size
         perm = torch.randperm(n, generator=self.shuffle_gen).to(self.device)
@@ -241,17 +267,19 @@ class Trainer:
         bar = self.bar(n, epoch)
         starts = range(0, n, gbs)
         slices = [slice_bounds(min(gbs, n - i), world) for i in starts]
-        batches = self.batches(x, [perm[i + lo: i + hi] for i, (lo, hi) in zip(starts, slices)])
-        for step, (i, (lo, hi), xb) in enumerate(zip(starts, slices, batches)):
+        index = [perm[i + lo: i + hi] for i, (lo, hi) in zip(starts, slices)]
+        batches = self.batches(x, index)
+        for step, (i, (lo, hi), xb, idx) in enumerate(zip(starts, slices, batches, index)):
             g = min(gbs, n - i)  # this step's global batch
             u = (torch.rand(g, *x.shape[1:], generator=self.noise_gen, device=self.device)
                  if binarize else None)
-            eps = torch.randn(g, self.model.latent_dim, generator=self.noise_gen, device=self.device)
+            eps = torch.randn(k, g, self.model.noise_dim, generator=self.noise_gen, device=self.device)
             if binarize:
                 xb = (u[lo:hi] < xb).to(xb.dtype)  # dynamic binarization: Bernoulli(pixel)
             weight = beta * self.warmup(epoch, step, len(starts))
             with self.autocast:
-                terms = model(xb, weight, noise=eps[lo:hi])
+                terms = model(xb, weight, noise=eps[:, lo:hi], y=None if y is None else y[idx],
+                              name=self.config.objective, k=k)
             loss = self.training_loss(terms, xb, weight) * (world.size / g)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -275,6 +303,18 @@ class Trainer:
         world.all_reduce(sums)
         rec, kl = (sums[0] / sums[1]).tolist()
         return [rec + beta * kl, rec, kl]
+
+    def out_of_time(self, elapsed: float) -> bool:
+        """Whether one more epoch, as long as the last, would end past ``max_minutes``.
+
+        Every process decides on the main process's clock, so all stop after the same epoch.
+        """
+        if self.config.max_minutes <= 0 or not self.history:
+            return False
+        last = self.history[-1]["seconds"]
+        late = self.world.is_main and elapsed + last > 60 * self.config.max_minutes
+        decision = torch.tensor(float(late), device=self.device)
+        return bool(self.world.all_reduce(decision))  # the main process's answer, everywhere
 
     def warmup(self, epoch: int, step: int, steps: int) -> float:
         """Fraction of beta in use: a linear ramp over ``kl_warmup`` epochs (1 when off)."""
@@ -360,25 +400,28 @@ class Trainer:
         """Images and latent map, weights, then the checkpoint (atomic), then metrics."""
         rd = self.run_dir
         if data.is_image:
-            self.write_images(epoch, x_show)
+            self.write_images(epoch, x_show, y_show)
         n = min(len(x_show), LATENT_MAP_POINTS)
-        rd.write_latent(epoch, posterior_means(self.model, x_show[:n]),
+        y_in = y_show[:n] if self.model.cond_dim else None
+        rd.write_latent(epoch, posterior_means(self.model, x_show[:n], y=y_in),
                         None if y_show is None else y_show[:n])
         rd.write_model(self.model)
         self.save_checkpoint(epoch)
         rd.write_metrics(self.history)
 
     @torch.no_grad()
-    def write_images(self, epoch: int, x: torch.Tensor) -> None:
+    def write_images(self, epoch: int, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        """Inputs above their reconstructions; 64 samples (row r with label r when conditional)."""
         model, rd = self.model, self.run_dir
         model.eval()
         scale = display_scale(x.shape[-2])
         xs = x[:8].to(self.device)
-        recon = model.decode(model.encode(xs).mean).mean  # decoder mean at the posterior mean
+        ys = y[:8].to(self.device) if model.cond_dim else None
+        recon = model.decode(model.encode(xs, ys).mean, ys).mean  # decoder mean at the posterior mean
         save_grid(torch.cat([xs, recon]), rd.images / f"reconstruction_{epoch}.png", len(xs), scale)
         g = torch.Generator(self.device).manual_seed(self.config.seed + SAMPLE_SEED_OFFSET)
-        z = torch.randn(64, model.latent_dim, generator=g, device=self.device)
-        save_grid(model.decode(z).mean, rd.images / f"samples_{epoch}.png", 8, scale)
+        labels = (torch.arange(64, device=self.device) // 8) % model.cond_dim if model.cond_dim else None
+        save_grid(model.generate(64, g, labels), rd.images / f"samples_{epoch}.png", 8, scale)
         model.train()
 
     def save_checkpoint(self, epoch: int) -> None:
