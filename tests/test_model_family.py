@@ -243,3 +243,18 @@ def test_config_round_trip_keeps_the_new_fields():
                 "conditional": True})
     again = RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg and again.model.top_latent_dims == (8, 4)
+
+
+def test_conditional_run_feeds_labels_to_every_command(digits_runs, tmp_path):
+    run = str(digits_runs / "cvae")
+    assert main(["embed", run, "digits", "--split", "test", "--out", str(tmp_path / "z.npy")]) == 0
+    assert np.load(tmp_path / "z.npy").shape == (179, 3)
+    for argv in (["reconstruct", run, "--out", str(tmp_path / "r.png")],
+                 ["interpolate", run, "--from", "0", "--to", "1", "--out", str(tmp_path / "i.png")],
+                 ["traverse", run, "--index", "0", "--out", str(tmp_path / "t.png")],
+                 ["score", run, "digits", "-k", "5", "--out", str(tmp_path / "s.csv")]):
+        assert main(argv) == 0, argv
+    # rows without labels cannot feed a conditional model: one error line, nothing written
+    np.save(tmp_path / "x.npy", np.zeros((4, 1, 8, 8), np.float32))
+    assert main(["embed", run, str(tmp_path / "x.npy"), "--out", str(tmp_path / "w.npy")]) == 2
+    assert not (tmp_path / "w.npy").exists()

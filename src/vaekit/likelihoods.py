@@ -17,6 +17,13 @@ from .registry import Registry
 LIKELIHOODS: Registry[type] = Registry("likelihood")
 
 
+def require_unit_interval(x: torch.Tensor, what: str, needs: str) -> None:
+    """DataError unless every value of ``x`` lies in [0, 1]; ``needs`` says why and what to do."""
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise DataError(f"{what}: values span [{lo:g}, {hi:g}] but {needs} or use --likelihood gaussian")
+
+
 class Likelihood(nn.Module):
     """p(x|z) family: ``forward(decoder_output) -> Distribution`` over one whole example.
 
@@ -76,11 +83,8 @@ class BernoulliLikelihood(Likelihood):
         return IndependentBernoulli(full_precision(logits), self.event_ndims)
 
     def check_data(self, x: torch.Tensor, what: str) -> None:
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0.0 or hi > 1.0:
-            raise DataError(
-                f"{what}: values span [{lo:g}, {hi:g}] but the bernoulli likelihood needs data in "
-                "[0, 1]; rescale the data to [0, 1] or use --likelihood gaussian")
+        require_unit_interval(x, what, "the bernoulli likelihood needs data in [0, 1]; rescale "
+                                       "the data to [0, 1]")
 
     def discrete(self, x: torch.Tensor) -> bool:
         """True for binary data: then ``log_prob`` is a probability mass, not a pseudo-likelihood."""
@@ -321,11 +325,8 @@ class LogisticMixtureLikelihood(Likelihood):
                                           self.event_ndims)
 
     def check_data(self, x: torch.Tensor, what: str) -> None:
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0.0 or hi > 1.0:
-            raise DataError(
-                f"{what}: values span [{lo:g}, {hi:g}] but the logistic-mixture likelihood needs "
-                "8-bit data scaled to [0, 1] (values k/255); rescale it or use --likelihood gaussian")
+        require_unit_interval(x, what, "the logistic-mixture likelihood needs 8-bit data scaled "
+                                       "to [0, 1] (values k/255); rescale it")
         for start in range(0, len(x), 4096):  # in chunks: no full-size temporary
             rows = x[start: start + 4096]
             off = (rows - torch.round(rows * BINS) / BINS).abs()

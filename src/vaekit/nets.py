@@ -67,6 +67,16 @@ class Encoder(nn.Module):
         return self.head(h)
 
 
+def conv_encoder(layers: list[nn.Module], flat: int, width: int, out_dim: int,
+                 cond_dim: int) -> Encoder:
+    """Conv ``layers`` flattened to ``flat`` features, then dense ``width`` -> ``out_dim``; the
+    label (``cond_dim``) joins at the dense layer."""
+    return Encoder(nn.Sequential(*layers, nn.Flatten()),
+                   nn.Sequential(nn.Linear(flat + cond_dim, width), nn.LeakyReLU(0.2),
+                                 nn.Linear(width, out_dim)),
+                   cond_dim)
+
+
 class Body:
     """An encoder/decoder pair builder; subclasses define ``encoder`` and ``decoder``.
 
@@ -178,11 +188,8 @@ class ConvBody(Body):
         layers: list[nn.Module] = []
         for a, b in zip((c, *self.channels[:-1]), self.channels):
             layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.LeakyReLU(0.2)]
-        flat = self.channels[-1] * math.prod(self.grid)
-        return Encoder(nn.Sequential(*layers, nn.Flatten()),
-                       nn.Sequential(nn.Linear(flat + cond_dim, self.hidden[0]), nn.LeakyReLU(0.2),
-                                     nn.Linear(self.hidden[0], out_dim)),
-                       cond_dim)
+        return conv_encoder(layers, self.channels[-1] * math.prod(self.grid), self.hidden[0],
+                            out_dim, cond_dim)
 
     def decoder(self, latent_dim: int, params_per_dim: int) -> nn.Module:
         c, h, w = self.data_shape
@@ -249,11 +256,8 @@ class ResNetBody(Body):
         for a, b in zip((self.channels[0], *self.channels[:-1]), self.channels):
             layers += [ResidualBlock(a, b, stride=2)]
             layers += [ResidualBlock(b, b) for _ in range(self.blocks - 1)]
-        flat = self.channels[-1] * math.prod(self.grid)
-        return Encoder(nn.Sequential(*layers, nn.LeakyReLU(0.2), nn.Flatten()),
-                       nn.Sequential(nn.Linear(flat + cond_dim, self.hidden[0]), nn.LeakyReLU(0.2),
-                                     nn.Linear(self.hidden[0], out_dim)),
-                       cond_dim)
+        return conv_encoder([*layers, nn.LeakyReLU(0.2)], self.channels[-1] * math.prod(self.grid),
+                            self.hidden[0], out_dim, cond_dim)
 
     def decoder(self, latent_dim: int, params_per_dim: int) -> nn.Module:
         c, h, w = self.data_shape
