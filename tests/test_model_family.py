@@ -258,3 +258,19 @@ def test_conditional_run_feeds_labels_to_every_command(digits_runs, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((4, 1, 8, 8), np.float32))
     assert main(["embed", run, str(tmp_path / "x.npy"), "--out", str(tmp_path / "w.npy")]) == 2
     assert not (tmp_path / "w.npy").exists()
+
+
+def test_logistic_mixture_resnet_on_8_bit_images_reports_bits_per_dim(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (1, 3, 8, 8))
+    x = np.clip(base + rng.integers(-20, 21, (80, 3, 8, 8)), 0, 255).astype(np.uint8)
+    np.save(tmp_path / "img.npy", x)
+    run = str(tmp_path / "run")
+    assert main(["train", str(tmp_path / "img.npy"), "--arch", "resnet", "--hidden", "32",
+                 "--likelihood", "logistic-mixture", "--mixtures", "2", "--latent-dim", "4",
+                 "--epochs", "3", "--lr", "3e-3", "--out", run, "--no-report"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", run, "-k", "10", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["bits_per_dim"] == pytest.approx(-res["log_likelihood"] / (3 * 8 * 8 * math.log(2)))
+    assert 0 < res["bits_per_dim"] < 9  # a probability of 8-bit values: 8 bits/dim is uniform
