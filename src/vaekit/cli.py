@@ -45,11 +45,15 @@ def finite_float(s: str) -> float:
     return v
 
 
-def hidden_widths(s: str) -> tuple[int, ...]:
+def hidden_widths(s: str, flag: str = "--hidden") -> tuple[int, ...]:
     try:
-        return parse_hidden(s)
+        return parse_hidden(s, flag)
     except ConfigError as e:
-        raise argparse.ArgumentTypeError(str(e).replace("--hidden must be", "expected")) from None
+        raise argparse.ArgumentTypeError(str(e).replace(f"{flag} must be", "expected")) from None
+
+
+def latent_sizes(s: str) -> tuple[int, ...]:
+    return hidden_widths(s, "--top-latent-dims")
 
 
 # -- train ------------------------------------------------------------------------------------
@@ -62,7 +66,7 @@ TRAIN_FLAGS = [
     ("--hidden", dict(type=hidden_widths, help="hidden widths, e.g. 400 or 512,256 (default 400 for "
                                                "mlp; for conv the dense width, default 1024)")),
     ("--latent-dim", dict(type=positive_int, help="size of the latent code z (default 20)")),
-    ("--top-latent-dims", dict(type=hidden_widths, metavar="SIZES",
+    ("--top-latent-dims", dict(type=latent_sizes, metavar="SIZES",
                                help="stochastic layers above the first, bottom-up, e.g. 32 or 32,16: a "
                                     "ladder VAE with top-down inference (default none)")),
     ("--posterior", dict(help="q(z|x): diagonal or full-covariance (a Cholesky factor) (default diagonal)")),
