@@ -340,3 +340,18 @@ def test_downloads_use_a_short_timeout(cache, monkeypatch):
     with pytest.raises(DataError, match=r"cannot download cifar10 \(timed out\)"):
         load_data("cifar10")
     assert seen and all(t is not None and 0 < t <= 10 for t in seen)
+
+
+def test_datasets_marks_what_is_in_the_cache(tmp_path, monkeypatch, capsys):
+    from vaekit.cli import main
+
+    monkeypatch.setenv("VAEKIT_DATA", str(tmp_path))
+    (tmp_path / "cifar10").mkdir()
+    (tmp_path / "cifar10" / "cifar-10-binary.tar.gz").write_bytes(b"")
+    (tmp_path / "svhn").mkdir()
+    (tmp_path / "svhn" / "train_32x32.mat").write_bytes(b"")  # the test file is still missing
+    assert main(["datasets"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert lines["cifar10"].endswith("[cached]")
+    assert not lines["svhn"].endswith("[cached]") and not lines["mnist"].endswith("[cached]")
+    assert not lines["digits"].endswith("[cached]")

@@ -502,12 +502,10 @@ def dim_list(s: str) -> list[int]:
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     from .data import DATASETS
-    from .data.mnist import CACHE_NAME, cache_dir
+    from .data.fetch import cache_dir
 
-    cached = (cache_dir() / CACHE_NAME).exists()
     for name, ds in DATASETS.items():
-        note = " [cached]" if "mnist" in name and cached else ""
-        print(f"{name:<16} {ds.description}{note}")
+        print(f"{name:<16} {ds.description}{' [cached]' if ds.cached() else ''}")
     print(f"\ncache: {cache_dir()} (set VAEKIT_DATA to move it); or give a path: .npy, .npz "
           "(x_train, x_test[, y_train, y_test]), .csv, or a folder of images")
     return 0

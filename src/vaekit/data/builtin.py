@@ -10,17 +10,25 @@ import torch
 
 from ..registry import Registry
 from .base import Dataset
+from . import cifar, svhn as svhn_files
 from .cifar import load_cifar10
-from .mnist import load_mnist
+from .mnist import CACHE_NAME, load_mnist
 from .svhn import load_svhn
 
 
 @dataclass(frozen=True)
 class BuiltinDataset:
-    """A named dataset: how to load it and one line about it."""
+    """A named dataset: how to load it, one line about it, and its files in the cache folder."""
 
     load: Callable[..., Dataset]
     description: str
+    cache_files: tuple[str, ...] = ()  # relative to cache_dir(); empty: nothing to fetch
+
+    def cached(self) -> bool:
+        """Whether every file it fetches is already in the cache (False if it fetches none)."""
+        from .fetch import cache_dir
+
+        return bool(self.cache_files) and all((cache_dir() / f).exists() for f in self.cache_files)
 
 
 DATASETS: Registry[BuiltinDataset] = Registry("dataset")
@@ -62,12 +70,16 @@ def cifar10(log=print) -> Dataset:
 
 
 DATASETS.register("mnist")(BuiltinDataset(
-    mnist, "MNIST handwritten digits, 60,000 train / 10,000 test, 1x28x28, pixels/255 in [0, 1]"))
+    mnist, "MNIST handwritten digits, 60,000 train / 10,000 test, 1x28x28, pixels/255 in [0, 1]",
+    (CACHE_NAME,)))
 DATASETS.register("binarized-mnist")(BuiltinDataset(
-    binarized_mnist, "MNIST with training images re-binarized every epoch; fixed binarized test set"))
+    binarized_mnist, "MNIST with training images re-binarized every epoch; fixed binarized test set",
+    (CACHE_NAME,)))
 DATASETS.register("digits")(BuiltinDataset(
     digits, "scikit-learn's 8x8 digits, 1,618 train / 179 test, 1x8x8, offline"))
 DATASETS.register("svhn")(BuiltinDataset(
-    svhn, "SVHN cropped house-number digits, 73,257 train / 26,032 test, 3x32x32, pixels/255"))
+    svhn, "SVHN cropped house-number digits, 73,257 train / 26,032 test, 3x32x32, pixels/255",
+    tuple(f"svhn/{name}" for name, _ in svhn_files.FILES.values())))
 DATASETS.register("cifar10")(BuiltinDataset(
-    cifar10, "CIFAR-10 photos in 10 classes, 50,000 train / 10,000 test, 3x32x32, pixels/255"))
+    cifar10, "CIFAR-10 photos in 10 classes, 50,000 train / 10,000 test, 3x32x32, pixels/255",
+    (f"cifar10/{cifar.FILENAME}",)))
