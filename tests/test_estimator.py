@@ -52,7 +52,8 @@ def fitted(blobs_m) -> VAE:
 
 
 ALL_PARAMS = dict(arch="mlp", hidden=(16, 8), latent_dim=3, likelihood="gaussian", obs_std=0.5, learn_obs_std=True,
-                  posterior="full-covariance", prior="mixture", top_latent_dims=(2,), objective="iwae",
+                  posterior="full-covariance", prior="mixture", top_latent_dims=(2,), conditional=True,
+                  objective="iwae",
                   k=3, beta=0.25, epochs=4, batch_size=7, lr=3e-3, precision="fp32", device="cpu",
                   random_state=11, verbose=True)
 
@@ -246,3 +247,32 @@ def test_in_a_pipeline(fitted, blobs_m):
     np.testing.assert_array_equal(pipe[0].transform(blobs_m), fitted.transform(blobs_m))
     expected = LogisticRegression().fit(fitted.transform(blobs_m), y).predict(fitted.transform(blobs_m))
     np.testing.assert_array_equal(pipe.predict(blobs_m), expected)
+
+
+def test_conditional_estimator_takes_labels_everywhere():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 40)
+    x = np.clip(rng.random((120, 6)) * 0.2 + 0.6 * (y[:, None] == np.arange(6) // 2), 0, 1).astype(np.float32)
+    vae = VAE(hidden=(16,), latent_dim=2, conditional=True, epochs=3, random_state=0)
+    z = vae.fit_transform(x, y)
+    assert z.shape == (120, 2) and vae.model_.cond_dim == 3
+    assert vae.reconstruct(x[:5], y[:5]).shape == (5, 6)
+    assert vae.sample(4, random_state=0, label=2).shape == (4, 6)
+    assert np.isfinite(vae.score(x, y, n_importance=5))
+    with pytest.raises(DataError, match="labels y"):
+        vae.transform(x)
+    with pytest.raises(DataError, match="label=L"):
+        vae.sample(2)
+    with pytest.raises(DataError, match="needs labels"):
+        VAE(conditional=True, epochs=1).fit(x)
+
+
+
+def test_conditional_estimator_round_trips(tmp_path):
+    x = np.random.default_rng(1).random((30, 4)).astype(np.float32)
+    y = np.arange(30) % 2
+    vae = VAE(hidden=(8,), latent_dim=2, conditional=True, epochs=1, random_state=0).fit(x, y)
+    vae.save(tmp_path / "m")
+    again = VAE.load(tmp_path / "m")
+    assert again.conditional and again.get_params() == {**vae.get_params(), "device": "cpu"}
+    np.testing.assert_array_equal(again.transform(x, y), vae.transform(x, y))

@@ -44,6 +44,9 @@ class VAE(TransformerMixin, BaseEstimator):
         p(z) family.
     top_latent_dims : tuple of int
         Stochastic layers above the first (a ladder VAE); empty for one layer.
+    conditional : bool
+        A conditional VAE: ``fit(X, y)`` learns p(x|z, y); ``transform``, ``reconstruct``,
+        ``score_samples`` and ``score`` then take the labels ``y`` too, and ``sample`` a ``label``.
     objective : {'elbo', 'iwae'}
         Training objective; ``k`` samples per example.
     k : int
@@ -81,7 +84,8 @@ class VAE(TransformerMixin, BaseEstimator):
     def __init__(self, arch: str = "mlp", hidden: tuple[int, ...] | None = None,
                  latent_dim: int = 20, likelihood: str = "bernoulli", obs_std: float = 1.0,
                  learn_obs_std: bool = False, posterior: str = "diagonal", prior: str = "normal",
-                 top_latent_dims: tuple[int, ...] = (), objective: str = "elbo", k: int = 1,
+                 top_latent_dims: tuple[int, ...] = (), conditional: bool = False,
+                 objective: str = "elbo", k: int = 1,
                  beta: float = 1.0, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
                  precision: str = "auto", device: str = "auto", random_state: int | None = None,
                  verbose: bool = False) -> None:
@@ -94,6 +98,7 @@ class VAE(TransformerMixin, BaseEstimator):
         self.posterior = posterior
         self.prior = prior
         self.top_latent_dims = top_latent_dims
+        self.conditional = conditional
         self.objective = objective
         self.k = k
         self.beta = beta
@@ -105,7 +110,7 @@ class VAE(TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _run_config(self) -> RunConfig:
+    def _run_config(self, num_classes: int = 0) -> RunConfig:
         seed = (int(np.random.SeedSequence().entropy % 2**31) if self.random_state is None
                 else int(self.random_state))
         hidden = None if self.hidden is None else tuple(np.atleast_1d(self.hidden).astype(int).tolist())
@@ -113,19 +118,25 @@ class VAE(TransformerMixin, BaseEstimator):
             ModelConfig(arch=self.arch, hidden=hidden, latent_dim=self.latent_dim,
                         likelihood=self.likelihood, obs_std=self.obs_std,
                         learn_obs_std=self.learn_obs_std, posterior=self.posterior, prior=self.prior,
-                        top_latent_dims=tuple(int(d) for d in self.top_latent_dims)),
+                        top_latent_dims=tuple(int(d) for d in self.top_latent_dims),
+                        conditional=self.conditional, num_classes=num_classes),
             TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, beta=self.beta,
                         objective=self.objective, k=self.k,
                         seed=seed, device=self.device, precision=self.precision),
             DataConfig(data="array", test_fraction=0.0)).validate()
 
     def fit(self, X, y=None) -> "VAE":
-        """Train on ``X`` of shape ``(n, d)``, ``(n, H, W)`` or ``(n, C, H, W)``; returns self."""
+        """Train on ``X`` of shape ``(n, d)``, ``(n, H, W)`` or ``(n, C, H, W)``; returns self.
+
+        ``y`` (integer labels 0..C-1, one per row) is used by a conditional model and ignored
+        otherwise.
+        """
         x = as_examples(X)
-        cfg = self._run_config()
+        labels = as_labels(y, len(x)) if self.conditional else None
+        cfg = self._run_config(int(labels.max()) + 1 if labels is not None else 0)
         torch.manual_seed(cfg.train.seed)  # weight initialisation
         model = build_model(cfg.model, x.shape[1:])
-        data = Dataset.from_arrays("X", x, x[:0])
+        data = Dataset.from_arrays("X", x, x[:0], labels, None if labels is None else labels[:0])
         trainer = Trainer(model, cfg.train, log=print if self.verbose else (lambda s: None),
                           progress=False)
         self.history_ = trainer.fit(data)
@@ -146,26 +157,44 @@ class VAE(TransformerMixin, BaseEstimator):
                             f"shape {self.data_shape_}")
         return torch.from_numpy(x)
 
-    def transform(self, X) -> np.ndarray:
-        """Posterior means E[z|x], ``(n, latent_dim)``."""
+    def _labels(self, y, n: int) -> torch.Tensor | None:
+        """Labels for a conditional model (required), None otherwise."""
+        if not self.model_.cond_dim:
+            return None
+        if y is None:
+            raise DataError("this VAE is conditional: pass the labels y as well")
+        return torch.from_numpy(as_labels(y, n)).to(self._device())
+
+    def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
+        """``fit(X, y)`` then ``transform(X, y)``."""
+        return self.fit(X, y, **fit_params).transform(X, y)
+
+    def transform(self, X, y=None) -> np.ndarray:
+        """Posterior means E[z|x], ``(n, latent_dim)`` (``y``: labels, for a conditional model)."""
         x = self._examples(X)  # checks fitted first
-        return posterior_means(self.model_, x).numpy()
+        return posterior_means(self.model_, x, y=self._labels(y, len(x))).numpy()
 
     @torch.no_grad()
-    def reconstruct(self, X) -> np.ndarray:
+    def reconstruct(self, X, y=None) -> np.ndarray:
         """Decoder means at the posterior means, shaped like the fitted examples."""
         x = self._examples(X).to(self._device())
-        return self.model_.decode(self.model_.encode(x).mean).mean.float().cpu().numpy()
+        labels = self._labels(y, len(x))
+        return self.model_.decode(self.model_.encode(x, labels).mean, labels).mean.float().cpu().numpy()
 
     @torch.no_grad()
-    def sample(self, n: int = 1, random_state: int | None = None) -> np.ndarray:
-        """Decoder means of ``n`` prior draws, ``(n, *data_shape)``."""
+    def sample(self, n: int = 1, random_state: int | None = None, label: int | None = None) -> np.ndarray:
+        """Decoder means of ``n`` prior draws, ``(n, *data_shape)``; of class ``label`` when conditional."""
         check_is_fitted(self, "model_")
         g = torch.Generator(self._device())
         g.manual_seed(random_state) if random_state is not None else g.seed()
-        return self.model_.generate(n, g).float().cpu().numpy()
+        if self.model_.cond_dim and label is None:
+            raise DataError("this VAE is conditional: pass label=L, the class to draw")
+        if label is not None and not self.model_.cond_dim:
+            raise DataError("label applies to a conditional VAE (conditional=True)")
+        labels = None if label is None else self._labels([label] * n, n)
+        return self.model_.generate(n, g, labels).float().cpu().numpy()
 
-    def score_samples(self, X, n_importance: int = 1000) -> np.ndarray:
+    def score_samples(self, X, n_importance: int = 1000, y=None) -> np.ndarray:
         """Importance-sampled log p(x) per row in nats (higher is more typical).
 
         ``-score_samples(X)`` is an outlier score. Samples are drawn from a generator seeded
@@ -181,11 +210,13 @@ class VAE(TransformerMixin, BaseEstimator):
 
         x = self._examples(X)
         g = torch.Generator(self._device()).manual_seed(self.random_state or 0)
-        return log_likelihood(self.model_, x, n_importance, generator=g).numpy()
+        return log_likelihood(self.model_, x, n_importance, generator=g,
+                              y=self._labels(y, len(x))).numpy()
 
     def score(self, X, y=None, n_importance: int = 1000) -> float:
-        """Mean log p(x) per row in nats, as scikit-learn's density estimators report."""
-        return float(self.score_samples(X, n_importance).mean())
+        """Mean log p(x) per row in nats, as scikit-learn's density estimators report (log p(x|y)
+        for a conditional model)."""
+        return float(self.score_samples(X, n_importance, y).mean())
 
     def _device(self) -> torch.device:
         return next(self.model_.parameters()).device
@@ -205,7 +236,8 @@ class VAE(TransformerMixin, BaseEstimator):
         m, t = cfg.model, cfg.train
         est = cls(arch=m.arch, hidden=m.hidden, latent_dim=m.latent_dim, likelihood=m.likelihood,
                   obs_std=m.obs_std, learn_obs_std=m.learn_obs_std, posterior=m.posterior,
-                  prior=m.prior, top_latent_dims=m.top_latent_dims, objective=t.objective, k=t.k,
+                  prior=m.prior, top_latent_dims=m.top_latent_dims, conditional=m.conditional,
+                  objective=t.objective, k=t.k,
                   beta=t.beta, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                   precision=t.precision, device=device, random_state=t.seed)
         est._set_fitted(model, cfg)
@@ -215,6 +247,21 @@ class VAE(TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
         return tags
+
+
+def as_labels(y, n: int) -> np.ndarray:
+    """Integer class labels ``(n,)`` int64, >= 0, or a DataError."""
+    if y is None:
+        raise DataError("a conditional VAE needs labels: call fit(X, y)")
+    arr = np.asarray(y).reshape(-1)
+    if len(arr) != n:
+        raise DataError(f"y has {len(arr)} labels for {n} rows")
+    if arr.dtype.kind not in "iub" and not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
+        raise DataError(f"labels must be integers 0, 1, ..., got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if n and arr.min() < 0:
+        raise DataError(f"labels must be >= 0, got {arr.min()}")
+    return arr
 
 
 def as_examples(X) -> np.ndarray:
