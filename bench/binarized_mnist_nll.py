@@ -30,7 +30,7 @@ from vaekit.data import load_data
 from vaekit.evaluate import evaluate
 from vaekit.model import build_model
 from vaekit.run import RunDir
-from vaekit.train import Trainer
+from vaekit.train import Trainer, TrainingDiverged
 
 
 def main() -> None:
@@ -65,18 +65,26 @@ def main() -> None:
     print(f"config: {json.dumps(flat)}; {n_params:,} parameters; {trainer.device} {trainer.precision}; "
           f"torch threads {torch.get_num_threads()}", flush=True)
     t0 = time.perf_counter()
-    history = trainer.fit(data, rd, cfg)
+    stopped = None
+    try:
+        history = trainer.fit(data, rd, cfg)
+        model = trainer.model
+    except TrainingDiverged as e:  # evaluate the last finished epoch, and say so
+        stopped = str(e)
+        print(f"training diverged: {e}", flush=True)
+        history = trainer.history
+        model, _ = rd.load_model(trainer.device)
     train_s = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    res = evaluate(trainer.model, data.x_test, k=args.k, seed=0, batch_size=args.eval_batch)
+    res = evaluate(model, data.x_test, k=args.k, seed=0, batch_size=args.eval_batch)
     eval_s = time.perf_counter() - t1
     out = {"config": flat, "epochs": len(history), "train_minutes": round(train_s / 60, 2),
            "eval_minutes": round(eval_s / 60, 2), "parameters": n_params,
            "test_nll": -res["log_likelihood"], "test_nll_stderr": res["log_likelihood_stderr"],
            "test_neg_elbo": -res["elbo"], "kl": res["kl"], "kl_estimator": res["kl_estimator"],
            "active_units": res["active_units"], "importance_samples": args.k,
-           "last_epoch": history[-1] if history else None}
+           "last_epoch": history[-1] if history else None, "diverged": stopped}
     Path(rd.path / "nll.json").write_text(json.dumps(out, indent=1))
     print(f"\n{len(history)} epochs in {train_s / 60:.1f} min; test NLL (k={args.k}) "
           f"{out['test_nll']:.2f} +- {out['test_nll_stderr']:.2f} nats, negative ELBO "

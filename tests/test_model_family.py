@@ -316,3 +316,14 @@ def test_every_combination_trains_evaluates_and_round_trips(post, prior, obj, li
                                rtol=0, atol=0)
     torch.testing.assert_close(loaded.generate(4, g(), None if y is None else y[:4]),
                                model.generate(4, g(), None if y is None else y[:4]), rtol=0, atol=0)
+
+
+def test_ladder_stays_finite_when_a_layer_asks_for_a_huge_variance():
+    """Regression: exp(raw) overflowed to inf at raw > 88 and made the KL infinite."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden=(16,), latent_dim=4, top_latent_dims=(3,)), (6,))
+    with torch.no_grad():
+        model.p_nets[0][-1].bias[4:] = 200.0  # raw log-variance of p(z_1 | z_2)
+        model.q_heads[0].bias[4:] = 150.0  # and of the bottom-up estimate
+    t = model.terms(torch.rand(8, 6), k=3, generator=torch.Generator().manual_seed(0), weights=True)
+    assert all(torch.isfinite(v).all() for v in (t.log_px, t.kl, t.log_ratio))
