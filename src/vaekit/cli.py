@@ -60,11 +60,12 @@ def latent_sizes(s: str) -> tuple[int, ...]:
 # Flags that set RunConfig fields: (flag, argparse kwargs). Defaults stay None so that a config
 # file's value is only overridden by a flag the user actually gave.
 TRAIN_FLAGS = [
-    ("--arch", dict(help="network body: mlp, conv, or linear (affine, no hidden layer; with a "
+    ("--arch", dict(help="network body: mlp, conv, resnet (residual conv blocks), or linear (affine, no hidden layer; with a "
                          "gaussian likelihood and --learn-obs-std this is probabilistic PCA) "
                          "(default mlp)")),
     ("--hidden", dict(type=hidden_widths, help="hidden widths, e.g. 400 or 512,256 (default 400 for "
-                                               "mlp; for conv the dense width, default 1024)")),
+                                               "mlp; for conv and resnet the dense width, default "
+                                               "1024 and 512)")),
     ("--latent-dim", dict(type=positive_int, help="size of the latent code z (default 20)")),
     ("--top-latent-dims", dict(type=latent_sizes, metavar="SIZES",
                                help="stochastic layers above the first, bottom-up, e.g. 32 or 32,16: a "

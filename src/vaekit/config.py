@@ -21,7 +21,7 @@ class ModelConfig:
     """What the model is: body, latent size and the probability families."""
 
     arch: str = "mlp"
-    hidden: tuple[int, ...] | None = None  # None: the body's default (mlp 400, conv 1024)
+    hidden: tuple[int, ...] | None = None  # None: the body's default (mlp 400, conv 1024, resnet 512)
     latent_dim: int = 20
     posterior: str = "diagonal"
     prior: str = "normal"
