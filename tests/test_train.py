@@ -1,6 +1,7 @@
 """The trainer: learning, determinism, bit-exact resume, run-directory contents."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from safetensors.torch import load_file
 
 from vaekit.config import ModelConfig, RunConfig, TrainConfig
 from vaekit.data import Dataset, load_data
+from vaekit.errors import ConfigError
 from vaekit.model import VAEModel
 from vaekit.run import RunDir
 from vaekit.train import Trainer, cpu_has_native_bf16
@@ -160,3 +162,39 @@ def test_free_bits_remove_the_kl_gradient_below_the_threshold():
         torch.testing.assert_close(a, b)
     plain = grads(0.0)
     assert any(not torch.allclose(a, b) for a, b in zip(plain, grads(0.0, rec_only=True)))
+
+
+def test_cosine_schedule_anneals_the_learning_rate_step_by_step():
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).random((64, 6)).astype(np.float32)
+    model = VAEModel(ModelConfig(hidden=(8,), latent_dim=2), (6,))
+    trainer = Trainer(model, TrainConfig(epochs=2, batch_size=16, lr=0.01, lr_schedule="cosine",
+                                         precision="fp32"), log=lambda s: None)
+    lrs = []
+    step = trainer.optimizer.step
+    trainer.optimizer.step = lambda *a, **k: (lrs.append(trainer.optimizer.param_groups[0]["lr"]),
+                                              step(*a, **k))[1]
+    trainer.fit(Dataset.from_arrays("x", x, x[:0]))
+    expected = [0.005 * (1 + math.cos(math.pi * s / 8)) for s in range(8)]  # 4 steps x 2 epochs
+    assert lrs == pytest.approx(expected)
+    with pytest.raises(ConfigError, match="lr-schedule"):
+        TrainConfig(lr_schedule="linear").validate()
+
+
+def test_resume_continues_the_cosine_schedule_bit_identically(tmp_path):
+    full, _ = train(tmp_path, "full", 4, lr_schedule="cosine")
+    data = load_data("digits")
+    cfg = RunConfig(ModelConfig(hidden=(64,), latent_dim=4), TrainConfig(epochs=4, seed=3, lr_schedule="cosine"))
+
+    def crash_after_epoch_2(line):
+        if line.startswith("epoch   2/"):
+            raise KeyboardInterrupt  # as if killed once epoch 2's checkpoint is written
+
+    torch.manual_seed(3)
+    rd = RunDir(tmp_path / "part")
+    rd.prepare(resume=False, overwrite=False)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(VAEModel(cfg.model, data.shape), cfg.train, log=crash_after_epoch_2).fit(data, rd, cfg)
+    resumed, _ = train(tmp_path, "part", 4, resume=True, lr_schedule="cosine")
+    wf, wr = weights(full), weights(resumed)
+    assert all(torch.equal(wf[k], wr[k]) for k in wf)

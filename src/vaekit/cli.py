@@ -98,6 +98,8 @@ TRAIN_FLAGS = [
     ("--epochs", dict(type=positive_int, help="training epochs (default 10)")),
     ("--batch-size", dict(type=positive_int, help="examples per Adam step (default 128)")),
     ("--lr", dict(type=finite_float, help="Adam learning rate (default 1e-3)")),
+    ("--lr-schedule", dict(help="constant, or cosine: anneal the learning rate to 0 over --epochs, "
+                                "step by step (default constant)")),
     ("--seed", dict(type=int, help="seed for initialisation, shuffling and noise (default 0)")),
     ("--device", dict(help="auto, cpu or cuda (default auto: cuda when present)")),
     ("--precision", dict(help="auto, fp32 or bf16 (bf16 autocast needs native bf16: AVX512-BF16/AMX CPUs, "

@@ -69,6 +69,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # or cosine: anneal lr to 0 over --epochs, step by step
     beta: float = 1.0  # weight of the KL term (beta-VAE); 1 is the ELBO
     seed: int = 0
     device: str = "auto"
@@ -94,6 +95,8 @@ class TrainConfig:
             raise ConfigError(f"--beta must be >= 0, got {self.beta}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"--device must be auto, cpu or cuda, got '{self.device}'")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"--lr-schedule must be constant or cosine, got '{self.lr_schedule}'")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"--precision must be auto, fp32 or bf16, got '{self.precision}'")
         from .objectives import OBJECTIVES

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 import time
 from typing import Any, Callable
@@ -277,6 +278,7 @@ class Trainer:
             if binarize:
                 xb = (u[lo:hi] < xb).to(xb.dtype)  # dynamic binarization: Bernoulli(pixel)
             weight = beta * self.warmup(epoch, step, len(starts))
+            self.set_lr(epoch, step, len(starts))
             with self.autocast:
                 terms = model(xb, weight, noise=eps[:, lo:hi], y=None if y is None else y[idx],
                               name=self.config.objective, k=k)
@@ -315,6 +317,17 @@ class Trainer:
         late = self.world.is_main and elapsed + last > 60 * self.config.max_minutes
         decision = torch.tensor(float(late), device=self.device)
         return bool(self.world.all_reduce(decision))  # the main process's answer, everywhere
+
+    def set_lr(self, epoch: int, step: int, steps: int) -> None:
+        """The learning rate of this step: constant, or cosine-annealed from ``lr`` to 0 over
+        ``epochs`` (Loshchilov & Hutter 2017), step by step. It depends on the step alone, so
+        ``--resume`` continues the same schedule."""
+        if self.config.lr_schedule == "constant":
+            return
+        done = ((epoch - 1) * steps + step) / (self.config.epochs * steps)
+        lr = 0.5 * self.config.lr * (1 + math.cos(math.pi * min(done, 1.0)))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def warmup(self, epoch: int, step: int, steps: int) -> float:
         """Fraction of beta in use: a linear ramp over ``kl_warmup`` epochs (1 when off)."""
