@@ -330,3 +330,25 @@ def test_ladder_stays_finite_when_a_layer_asks_for_a_huge_variance():
         model.q_heads[0].bias[4:] = 150.0  # and of the bottom-up estimate
     t = model.terms(torch.rand(8, 6), k=3, generator=torch.Generator().manual_seed(0), weights=True)
     assert all(torch.isfinite(v).all() for v in (t.log_px, t.kl, t.log_ratio))
+
+
+def test_importance_sampling_builds_the_vamp_prior_once():
+    """The vamp prior encodes its pseudo-inputs to build p(z): once per evaluation, not per chunk."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden=(8,), latent_dim=2, prior="vamp", prior_components=4), (5,))
+    x = torch.rand(6, 5)
+    calls = []
+    model.prior_dist.register_forward_hook(lambda *a: calls.append(1))
+    ll = importance_sample(model, x, 40, batch_size=3, max_rows=12,
+                           generator=torch.Generator().manual_seed(0))[0]
+    assert len(calls) == 1  # 2 batches x 10 chunks would have built it 20 times
+    # the same numbers as building the prior afresh for each chunk
+    g, expected = torch.Generator().manual_seed(0), []
+    for i in (0, 3):
+        xb = x[i: i + 3]
+        state = model.infer(xb)
+        log_w = torch.cat([(lambda t: t.log_px + t.log_ratio)(model.terms(xb, k=4, generator=g,
+                                                                           weights=True, state=state))
+                           for _ in range(10)]).double()
+        expected.append(torch.logsumexp(log_w, 0) - math.log(40))
+    torch.testing.assert_close(ll, torch.cat(expected).detach())

@@ -93,6 +93,7 @@ def importance_sample(model, x: torch.Tensor, k: int = 1000, batch_size: int = 1
     was_training = model.training
     model.eval()
     lls, recs, ratios = [], [], []
+    pz = model.prior()  # once: the vamp prior encodes its pseudo-inputs to build it
     for i in range(0, len(x), batch_size):
         xb = x[i: i + batch_size].to(device, non_blocking=True)
         yb = None if y is None else y[i: i + batch_size].to(device)
@@ -100,7 +101,7 @@ def importance_sample(model, x: torch.Tensor, k: int = 1000, batch_size: int = 1
         chunk = max(1, max_rows // len(xb))
         log_w, log_px, log_ratio = [], [], []
         for s in range(0, k, chunk):
-            t = model.terms(xb, yb, min(chunk, k - s), generator, weights=True, state=state)
+            t = model.terms(xb, yb, min(chunk, k - s), generator, weights=True, state=state, prior=pz)
             log_px.append(t.log_px)
             log_ratio.append(t.log_ratio)
             log_w.append(t.log_px + t.log_ratio)

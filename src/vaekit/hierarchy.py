@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Distribution, Normal, kl_divergence
 
 from .config import ModelConfig
 from .distributions import DiagonalNormal, full_precision
@@ -104,12 +104,13 @@ class LadderVAE(VAEModel):
 
     def terms(self, x: torch.Tensor, y: torch.Tensor | None = None, k: int = 1,
               generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
-              weights: bool = False, state: Any = None) -> SampleTerms:
+              weights: bool = False, state: Any = None,
+              prior: Distribution | None = None) -> SampleTerms:
         hats = self.infer(x, y) if state is None else state
         if noise is None:
             noise = torch.randn(k, len(x), self.latent_dim, generator=generator, device=hats[0][0].device)
         eps = list(noise.split(self.dims, -1))
-        pz = self.prior()
+        pz = self.prior() if prior is None else prior
         analytic = self.prior_dist.analytic_kl
         zs, kls, log_ratio = [None] * len(self.dims), [None] * len(self.dims), 0.0
         for i, mu, var, p_mu, p_var, z in self.top_down(hats, eps):

@@ -145,7 +145,8 @@ class VAEModel(nn.Module):
 
     def terms(self, x: torch.Tensor, y: torch.Tensor | None = None, k: int = 1,
               generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
-              weights: bool = False, state: Any = None) -> SampleTerms:
+              weights: bool = False, state: Any = None,
+              prior: Distribution | None = None) -> SampleTerms:
         """``k`` codes per example and their terms; see :class:`SampleTerms`.
 
         Parameters
@@ -162,11 +163,14 @@ class VAEModel(nn.Module):
             Also return ``log_ratio`` (needed by IWAE and importance sampling).
         state : optional
             What :meth:`infer` returned for ``x``, to skip the encoder.
+        prior : Distribution, optional
+            What :meth:`prior` returned, to skip rebuilding it (the vamp prior encodes its
+            pseudo-inputs); only valid while the parameters do not change.
         """
         qz = self.infer(x, y) if state is None else state
         z = qz.rsample((k,), generator=generator, noise=noise)  # (k, b, latent)
         log_px = self.decode(z, y).log_prob(x)  # x broadcast over samples: (k, b)
-        pz = self.prior()
+        pz = self.prior() if prior is None else prior
         log_ratio = pz.log_prob(z) - qz.log_prob(z) if weights or not self.prior_dist.analytic_kl else None
         kl_dims = None
         if not self.prior_dist.analytic_kl:
