@@ -332,3 +332,47 @@ def test_priors_sample_on_cuda_with_either_generator():
         torch.testing.assert_close(a, b.cpu())
         c = gpu.sample(6, generator=torch.Generator("cuda").manual_seed(1))
         assert c.is_cuda and torch.equal(c, gpu.sample(6, generator=torch.Generator("cuda").manual_seed(1)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_diagonal_mixture_log_prob_matches_scipy_and_its_gradients_match_torch(dtype):
+    """The matrix-product log-density (both priors' hot path) against scipy per component,
+    including codes far from small components (where the expansion would cancel in float32),
+    and its gradients against torch's own broadcast ``MixtureSameFamily``."""
+    g = torch.Generator().manual_seed(21)
+    k, latent = 7, 5
+    loc = (3 * torch.randn(k, latent, generator=g, dtype=torch.float64)).requires_grad_()
+    scale = (0.02 + torch.rand(k, latent, generator=g, dtype=torch.float64)).requires_grad_()
+    logits = torch.randn(k, generator=g, dtype=torch.float64).requires_grad_()
+    z = torch.cat([loc.detach()[:3] + 1e-3, 8 * torch.randn(2, 4, latent, generator=g,
+                                                             dtype=torch.float64).view(8, latent)])
+    z = z.view(11, 1, latent).to(dtype).requires_grad_()  # (s, b, L) -> (s, b)
+    mix = GaussianMixture(logits.to(dtype), DiagonalNormal(loc.to(dtype), scale.to(dtype)))
+    lp = mix.log_prob(z)
+    assert lp.shape == (11, 1) and lp.dtype == dtype
+
+    zn, ln, sn = z.detach().double().view(11, latent).numpy(), loc.detach().numpy(), scale.detach().numpy()
+    comp = np.stack([st.norm.logpdf(zn[:, None, :], ln[None], sn[None]).sum(-1)])[0]  # (11, K)
+    log_pi = logits.detach().numpy() - logsumexp(logits.detach().numpy())
+    want = logsumexp(comp + log_pi, axis=-1)
+    np.testing.assert_allclose(lp.detach().double().view(-1).numpy(), want,
+                               rtol=1e-6 if dtype == torch.float32 else 1e-10)
+
+    oracle = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=logits.to(dtype).double()),  # the same rounded inputs
+        torch.distributions.Independent(Normal(loc.to(dtype).double(), scale.to(dtype).double()), 1),
+    ).log_prob(z.double())
+    got = torch.autograd.grad(lp.double().sum(), (z, loc, scale, logits))
+    ref = torch.autograd.grad(oracle.sum(), (z, loc, scale, logits))
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a.double(), b.double(), rtol=1e-5, atol=1e-6)
+
+
+def test_diagonal_mixture_log_prob_ignores_bf16_autocast():
+    g = torch.Generator().manual_seed(22)
+    mix = GaussianMixture(torch.zeros(4), DiagonalNormal(torch.randn(4, 3, generator=g), torch.full((4, 3), 0.1)))
+    z = torch.randn(6, 3, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = mix.log_prob(z)
+    assert inside.dtype == torch.float32
+    torch.testing.assert_close(inside, mix.log_prob(z), rtol=0, atol=0)

@@ -8,6 +8,8 @@ stays per example (design.md, rules 2 and 3).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.distributions import (Categorical, Independent, MixtureSameFamily, MultivariateNormal, Normal,
                                  register_kl)
@@ -107,6 +109,31 @@ class GaussianMixture(MixtureSameFamily):
             raise TypeError(f"GaussianMixture components must be DiagonalNormal or CholeskyNormal, "
                             f"got {type(components).__name__}")
         super().__init__(Categorical(logits=logits, validate_args=False), components, validate_args=False)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``log sum_k pi_k N(value; mu_k, diag(s_k^2))``, ``(*sample, L) -> (*sample)``.
+
+        For diagonal components and batch shape ``()`` (both priors) the squared Mahalanobis
+        distances to all ``K`` components come from two ``(N, L) x (L, K)`` matrix products,
+        ``sum z^2/s^2 - 2 sum z mu/s^2 + sum mu^2/s^2``, in float64 so that the expansion loses
+        nothing to cancellation. torch's broadcast version builds several ``(N, K, L)``
+        intermediates and their gradients: 10x slower for IWAE-5 with a 200-component VampPrior.
+        """
+        comp = self.component_distribution
+        if not isinstance(comp, DiagonalNormal) or self.batch_shape != torch.Size():
+            return super().log_prob(value)
+        base = comp.base_dist
+        with torch.autocast(value.device.type, enabled=False):
+            # Cast each input once: gradients of the large, cancelling terms then add up in float64.
+            z = value.reshape(-1, value.shape[-1]).double()  # (N, L)
+            loc, scale = base.loc.double(), base.scale.double()  # (K, L)
+            inv_var = scale.pow(-2)
+            mu_w = loc * inv_var
+            maha = z.square() @ inv_var.T - 2 * (z @ mu_w.T) + (loc * mu_w).sum(-1)  # (N, K)
+            log_norm = scale.log().sum(-1) + 0.5 * value.shape[-1] * math.log(2 * math.pi)
+            log_pi = torch.log_softmax(self.mixture_distribution.logits.double(), -1)
+            lp = torch.logsumexp(log_pi - log_norm - 0.5 * maha.clamp(min=0.0), -1)
+        return lp.to(full_precision(value).dtype).reshape(value.shape[:-1])
 
     def sample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None) -> torch.Tensor:
         """Draws ``(*sample_shape, *batch, L)``, with all randomness from ``generator``.
