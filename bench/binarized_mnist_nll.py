@@ -48,7 +48,8 @@ def independent_log_likelihood(model, x: torch.Tensor, k: int, seed: int = 1) ->
     logits, the pseudo-inputs' posteriors); every density is a stock torch distribution in
     float64 and the estimator is spelled out here, so vaekit's importance sampler, its mixture
     density and its Bernoulli likelihood are checked by code that shares none of them. For one
-    stochastic layer, a diagonal posterior, a Bernoulli decoder and any of the three priors.
+    stochastic layer, an ``mlp`` body, a diagonal posterior, a Bernoulli decoder and any of the
+    three priors.
     """
     def gaussian(q):  # vaekit's DiagonalNormal -> stock Normal, float64
         return D.Independent(D.Normal(q.base_dist.loc.double(), q.base_dist.scale.double()), 1)
@@ -105,7 +106,7 @@ def main() -> None:
                    help="also estimate log p(x) of the first N test images with an independent "
                         "torch.distributions importance sampler, and compare")
     p.add_argument("--eval-only", action="store_true",
-                   help="skip training: evaluate the model already in --out")
+                   help="skip training: run only the --check cross-check, on the model already in --out")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="flag values on top of --config, e.g. latent-dim=50 objective=iwae")
     args = p.parse_args()
