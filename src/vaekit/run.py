@@ -144,6 +144,44 @@ class RunDir:
         return model.to(device).eval(), cfg
 
 
+    # -- the checkpoint ----------------------------------------------------------------------
+    def write_checkpoint(self, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                         generators: dict[str, torch.Generator], meta: dict[str, Any]) -> None:
+        """Weights, optimizer state and RNG states in safetensors; ``epoch`` and ``meta`` in JSON."""
+        opt_state = optimizer.state_dict()
+        tensors = {f"model.{k}": v for k, v in state_tensors(model).items()}
+        for i, st in opt_state["state"].items():
+            for k, v in st.items():
+                tensors[f"optim.{i}.{k}"] = v.detach().cpu().contiguous()
+        for name, g in generators.items():
+            tensors[f"rng.{name}"] = g.get_state().cpu()
+        atomic_write_bytes(self.checkpoint, st_save(tensors))
+        write_json(self.checkpoint_meta, {"epoch": epoch, "param_groups": opt_state["param_groups"],
+                                          **meta})
+
+    def read_checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        generators: dict[str, torch.Generator]) -> dict[str, Any]:
+        """Restore what :meth:`write_checkpoint` wrote into ``model``, ``optimizer`` and
+        ``generators``; returns the metadata (``epoch``, ``history``, ...)."""
+        try:
+            meta = json.loads(self.checkpoint_meta.read_text())
+            groups = meta.pop("param_groups")
+            meta["epoch"], meta["history"]  # noqa: B018 (both must be there)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise RunDirError(f"{self.checkpoint_meta} is damaged ({e}); cannot resume") from None
+        tensors = read_safetensors(self.checkpoint)
+        load_state_tensors(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, i, name = k.split(".", 2)
+                state.setdefault(int(i), {})[name] = v
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+        for name, g in generators.items():
+            g.set_state(tensors[f"rng.{name}"])  # a CPU byte tensor on every device
+        return meta
+
+
 def write_npy(path: Path, a: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, a, allow_pickle=False)

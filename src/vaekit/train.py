@@ -8,24 +8,21 @@ autocast where the hardware has it.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 import time
 from typing import Any, Callable
 
 import torch
-from safetensors.torch import save as st_save
 
 from .config import RunConfig, TrainConfig
 from .data import Dataset
 from .distributed import World
-from .errors import ConfigError, DataError, RunDirError, VaekitError
+from .errors import ConfigError, DataError, VaekitError
 from .evaluate import elbo_terms, posterior_means
-from .fileio import atomic_write_bytes, write_json
 from .images import display_scale, save_grid
 from .model import VAEModel
-from .run import RunDir, load_state_tensors, read_safetensors, state_tensors
+from .run import RunDir
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation noise never touches the training generators
 SAMPLE_SEED_OFFSET = 2_000_003
@@ -437,39 +434,18 @@ class Trainer:
         save_grid(model.generate(64, g, labels), rd.images / f"samples_{epoch}.png", 8, scale)
         model.train()
 
+    def generators(self) -> dict[str, torch.Generator]:
+        return {"shuffle": self.shuffle_gen, "noise": self.noise_gen}
+
     def save_checkpoint(self, epoch: int) -> None:
-        """Weights, optimizer state and RNG states in safetensors; the rest in JSON."""
-        opt_state = self.optimizer.state_dict()
-        tensors = {f"model.{k}": v for k, v in state_tensors(self.model).items()}
-        for i, st in opt_state["state"].items():
-            for k, v in st.items():
-                tensors[f"optim.{i}.{k}"] = v.detach().cpu().contiguous()
-        tensors["rng.shuffle"] = self.shuffle_gen.get_state()
-        tensors["rng.noise"] = self.noise_gen.get_state().cpu()
-        atomic_write_bytes(self.run_dir.checkpoint, st_save(tensors))
-        write_json(self.run_dir.checkpoint_meta, {
-            "epoch": epoch, "precision": self.precision, "param_groups": opt_state["param_groups"],
-            "history": self.history})
+        self.run_dir.write_checkpoint(epoch, self.model, self.optimizer, self.generators(),
+                                      {"precision": self.precision, "history": self.history})
 
     def load_checkpoint(self) -> int:
         """Restore everything :meth:`save_checkpoint` wrote; returns the last finished epoch."""
-        rd = self.run_dir
-        try:
-            meta = json.loads(rd.checkpoint_meta.read_text())
-            epoch, groups, history = meta["epoch"], meta["param_groups"], meta["history"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise RunDirError(f"{rd.checkpoint_meta} is damaged ({e}); cannot resume") from None
-        tensors = read_safetensors(rd.checkpoint)
-        load_state_tensors(self.model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for k, v in tensors.items():
-            if k.startswith("optim."):
-                _, i, name = k.split(".", 2)
-                state.setdefault(int(i), {})[name] = v
-        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
-        self.shuffle_gen.set_state(tensors["rng.shuffle"])
-        self.noise_gen.set_state(tensors["rng.noise"])  # a CPU byte tensor on every device
-        self.history = history[:epoch]
+        meta = self.run_dir.read_checkpoint(self.model, self.optimizer, self.generators())
+        epoch = meta["epoch"]
+        self.history = meta["history"][:epoch]
         if epoch >= self.config.epochs:
             self.log(f"run already finished {epoch} epochs; raise --epochs to train further")
         return epoch
