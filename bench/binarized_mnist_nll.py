@@ -35,7 +35,7 @@ from torch import distributions as D
 from vaekit.config import RunConfig, read_toml
 from vaekit.data import load_data
 from vaekit.evaluate import evaluate, importance_sample
-from vaekit.model import build_model
+from vaekit.zoo import build_model
 from vaekit.run import RunDir
 from vaekit.train import Trainer, TrainingDiverged
 

@@ -11,7 +11,7 @@ from torch import distributions as D
 
 from vaekit.config import ModelConfig
 from vaekit.evaluate import importance_sample
-from vaekit.model import build_model
+from vaekit.zoo import build_model
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "binarized_mnist_nll.py"
 

@@ -18,7 +18,7 @@ from vaekit.config import ModelConfig, RunConfig, TrainConfig
 from vaekit.data import Dataset
 from vaekit.errors import ConfigError
 from vaekit.evaluate import elbo_terms, importance_sample
-from vaekit.model import build_model
+from vaekit.zoo import build_model
 from vaekit.objectives import negative_elbo, negative_iwae
 from vaekit.train import Trainer
 

@@ -153,7 +153,7 @@ def train_in_world(args: argparse.Namespace, world) -> int:
     import torch
 
     from .data import load_data
-    from .model import build_model
+    from .zoo import build_model
     from .run import RunDir
     from .train import Trainer
 

@@ -14,7 +14,8 @@ from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data.base import Dataset, check_features
 from .errors import DataError
 from .evaluate import posterior_means
-from .model import VAEModel, build_model
+from .model import VAEModel
+from .zoo import build_model
 from .run import RunDir
 from .train import Trainer, resolve_device
 

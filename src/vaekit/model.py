@@ -189,11 +189,3 @@ class VAEModel(nn.Module):
         """Per-example loss terms of objective ``name`` (see :mod:`vaekit.objectives`)."""
         return objective(name)(self, x, beta, generator, noise, y, k)
 
-
-def build_model(config: ModelConfig, data_shape: tuple[int, ...]) -> VAEModel:
-    """The model ``config`` describes: a :class:`VAEModel`, or a ladder VAE with upper layers."""
-    if config.top_latent_dims:
-        from .hierarchy import LadderVAE
-
-        return LadderVAE(config, data_shape)
-    return VAEModel(config, data_shape)

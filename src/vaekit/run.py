@@ -21,7 +21,8 @@ from . import __version__
 from .config import RunConfig
 from .errors import ConfigError, RunDirError
 from .fileio import atomic_write_bytes, atomic_write_text, write_json
-from .model import VAEModel, build_model
+from .model import VAEModel
+from .zoo import build_model
 
 FORMAT_VERSION = 1  # bump when config.json or the tensor names change incompatibly
 
