@@ -2,7 +2,7 @@
 
 import pytest
 
-from vaekit.config import ModelConfig, RunConfig, read_toml
+from vaekit.config import ModelConfig, OptionError, RunConfig, option_fields, read_toml
 from vaekit.errors import ConfigError
 
 
@@ -21,11 +21,11 @@ def test_unknown_key_names_the_closest_valid_one():
 
 
 @pytest.mark.parametrize("key,value,match", [
-    ("epochs", "ten", "--epochs must be int"),
-    ("lr", "fast", "--lr must be float"),
-    ("arch", 3, "--arch must be str"),
-    ("hidden", "a,b", "--hidden must be widths"),
-    ("epochs", True, "--epochs must be int"),
+    ("epochs", "ten", "epochs must be int"),
+    ("lr", "fast", "lr must be float"),
+    ("arch", 3, "arch must be str"),
+    ("hidden", "a,b", "hidden must be sizes"),
+    ("epochs", True, "epochs must be int"),
 ])
 def test_values_are_type_checked(key, value, match):
     with pytest.raises(ConfigError, match=match):
@@ -35,11 +35,14 @@ def test_values_are_type_checked(key, value, match):
 @pytest.mark.parametrize("section,field,value,match", [
     ("model", "arch", "cnv", "did you mean 'conv'"),
     ("model", "likelihood", "bernouli", "did you mean 'bernoulli'"),
-    ("model", "latent_dim", 0, "--latent-dim must be positive"),
-    ("train", "beta", -1.0, "--beta must be >= 0"),
-    ("train", "precision", "fp8", "fp32 or bf16"),
-    ("train", "device", "tpu", "auto, cpu or cuda"),
-    ("data", "test_fraction", 1.0, r"\[0, 1\)"),
+    ("model", "latent_dim", 0, "latent_dim must be positive"),
+    ("train", "beta", -1.0, "beta must be >= 0"),
+    ("train", "precision", "fp8", "choices: auto, bf16, fp32"),
+    ("train", "device", "tpu", "auto, cpu, cuda, cuda:N or mps"),
+    ("train", "device", "meta", "auto, cpu, cuda, cuda:N or mps"),
+    ("train", "seed", 2**70, "seed must be at most"),
+    ("model", "latent_dim", 10**12, "latent_dim must be at most"),
+    ("data", "test_fraction", 1.0, "test_fraction must be at most 0.99"),
 ])
 def test_validation_names_the_problem(section, field, value, match):
     cfg = RunConfig()
@@ -66,3 +69,28 @@ def test_bad_toml_files(tmp_path, text, match):
         read_toml(f)
     with pytest.raises(ConfigError, match="does not exist"):
         read_toml(tmp_path / "missing.toml")
+
+
+def test_library_errors_name_fields_and_the_cli_names_flags():
+    cfg = RunConfig()
+    cfg.model.conditional, cfg.model.prior = True, "vamp"
+    with pytest.raises(OptionError) as e:
+        cfg.validate()
+    assert str(e.value).startswith("conditional does not combine with prior vamp")
+    assert e.value.as_flags().startswith("--conditional does not combine with --prior vamp")
+
+
+def test_saved_values_are_type_checked_on_load():
+    d = RunConfig().to_dict()
+    d["model"]["latent_dim"] = "2"
+    with pytest.raises(ConfigError, match="latent_dim must be int"):
+        RunConfig.from_dict(d)
+    with pytest.raises(ConfigError, match="JSON object"):
+        RunConfig.from_dict([1, 2])
+
+
+def test_every_field_has_help_and_a_home():
+    """Each option is a CLI flag, an estimator parameter, or set by vaekit itself."""
+    for name, (_, f) in option_fields().items():
+        assert f.metadata["help"].strip(), name
+        assert f.metadata["scope"] in ("all", "cli", "internal"), name

@@ -51,11 +51,43 @@ def fitted(blobs_m) -> VAE:
 # ----------------------------------------------------------------------------- parameters
 
 
-ALL_PARAMS = dict(arch="mlp", hidden=(16, 8), latent_dim=3, likelihood="gaussian", obs_std=0.5, learn_obs_std=True,
-                  posterior="full-covariance", prior="mixture", top_latent_dims=(2,), conditional=True,
-                  objective="iwae",
-                  k=3, beta=0.25, epochs=4, batch_size=7, lr=3e-3, precision="fp32", device="cpu",
-                  random_state=11, verbose=True)
+ALL_PARAMS = dict(arch="mlp", hidden=(16, 8), latent_dim=3, top_latent_dims=(2,), posterior="full-covariance",
+                  prior="mixture", prior_components=7, likelihood="gaussian", mixtures=3, obs_std=0.5,
+                  learn_obs_std=True, min_obs_var=1e-4, min_var=1e-3, conditional=True, epochs=4,
+                  batch_size=7, lr=3e-3, lr_schedule="cosine", objective="iwae", k=3, beta=0.25,
+                  kl_warmup=2, free_bits=0.5, clip_grad=5.0, max_skips=3, max_minutes=1.5,
+                  random_state=11, device="cpu", precision="fp32", eval_batch_size=50,
+                  test_fraction=0.2, verbose=True)
+
+
+def test_parameters_are_the_config_fields_with_their_defaults_and_help():
+    """One source of truth: every estimator-scope field is a parameter, with the same default
+    (or a documented estimator default) and its help text in the docstring."""
+    from vaekit.config import iter_options, option_fields
+    from vaekit.estimator import ESTIMATOR_DEFAULTS, PARAM_OF_FIELD
+
+    sig = inspect.signature(VAE.__init__).parameters
+    fields = list(iter_options("estimator"))
+    assert [PARAM_OF_FIELD.get(n, n) for n, _, _ in fields] + ["verbose"] == [p for p in sig if p != "self"]
+    for name, f, _ in fields:
+        if name == "seed":
+            assert sig["random_state"].default is None
+            continue
+        assert sig[name].default == ESTIMATOR_DEFAULTS.get(name, f.default), name
+        assert " ".join(f.metadata["help"].split()) in " ".join(VAE.__doc__.split()), name
+    # every option field reaches users somewhere: a CLI flag, an estimator parameter, or vaekit
+    scopes = {f.metadata["scope"] for _, f in option_fields().values()}
+    assert scopes <= {"all", "cli", "internal"}
+
+
+def test_a_loaded_run_describes_itself_and_clone_refits_the_same_model(tmp_path, blobs_m):
+    est = VAE(hidden=(8,), latent_dim=2, prior="mixture", prior_components=7, lr_schedule="cosine",
+              epochs=2, batch_size=32, device="cpu", precision="fp32", random_state=4).fit(blobs_m)
+    est.save(tmp_path / "m")
+    loaded = VAE.load(tmp_path / "m")
+    assert loaded.get_params() == {**est.get_params(), "verbose": False}
+    again = clone(loaded).fit(blobs_m)
+    np.testing.assert_array_equal(again.transform(blobs_m), est.transform(blobs_m))
 
 
 def test_get_params_is_exactly_the_constructor_arguments():
@@ -199,7 +231,7 @@ def test_not_fitted(call, tmp_path, monkeypatch):
 
 
 def test_wrong_feature_count_is_a_data_error(fitted):
-    with pytest.raises(DataError, match="shape"):
+    with pytest.raises(DataError, match="X has 5 features, but VAE is expecting 6"):
         fitted.transform(np.zeros((3, 5), np.float32))
     with pytest.raises(DataError):
         fitted.reconstruct(np.zeros((3, 7), np.float32))
@@ -208,9 +240,10 @@ def test_wrong_feature_count_is_a_data_error(fitted):
 @pytest.mark.parametrize("x, match", [
     (np.zeros(6, np.float32), "shape"),
     (np.array([[0.1, np.nan, 0.3, 0.4, 0.5, 0.6]] * 4, np.float32), "NaN"),
-    (np.array([["a"] * 6] * 4), "numbers"),
-    (np.zeros((0, 6), np.float32), "no data"),
-], ids=["1d", "nan", "strings", "empty"])
+    (np.array([["a"] * 6] * 4), "could not convert string to float"),
+    (np.zeros((0, 6), np.float32), "0 sample"),
+    (np.ones((4, 6), np.complex64), "[Cc]omplex"),
+], ids=["1d", "nan", "strings", "empty", "complex"])
 def test_bad_x_is_a_data_error(x, match):
     with pytest.raises(DataError, match=match):
         VAE(**FAST, random_state=0).fit(x)

@@ -179,7 +179,7 @@ def test_score_rows_match_the_estimator(digits_run, tmp_path, capsys):
     got = np.array([float(line.split(",")[1]) for line in lines[1:]])
     assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(179))
     vae = VAE.load(digits_run)  # random_state = the run's seed, 5
-    np.testing.assert_allclose(got, vae.score_samples(load_data("digits").x_test.numpy(), 20), rtol=1e-9)
+    np.testing.assert_allclose(got, vae.score_samples(load_data("digits").x_test.numpy(), n_importance=20), rtol=1e-9)
     assert vae.score(load_data("digits").x_test.numpy(), n_importance=20) == pytest.approx(got.mean())
 
 

@@ -177,7 +177,7 @@ def test_incompatible_parts_are_config_errors(bad, message):
 
 
 def test_iwae_with_free_bits_and_unknown_objective_are_config_errors():
-    with pytest.raises(ConfigError, match="free-bits"):
+    with pytest.raises(ConfigError, match="free_bits"):
         TrainConfig(objective="iwae", free_bits=0.1).validate()
     with pytest.raises(ConfigError, match="did you mean 'iwae'"):
         TrainConfig(objective="iwea").validate()

@@ -1,125 +1,209 @@
-"""Typed configuration, one dataclass per concern, and TOML loading.
+"""Typed configuration: one dataclass per concern, one field per option.
 
-Config keys are the command-line flag names (``latent-dim`` or ``latent_dim``); an unknown
-key is an error that names the closest valid one.
+Each field carries its type, default, choices, bounds and help text (:func:`option`). The
+command line (``vaekit train --help``), the estimator's parameters and their docs, TOML files
+and the validation of a saved ``config.json`` all come from these fields, so an option is
+described once. Keys are the flag names (``latent-dim`` or ``latent_dim``); an unknown key is
+an error that names the closest valid one.
+
+Library errors name the field (``latent_dim must be positive``); the CLI shows them as flags.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from .errors import ConfigError
+
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit value
+MAX_SIZE = 2**20  # widths, latent sizes, components: far beyond any model that fits in memory
+
+
+class OptionError(ConfigError):
+    """A bad value of the options ``fields``; the message names them as Python fields."""
+
+    def __init__(self, message: str, *fields: str) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+    def as_flags(self) -> str:
+        """The message with each field name written as its command-line flag."""
+        import re
+
+        text = str(self)
+        for name in self.fields:
+            text = re.sub(rf"(?<![\w-]){name}(?![\w-])", flag(name), text)
+        return text
+
+
+def flag(name: str) -> str:
+    """``latent_dim`` -> ``--latent-dim``."""
+    return "--" + name.replace("_", "-")
+
+
+def option(default: Any, help: str, *, choices: tuple[str, ...] | Callable[[], list[str]] | None = None,
+           low: float | None = None, high: float | None = None, low_open: bool = False,
+           scope: str = "all", resumable: bool = False, metavar: str | None = None) -> Any:
+    """A config field with what the CLI, the estimator and validation need to know.
+
+    Parameters
+    ----------
+    default : the default value (an immutable one: tuples, not lists).
+    help : one sentence for ``--help`` and the estimator's docstring.
+    choices : the valid names, or a callable giving them (a registry's names, read lazily).
+    low, high : inclusive bounds (``low_open`` makes the lower one strict).
+    scope : ``all`` (CLI flag and estimator parameter), ``cli`` (a flag only) or ``internal``
+        (set by vaekit, e.g. the number of classes).
+    resumable : may change when a run is resumed (``--epochs``, ``--device``, ...).
+    """
+    return field(default=default, metadata=dict(
+        help=help, choices=choices, low=low, high=high, low_open=low_open, scope=scope,
+        resumable=resumable, metavar=metavar))
+
+
+def registry_names(module: str, name: str) -> Callable[[], list[str]]:
+    """The names of a registry, looked up when first needed (no import cycle, fast import)."""
+    def names() -> list[str]:
+        import importlib
+
+        return getattr(importlib.import_module(f"vaekit.{module}"), name).names()
+    return names
 
 
 @dataclass
 class ModelConfig:
     """What the model is: body, latent size and the probability families."""
 
-    arch: str = "mlp"
-    hidden: tuple[int, ...] | None = None  # None: the body's default (mlp 400, conv 1024, resnet 512)
-    latent_dim: int = 20
-    posterior: str = "diagonal"
-    prior: str = "normal"
-    likelihood: str = "bernoulli"
-    obs_std: float = 1.0  # gaussian likelihood's standard deviation (the start, when learned)
-    learn_obs_std: bool = False  # learn one global standard deviation (pPCA with --arch linear)
-    min_obs_var: float = 1e-6  # floor on a learned observation variance
-    min_var: float = 1e-5  # posterior variance floor (002_0b1c8e9715ecc3b6.txt)
-    prior_components: int = 10  # mixture prior: Gaussians; vamp prior: pseudo-inputs
-    mixtures: int = 5  # logistic-mixture likelihood: logistics per sub-pixel
-    top_latent_dims: tuple[int, ...] = ()  # stochastic layers above the first (ladder VAE), bottom-up
-    conditional: bool = False  # labels feed encoder and decoder (CVAE)
-    num_classes: int = 0  # set from the training labels when conditional
+    arch: str = option("mlp", "network body: mlp, conv (images), resnet (residual conv blocks) or "
+                       "linear (affine; with a gaussian likelihood and learn_obs_std, probabilistic PCA)",
+                       choices=registry_names("nets", "BODIES"))
+    hidden: tuple[int, ...] | None = option(
+        None, "hidden widths, e.g. 400 or 512,256; for conv and resnet the dense width (default: "
+        "the body's own, mlp 400, conv 1024, resnet 512)", low=1, high=MAX_SIZE, metavar="WIDTHS")
+    latent_dim: int = option(20, "size of the latent code z", low=1, high=MAX_SIZE)
+    top_latent_dims: tuple[int, ...] = option(
+        (), "stochastic layers above the first, bottom-up, e.g. 32 or 32,16: a ladder VAE with "
+        "top-down inference (Sønderby et al. 2016)", low=1, high=MAX_SIZE, metavar="SIZES")
+    posterior: str = option("diagonal", "q(z|x): diagonal, or full-covariance (a Cholesky factor)",
+                            choices=registry_names("posteriors", "POSTERIORS"))
+    prior: str = option("normal", "p(z): normal, mixture (a learned Gaussian mixture) or vamp "
+                        "(the VampPrior, Tomczak & Welling 2018)",
+                        choices=registry_names("priors", "PRIORS"))
+    prior_components: int = option(10, "Gaussians of the mixture prior, pseudo-inputs of the vamp "
+                                   "prior", low=1, high=MAX_SIZE, metavar="K")
+    likelihood: str = option("bernoulli", "p(x|z): bernoulli (data in [0, 1]), continuous-bernoulli "
+                             "(a density on [0, 1]), gaussian, gaussian-predicted (per-dimension "
+                             "variance from the decoder), laplace, or logistic-mixture (8-bit data)",
+                             choices=registry_names("likelihoods", "LIKELIHOODS"))
+    mixtures: int = option(5, "logistics per sub-pixel of the logistic-mixture likelihood",
+                           low=1, high=256, metavar="K")
+    obs_std: float = option(1.0, "standard deviation of the gaussian (or scale of the laplace) "
+                            "likelihood; its start value when learned", low=0, low_open=True)
+    learn_obs_std: bool = option(False, "learn the gaussian or laplace likelihood's scale (one for "
+                                 "all dimensions), floored by min_obs_var; with arch linear: pPCA")
+    min_obs_var: float = option(1e-6, "floor on a learned or predicted observation variance "
+                                "(Lower bounding the generative model variance)", low=0)
+    min_var: float = option(1e-5, "floor on the posterior variance, so that log q(z|x) stays "
+                            "bounded", low=0)
+    conditional: bool = option(False, "a conditional VAE (Sohn et al. 2015): the labels feed the "
+                               "encoder and the decoder; sample with a label")
+    num_classes: int = option(0, "classes of a conditional model, from the training labels",
+                              low=0, high=MAX_SIZE, scope="internal")
 
     def validate(self) -> None:
-        from .likelihoods import LIKELIHOODS
-        from .posteriors import POSTERIORS
-        from .priors import PRIORS
-        from .nets import BODIES
-
-        for registry, name in ((BODIES, self.arch), (POSTERIORS, self.posterior), (PRIORS, self.prior),
-                               (LIKELIHOODS, self.likelihood)):
-            registry[name]  # raises ConfigError naming the closest valid choice
-        positive(self, "latent_dim", "obs_std")
-        if self.hidden is not None:
-            if not self.hidden or any(int(h) <= 0 for h in self.hidden):
-                raise ConfigError(f"--hidden must be positive widths like 400 or 512,256; got {self.hidden}")
-        if self.min_var < 0 or self.min_obs_var < 0:
-            raise ConfigError(f"--min-var and --min-obs-var must be >= 0, got {self.min_var}, "
-                              f"{self.min_obs_var}")
+        check_fields(self)
         if self.learn_obs_std and self.likelihood not in ("gaussian", "laplace"):
-            raise ConfigError("--learn-obs-std applies to --likelihood gaussian or laplace only")
-        positive(self, "prior_components", "mixtures")
-        if any(int(d) <= 0 for d in self.top_latent_dims):
-            raise ConfigError(f"--top-latent-dims must be positive sizes like 16 or 32,16; got "
-                              f"{self.top_latent_dims}")
-        if self.conditional and self.num_classes < 2 and self.num_classes != 0:
-            raise ConfigError(f"--conditional needs at least 2 classes, got {self.num_classes}")
+            raise OptionError("learn_obs_std applies to likelihood gaussian or laplace only",
+                              "learn_obs_std", "likelihood")
+        if self.conditional and self.num_classes == 1:
+            raise OptionError("conditional needs at least 2 classes, got 1", "conditional")
+        if self.conditional and self.prior == "vamp":
+            raise OptionError("conditional does not combine with prior vamp (its pseudo-inputs "
+                              "have no labels); use prior normal or mixture", "conditional", "prior")
+        if self.top_latent_dims and self.posterior != "diagonal":
+            raise OptionError("top_latent_dims (a ladder VAE) needs posterior diagonal",
+                              "top_latent_dims", "posterior")
+        if self.top_latent_dims and self.prior == "vamp":
+            raise OptionError("top_latent_dims (a ladder VAE) takes prior normal or mixture",
+                              "top_latent_dims", "prior")
 
 
 @dataclass
 class TrainConfig:
     """How the model is trained. Defaults are the reference configuration."""
 
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    lr_schedule: str = "constant"  # or cosine: anneal lr to 0 over --epochs, step by step
-    beta: float = 1.0  # weight of the KL term (beta-VAE); 1 is the ELBO
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # bf16 where the hardware has it natively (faster, same loss: README)
-    eval_batch_size: int = 1000  # evaluation needs no gradients: bigger batches are cheaper
-    kl_warmup: int = 0  # epochs over which the KL weight ramps linearly from 0 to beta
-    free_bits: float = 0.0  # nats per latent dimension below which KL is not penalised
-    clip_grad: float = 0.0  # max gradient norm; 0 turns clipping off
-    max_skips: int = 20  # consecutive non-finite steps (skipped) before training stops
-    tensorboard: bool = False  # also log scalars and image grids to RUN/tensorboard
-    objective: str = "elbo"  # elbo (averaged over --k samples) or iwae (Burda et al. 2015)
-    k: int = 1  # samples per example in the training objective
-    max_minutes: float = 0.0  # wall-clock budget: no epoch starts that would end past it (0: none)
+    epochs: int = option(10, "training epochs", low=1, high=10**7, resumable=True)
+    batch_size: int = option(128, "examples per Adam step", low=1, high=2**31 - 1)
+    lr: float = option(1e-3, "Adam learning rate", low=0, low_open=True, high=1e3)
+    lr_schedule: str = option("constant", "constant, or cosine: anneal the learning rate to 0 "
+                              "over the epochs, step by step (Loshchilov & Hutter 2017)",
+                              choices=("constant", "cosine"))
+    objective: str = option("elbo", "elbo (averaged over k samples) or iwae (the importance-"
+                            "weighted bound with k samples, Burda et al. 2015)",
+                            choices=registry_names("objectives", "OBJECTIVES"))
+    k: int = option(1, "samples per example in the training objective", low=1, high=2**16)
+    beta: float = option(1.0, "weight of the KL term (beta-VAE, Higgins et al. 2017); 1 is the "
+                         "ELBO", low=0, high=1e6)
+    kl_warmup: int = option(0, "ramp the KL weight linearly from 0 to beta over this many epochs, "
+                            "step by step (0: off); metrics still report the true ELBO",
+                            low=0, high=10**7, metavar="EPOCHS")
+    free_bits: float = option(0.0, "free bits (Kingma et al. 2016): each latent dimension's "
+                              "batch-mean KL is penalised only above this many nats (0: off)",
+                              low=0, high=1e6, metavar="NATS")
+    clip_grad: float = option(0.0, "clip the gradient norm to this value (0: off)", low=0,
+                              metavar="NORM")
+    max_skips: int = option(20, "steps with a non-finite loss or gradient are skipped and "
+                            "counted; training stops after this many in a row", low=1,
+                            high=10**9, metavar="N")
+    max_minutes: float = option(0.0, "wall-clock budget: no epoch starts that would end past "
+                                "it (0: no limit); resuming continues to epochs", low=0,
+                                resumable=True, metavar="M")
+    seed: int = option(0, "seed for initialisation, shuffling and noise", low=0, high=MAX_SEED)
+    device: str = option("auto", "auto (cuda when present), cpu, cuda, cuda:N or mps",
+                         resumable=True)
+    precision: str = option("auto", "auto, fp32 or bf16 (bf16 autocast needs native bf16: "
+                            "AVX512-BF16/AMX CPUs, recent GPUs); auto: bf16 where native",
+                            choices=("auto", "fp32", "bf16"))
+    eval_batch_size: int = option(1000, "batch size for evaluation, which needs no gradients",
+                                  low=1, high=2**31 - 1)
+    tensorboard: bool = option(False, "also log metrics and image grids to RUN/tensorboard "
+                               "(pip install 'vaekit[tensorboard]')", scope="cli")
 
     def validate(self) -> None:
-        positive(self, "epochs", "batch_size", "lr", "eval_batch_size", "max_skips")
-        if self.kl_warmup < 0 or self.free_bits < 0:
-            raise ConfigError(f"--kl-warmup and --free-bits must be >= 0, got {self.kl_warmup}, "
-                              f"{self.free_bits}")
-        if self.clip_grad < 0:
-            raise ConfigError(f"--clip-grad must be >= 0 (0 turns it off), got {self.clip_grad}")
-        if self.beta < 0:
-            raise ConfigError(f"--beta must be >= 0, got {self.beta}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"--device must be auto, cpu or cuda, got '{self.device}'")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ConfigError(f"--lr-schedule must be constant or cosine, got '{self.lr_schedule}'")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"--precision must be auto, fp32 or bf16, got '{self.precision}'")
-        from .objectives import OBJECTIVES
-
-        OBJECTIVES[self.objective]  # raises ConfigError naming the closest valid choice
-        positive(self, "k")
-        if self.max_minutes < 0:
-            raise ConfigError(f"--max-minutes must be >= 0 (0: no limit), got {self.max_minutes}")
+        check_fields(self)
+        if not valid_device(self.device):
+            raise OptionError(f"device must be auto, cpu, cuda, cuda:N or mps, got "
+                              f"'{self.device}'", "device")
         if self.objective == "iwae" and self.free_bits > 0:
-            raise ConfigError("--free-bits applies to --objective elbo only")
+            raise OptionError("free_bits applies to objective elbo only", "free_bits", "objective")
 
 
 @dataclass
 class DataConfig:
     """Where the data comes from and how the test split is made."""
 
-    data: str = ""
-    test_fraction: float = 0.1
-    stream: bool = False  # read data batch by batch (larger than memory): .npy mapped, images decoded by workers
+    data: str = option("", "built-in dataset name, or the absolute path of the data",
+                       scope="internal")
+    fingerprint: str = option("", "SHA-256 prefix of the training and test values, to recognise "
+                              "the same data on resume", scope="internal")
+    test_fraction: float = option(0.1, "fraction held out for testing when the data has no "
+                                  "test split", low=0, high=0.99)
+    stream: bool = option(False, "read DATA batch by batch instead of loading it, for data "
+                          "larger than memory: a .npy memory-mapped, an image folder decoded by "
+                          "DataLoader workers", scope="cli")
 
     def validate(self) -> None:
-        if not 0.0 <= self.test_fraction < 1.0:
-            raise ConfigError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
+        check_fields(self)
+
+
+SECTIONS = ("model", "train", "data")
 
 
 @dataclass
@@ -141,70 +225,148 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        """Rebuild from :meth:`to_dict`'s output, type-checking every value (a saved
+        ``config.json`` is untrusted input)."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config is a JSON object, got {type(d).__name__}")
         parts = {}
         for f in fields(cls):
-            sub = dict(d.get(f.name, {}))
-            known = {g.name for g in fields(f.default_factory)}
-            unknown = set(sub) - known
+            sub = d.get(f.name, {})
+            if not isinstance(sub, dict):
+                raise ConfigError(f"config section '{f.name}' must be an object, got "
+                                  f"{type(sub).__name__}")
+            known = {g.name: g for g in fields(f.default_factory)}
+            unknown = set(sub) - set(known)
             if unknown:
                 raise ConfigError(f"config section '{f.name}' has unknown keys {sorted(unknown)}; "
                                   "was it written by a newer vaekit?")
-            for key in TUPLE_FIELDS:
-                if sub.get(key) is not None:
-                    sub[key] = tuple(sub[key])
-            parts[f.name] = f.default_factory(**sub)
+            parts[f.name] = f.default_factory(**{k: coerce(known[k], v) for k, v in sub.items()})
         return cls(**parts)
 
     def update(self, flat: dict[str, Any]) -> "RunConfig":
         """Set values from flat flag-named keys (``latent_dim=32``), in whichever section owns them."""
-        owners = flat_keys(self)
+        owners = option_fields()
         for key, value in flat.items():
             name = key.replace("-", "_")
-            if name not in owners:
-                raise ConfigError(unknown_key_message(key, owners))
-            section = getattr(self, owners[name])
-            setattr(section, name, coerce(name, value, getattr(type(section)(), name)))
+            if name not in owners or owners[name][1].metadata["scope"] == "internal":
+                raise ConfigError(unknown_key_message(key, public_names()))
+            section, f = owners[name]
+            setattr(getattr(self, section), name, coerce(f, value))
         return self
 
-
-def parse_hidden(value: Any, flag: str = "--hidden") -> tuple[int, ...]:
-    """``400``, ``"512,256"`` or ``[512, 256]`` -> ``(512, 256)``."""
-    what = "widths" if flag == "--hidden" else "sizes"
-    items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
-    try:
-        widths = tuple(int(str(v).strip()) for v in items)
-    except ValueError:
-        raise ConfigError(f"{flag} must be {what} like 400 or 512,256; got '{value}'") from None
-    if not widths or min(widths) <= 0:
-        raise ConfigError(f"{flag} must be positive {what} like 400 or 512,256; got '{value}'")
-    return widths
+    def flat(self) -> dict[str, Any]:
+        """``{field name: value}`` over all sections."""
+        return {name: getattr(getattr(self, s), name) for name, (s, _) in option_fields().items()}
 
 
-TUPLE_FIELDS = ("hidden", "top_latent_dims")  # sizes given as 512,256 or a list
+# -- field metadata, shared by validation, the CLI and the estimator -----------------------------
+def option_fields() -> dict[str, tuple[str, dataclasses.Field]]:
+    """Field name -> (section, field), over every section, in declaration order."""
+    return {g.name: (s, g) for s in SECTIONS for g in fields(SECTION_TYPES[s])}
 
 
-def coerce(name: str, value: Any, default: Any) -> Any:
-    """Check a config value's type against the field's default (TOML gives typed values)."""
-    if name in TUPLE_FIELDS:
-        return None if value is None else parse_hidden(value, "--" + name.replace("_", "-"))
-    flag = "--" + name.replace("_", "-")
-    if isinstance(default, bool) or isinstance(value, bool):
-        ok = isinstance(value, bool) and isinstance(default, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float))
-        value = float(value) if ok else value
-    else:
-        ok = isinstance(value, str)
+def public_names(scope: str | None = None) -> list[str]:
+    """Option names a user sets: scope ``all`` and ``cli`` (or only the given scope)."""
+    return [n for n, (_, f) in option_fields().items()
+            if f.metadata["scope"] != "internal" and scope in (None, f.metadata["scope"])]
+
+
+def field_kind(f: dataclasses.Field) -> type:
+    """The field's value type: bool, int, float, str or tuple (of ints)."""
+    hint = typing.get_type_hints(SECTION_OWNER[f.name])[f.name]
+    options = (hint, *typing.get_args(hint)) if typing.get_origin(hint) is not tuple else (hint,)
+    if any(h is tuple or typing.get_origin(h) is tuple for h in options):
+        return tuple
+    for kind in (bool, int, float, str):
+        if kind in options:
+            return kind
+    raise TypeError(f"unsupported config field type {hint}")  # a bug in this module
+
+
+def choices_of(f: dataclasses.Field) -> list[str] | None:
+    c = f.metadata["choices"]
+    return list(c()) if callable(c) else (list(c) if c else None)
+
+
+def coerce(f: dataclasses.Field, value: Any) -> Any:
+    """``value`` as the field's type (TOML and JSON give typed values; a str '3' is not an int)."""
+    kind = field_kind(f)
+    if kind is tuple:
+        if value is None and f.default is None:
+            return None
+        return parse_sizes(value, f.name)
+    ok = {bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          str: lambda v: isinstance(v, str)}[kind](value)
     if not ok:
-        raise ConfigError(f"{flag} must be {type(default).__name__}, got {value!r}")
-    return value
+        raise OptionError(f"{f.name} must be {kind.__name__}, got {value!r}", f.name)
+    return float(value) if kind is float else value
+
+
+def check_fields(section: Any) -> None:
+    """Types, choices and bounds of every field of a config section."""
+    for f in fields(section):
+        value = coerce(f, getattr(section, f.name))
+        setattr(section, f.name, value)
+        m = f.metadata
+        names = choices_of(f)
+        if names is not None and value not in names:
+            from .registry import unknown_name_message
+
+            raise OptionError(unknown_name_message(f.name, value, names), f.name)
+        values = value if isinstance(value, tuple) else () if value is None else (value,)
+        for v in values:
+            if isinstance(v, str) or isinstance(v, bool):
+                continue
+            if isinstance(v, float) and not math.isfinite(v):
+                raise OptionError(f"{f.name} must be a finite number, got {v}", f.name)
+            low, high = m["low"], m["high"]
+            if low is not None and (v <= low if m["low_open"] else v < low):
+                what = "positive" if (low == 0 and m["low_open"]) or (low == 1 and isinstance(v, int)) \
+                    else f"{'>' if m['low_open'] else '>='} {low:g}"
+                raise OptionError(f"{f.name} must be {what}, got {v}", f.name)
+            if high is not None and v > high:
+                raise OptionError(f"{f.name} must be at most {high:{'d' if isinstance(high, int) else 'g'}}, "
+                                  f"got {v}", f.name)
+
+
+def valid_device(name: str) -> bool:
+    """``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N``: the devices vaekit can train on."""
+    if name in ("auto", "cpu", "cuda", "mps"):
+        return True
+    head, _, index = name.partition(":")
+    return head == "cuda" and index.isdigit() and int(index) < 1024
+
+
+def parse_sizes(value: Any, name: str = "hidden") -> tuple[int, ...]:
+    """``400``, ``"512,256"`` or ``[512, 256]`` -> ``(512, 256)``; ``()`` or ``""`` -> ``()``."""
+    if isinstance(value, str):
+        items = [v for v in value.split(",")] if value.strip() else []
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        items = [value]
+    try:
+        sizes = tuple(int(str(v).strip()) if not isinstance(v, bool) else int("x") for v in items)
+    except ValueError:
+        raise OptionError(f"{name} must be sizes like 400 or 512,256; got '{value}'", name) from None
+    if not sizes and name == "hidden":
+        raise OptionError(f"{name} must be sizes like 400 or 512,256; got '{value}'", name)
+    if any(s <= 0 or s > MAX_SIZE for s in sizes):
+        raise OptionError(f"{name} must be positive sizes like 400 or 512,256 (at most "
+                          f"{MAX_SIZE}); got '{value}'", name)
+    return sizes
+
+
+def parse_hidden(value: Any, flag_name: str = "--hidden") -> tuple[int, ...]:
+    """Kept for scripts: :func:`parse_sizes` named by a flag."""
+    return parse_sizes(value, flag_name.lstrip("-").replace("-", "_"))
 
 
 def flat_keys(cfg: RunConfig) -> dict[str, str]:
     """Flag name (underscored) -> the section holding it."""
-    return {g.name: f.name for f in fields(cfg) for g in fields(getattr(cfg, f.name))}
+    return {name: s for name, (s, _) in option_fields().items()}
 
 
 def unknown_key_message(key: str, valid) -> str:
@@ -214,11 +376,12 @@ def unknown_key_message(key: str, valid) -> str:
     return f"unknown config key '{key}'{hint}"
 
 
-def positive(cfg: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if not value > 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+def iter_options(scope: str) -> Iterator[tuple[str, dataclasses.Field, type]]:
+    """``(name, field, kind)`` of the options in ``scope`` (``all`` also counts for ``cli``)."""
+    for name, (_, f) in option_fields().items():
+        s = f.metadata["scope"]
+        if s == "all" or s == scope:
+            yield name, f, field_kind(f)
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -238,3 +401,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"config file {path}: keys are flag names at the top level "
                               f"(like latent-dim = 20); found a table [{key}]")
     return table
+
+
+SECTION_TYPES = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
+SECTION_OWNER = {g.name: t for t in SECTION_TYPES.values() for g in fields(t)}

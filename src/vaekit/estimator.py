@@ -1,4 +1,9 @@
-"""``vaekit.VAE``: the scikit-learn style estimator over the model and trainer."""
+"""``vaekit.VAE``: the scikit-learn style estimator, over :mod:`vaekit.pipeline`.
+
+Its parameters are the configuration's fields one to one (``random_state`` is the seed), so
+``VAE.load(run).get_params()`` describes the run and ``clone(VAE.load(run)).fit(X)`` trains the
+same model again. The parameter docs below are generated from the fields' help texts.
+"""
 
 from __future__ import annotations
 
@@ -7,74 +12,56 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from . import pipeline
+from .config import RunConfig, iter_options
 from .data.base import Dataset, check_features
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .evaluate import posterior_means
 from .model import VAEModel
-from .zoo import build_model
 from .run import RunDir
-from .train import Trainer, resolve_device
+
+# Where the estimator's default differs from the CLI's, and why.
+ESTIMATOR_DEFAULTS = {
+    # fit(X) learns from all of X, as scikit-learn estimators do; hold out a part for the
+    # per-epoch test metrics in history_ with test_fraction > 0.
+    "test_fraction": 0.0,
+}
+PARAM_OF_FIELD = {"seed": "random_state"}
 
 
-class VAE(TransformerMixin, BaseEstimator):
+class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Variational autoencoder with the scikit-learn estimator contract.
+
+    ``fit(X)`` trains; ``transform(X)`` gives posterior means; ``score_samples(X)`` the
+    importance-sampled log p(x) of each row (higher is more typical); ``sample``,
+    ``reconstruct``, ``inverse_transform``, ``save`` and ``load`` complete it.
 
     Parameters
     ----------
-    arch : {'mlp', 'conv', 'resnet', 'linear'}
-        Network body; ``conv`` and ``resnet`` need images ``(n, C, H, W)``.
-    hidden : tuple of int, optional
-        Hidden widths (mlp) or the dense width (conv); None takes the body's default.
-    latent_dim : int
-        Size of z.
-    likelihood : str
-        p(x|z), a name from ``--likelihood`` (``bernoulli``, ``gaussian``, ...); bernoulli needs
-        data in [0, 1].
-    obs_std : float
-        Standard deviation of the gaussian likelihood (its start value when learned).
-    learn_obs_std : bool
-        Learn one global standard deviation of the gaussian likelihood (with ``arch='linear'``:
-        probabilistic PCA).
-    posterior : {'diagonal', 'full-covariance'}
-        q(z|x) family.
-    prior : {'normal', 'mixture', 'vamp'}
-        p(z) family.
-    top_latent_dims : tuple of int
-        Stochastic layers above the first (a ladder VAE); empty for one layer.
-    conditional : bool
-        A conditional VAE: ``fit(X, y)`` learns p(x|z, y); ``transform``, ``reconstruct``,
-        ``score_samples`` and ``score`` then take the labels ``y`` too, and ``sample`` a ``label``.
-    objective : {'elbo', 'iwae'}
-        Training objective; ``k`` samples per example.
-    k : int
-        Samples per example in the objective.
-    beta : float
-        KL weight; 1 is the ELBO.
-    epochs, batch_size, lr : int, int, float
-        Adam training schedule.
-    precision : {'auto', 'fp32', 'bf16'}
-        ``auto`` trains in bf16 where the hardware has it natively, else fp32.
-    device : str
-        ``auto``, ``cpu`` or ``cuda``.
-    random_state : int, optional
-        Seed for initialisation, shuffling and noise; None draws one.
+    {parameters}
+    random_state : int, numpy.random.RandomState or None
+        Seed for initialisation, shuffling and noise; None draws a fresh one at each fit. The
+        global torch random state is never touched.
     verbose : bool
-        Print one line per epoch.
+        Print the data line and one line per epoch.
 
     Attributes
     ----------
     model_ : VAEModel
         The trained torch module.
+    config_ : RunConfig
+        The complete configuration of the fit.
     history_ : list of dict
         Per-epoch training metrics (``train_loss`` etc., nats per example).
     data_shape_ : tuple of int
         Shape of one example.
     n_features_in_ : int
         Number of values per example.
+    feature_names_in_ : ndarray of str
+        Column names, when ``X`` was a DataFrame with string column names.
 
     Examples
     --------
@@ -83,65 +70,140 @@ class VAE(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, arch: str = "mlp", hidden: tuple[int, ...] | None = None,
-                 latent_dim: int = 20, likelihood: str = "bernoulli", obs_std: float = 1.0,
-                 learn_obs_std: bool = False, posterior: str = "diagonal", prior: str = "normal",
-                 top_latent_dims: tuple[int, ...] = (), conditional: bool = False,
-                 objective: str = "elbo", k: int = 1,
-                 beta: float = 1.0, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
-                 precision: str = "auto", device: str = "auto", random_state: int | None = None,
-                 verbose: bool = False) -> None:
+                 latent_dim: int = 20, top_latent_dims: tuple[int, ...] = (),
+                 posterior: str = "diagonal", prior: str = "normal", prior_components: int = 10,
+                 likelihood: str = "bernoulli", mixtures: int = 5, obs_std: float = 1.0,
+                 learn_obs_std: bool = False, min_obs_var: float = 1e-6, min_var: float = 1e-5,
+                 conditional: bool = False, epochs: int = 10, batch_size: int = 128,
+                 lr: float = 1e-3, lr_schedule: str = "constant", objective: str = "elbo",
+                 k: int = 1, beta: float = 1.0, kl_warmup: int = 0, free_bits: float = 0.0,
+                 clip_grad: float = 0.0, max_skips: int = 20, max_minutes: float = 0.0,
+                 random_state: int | np.random.RandomState | None = None, device: str = "auto",
+                 precision: str = "auto", eval_batch_size: int = 1000,
+                 test_fraction: float = 0.0, verbose: bool = False) -> None:
         self.arch = arch
         self.hidden = hidden
         self.latent_dim = latent_dim
-        self.likelihood = likelihood
-        self.obs_std = obs_std
-        self.learn_obs_std = learn_obs_std
+        self.top_latent_dims = top_latent_dims
         self.posterior = posterior
         self.prior = prior
-        self.top_latent_dims = top_latent_dims
+        self.prior_components = prior_components
+        self.likelihood = likelihood
+        self.mixtures = mixtures
+        self.obs_std = obs_std
+        self.learn_obs_std = learn_obs_std
+        self.min_obs_var = min_obs_var
+        self.min_var = min_var
         self.conditional = conditional
-        self.objective = objective
-        self.k = k
-        self.beta = beta
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
-        self.precision = precision
-        self.device = device
+        self.lr_schedule = lr_schedule
+        self.objective = objective
+        self.k = k
+        self.beta = beta
+        self.kl_warmup = kl_warmup
+        self.free_bits = free_bits
+        self.clip_grad = clip_grad
+        self.max_skips = max_skips
+        self.max_minutes = max_minutes
         self.random_state = random_state
+        self.device = device
+        self.precision = precision
+        self.eval_batch_size = eval_batch_size
+        self.test_fraction = test_fraction
         self.verbose = verbose
 
-    def _run_config(self, num_classes: int = 0) -> RunConfig:
-        seed = (int(np.random.SeedSequence().entropy % 2**31) if self.random_state is None
-                else int(self.random_state))
-        hidden = None if self.hidden is None else tuple(np.atleast_1d(self.hidden).astype(int).tolist())
-        return RunConfig(
-            ModelConfig(arch=self.arch, hidden=hidden, latent_dim=self.latent_dim,
-                        likelihood=self.likelihood, obs_std=self.obs_std,
-                        learn_obs_std=self.learn_obs_std, posterior=self.posterior, prior=self.prior,
-                        top_latent_dims=tuple(int(d) for d in self.top_latent_dims),
-                        conditional=self.conditional, num_classes=num_classes),
-            TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, beta=self.beta,
-                        objective=self.objective, k=self.k,
-                        seed=seed, device=self.device, precision=self.precision),
-            DataConfig(data="array", test_fraction=0.0)).validate()
+    # -- configuration ---------------------------------------------------------------------
+    def _seed(self) -> int:
+        rs = self.random_state
+        if rs is None:
+            return int(np.random.SeedSequence().entropy % 2**63)
+        if isinstance(rs, np.random.RandomState):
+            return int(rs.randint(0, 2**31 - 1))
+        if isinstance(rs, (bool, np.bool_)) or not isinstance(rs, (int, np.integer)):
+            raise ConfigError(f"random_state must be an int, a numpy RandomState or None, got {rs!r}")
+        return int(rs)
 
+    def _config(self) -> tuple[RunConfig, set[str]]:
+        """The run's configuration, and the options set to other values than the defaults."""
+        params, defaults = self.get_params(), type(self)().get_params()
+        flat: dict[str, Any] = {}
+        for name, _, kind in iter_options("estimator"):
+            value = params[PARAM_OF_FIELD.get(name, name)]
+            if kind is tuple and value is not None and not isinstance(value, str):
+                value = tuple(np.atleast_1d(value).tolist())
+            if isinstance(value, np.generic):
+                value = value.item()
+            flat[name] = value
+        flat["seed"] = self._seed()
+        cfg = RunConfig().update(flat)
+        cfg.data.data = "array"
+        given = {n for n in flat if n != "seed" and params[PARAM_OF_FIELD.get(n, n)] !=
+                 defaults[PARAM_OF_FIELD.get(n, n)]}
+        return cfg.validate(), given
+
+    # -- input checks ----------------------------------------------------------------------
+    def _x(self, X, reset: bool) -> np.ndarray:
+        """``X`` as examples ``(n, d)`` or ``(n, C, H, W)``; checks names and sizes against the fit."""
+        x = np.asarray(X) if not hasattr(X, "iloc") and not hasattr(X, "tocsr") else X
+        try:
+            if getattr(x, "ndim", 2) == 2:
+                x = validate_data(self, X, reset=reset, dtype=[np.float32, np.float64],
+                                  ensure_min_samples=1)
+            else:
+                x = check_array(x, allow_nd=True, dtype=[np.float32, np.float64],
+                                ensure_min_samples=1)
+        except ValueError as e:
+            raise DataError(str(e)) from None
+        except TypeError as e:  # sparse input
+            raise DataError(str(e)) from None
+        if x.ndim == 3:
+            x = x[:, None]  # (n, H, W) grey images gain a channel axis
+        if x.ndim not in (2, 4):
+            raise DataError(f"X must have shape (n, d), (n, H, W) or (n, C, H, W); got {x.shape}")
+        x = check_features(x, "X")
+        if not reset and x.shape[1:] != self.data_shape_:
+            raise DataError(f"X has examples of shape {x.shape[1:]}, but this model was fitted on "
+                            f"shape {self.data_shape_}")
+        return x
+
+    def _rows(self, X, y) -> tuple[torch.Tensor, torch.Tensor | None]:
+        check_is_fitted(self, "model_")
+        x = torch.from_numpy(self._x(X, reset=False)).to(self.model_.device)
+        labels = None
+        if self.model_.cond_dim:
+            if y is None:
+                raise DataError("this VAE is conditional: pass the labels y as well")
+            labels = torch.from_numpy(as_labels(y, len(x))).to(self.model_.device)
+        pipeline.check_rows(self.model_, x, labels, "X")
+        return x, labels
+
+    def _out(self, a: torch.Tensor, X) -> np.ndarray:
+        """A result in the input's float precision (float64 in, float64 out)."""
+        dtype = np.float64 if getattr(X, "dtype", None) == np.float64 else np.float32
+        return a.detach().cpu().numpy().astype(dtype, copy=False)
+
+    # -- fitting ---------------------------------------------------------------------------
     def fit(self, X, y=None) -> "VAE":
         """Train on ``X`` of shape ``(n, d)``, ``(n, H, W)`` or ``(n, C, H, W)``; returns self.
 
         ``y`` (integer labels 0..C-1, one per row) is used by a conditional model and ignored
         otherwise.
         """
-        x = as_examples(X)
+        from .data.files import split_indices
+
+        cfg, given = self._config()
+        x = self._x(X, reset=True)
         labels = as_labels(y, len(x)) if self.conditional else None
-        cfg = self._run_config(int(labels.max()) + 1 if labels is not None else 0)
-        torch.manual_seed(cfg.train.seed)  # weight initialisation
-        model = build_model(cfg.model, x.shape[1:])
-        data = Dataset.from_arrays("X", x, x[:0], labels, None if labels is None else labels[:0])
-        trainer = Trainer(model, cfg.train, log=print if self.verbose else (lambda s: None),
-                          progress=False)
-        self.history_ = trainer.fit(data)
-        self._set_fitted(trainer.model.eval(), cfg)
+        train, test = split_indices(len(x), cfg.data.test_fraction, "X")
+        part = (lambda a, i: None if a is None else a[i])
+        data = Dataset.from_arrays("X", x[train], x[test], part(labels, train), part(labels, test))
+        log = print if self.verbose else (lambda s: None)
+        res = pipeline.train(cfg, data, given=given, log=log, progress=False,
+                             epoch_log=self.verbose)
+        self.history_ = res.history
+        self._set_fitted(res.model, res.config)
         return self
 
     def _set_fitted(self, model: VAEModel, cfg: RunConfig) -> None:
@@ -149,105 +211,120 @@ class VAE(TransformerMixin, BaseEstimator):
         self.config_ = cfg
         self.data_shape_ = model.data_shape
         self.n_features_in_ = int(np.prod(model.data_shape))
-
-    def _examples(self, X) -> torch.Tensor:
-        check_is_fitted(self, "model_")
-        x = as_examples(X)
-        if x.shape[1:] != self.data_shape_:
-            raise DataError(f"X has examples of shape {x.shape[1:]}, but this model was fitted on "
-                            f"shape {self.data_shape_}")
-        return torch.from_numpy(x)
-
-    def _labels(self, y, n: int) -> torch.Tensor | None:
-        """Labels for a conditional model (required), None otherwise."""
-        if not self.model_.cond_dim:
-            return None
-        if y is None:
-            raise DataError("this VAE is conditional: pass the labels y as well")
-        return torch.from_numpy(as_labels(y, n)).to(self._device())
+        self._n_features_out = model.latent_dim
 
     def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
         """``fit(X, y)`` then ``transform(X, y)``."""
         return self.fit(X, y, **fit_params).transform(X, y)
 
+    # -- using the model -------------------------------------------------------------------
     def transform(self, X, y=None) -> np.ndarray:
         """Posterior means E[z|x], ``(n, latent_dim)`` (``y``: labels, for a conditional model)."""
-        x = self._examples(X)  # checks fitted first
-        return posterior_means(self.model_, x, y=self._labels(y, len(x))).numpy()
+        x, labels = self._rows(X, y)
+        return self._out(posterior_means(self.model_, x, y=labels), X)
 
     @torch.no_grad()
     def reconstruct(self, X, y=None) -> np.ndarray:
         """Decoder means at the posterior means, shaped like the fitted examples."""
-        x = self._examples(X).to(self._device())
-        labels = self._labels(y, len(x))
-        return self.model_.decode(self.model_.encode(x, labels).mean, labels).mean.float().cpu().numpy()
+        x, labels = self._rows(X, y)
+        return self._out(self.model_.reconstruct(x, labels), X)
+
+    @torch.no_grad()
+    def inverse_transform(self, Z, y=None) -> np.ndarray:
+        """Decoder means of the codes ``Z`` ``(n, latent_dim)``: data from latent codes."""
+        check_is_fitted(self, "model_")
+        z = torch.as_tensor(check_array(Z, dtype=[np.float32, np.float64]), dtype=torch.float32)
+        if z.shape[1] != self.model_.latent_dim:
+            raise DataError(f"Z has {z.shape[1]} columns, but the latent has {self.model_.latent_dim}")
+        labels = None if not self.model_.cond_dim else torch.from_numpy(as_labels(y, len(z)))
+        model = self.model_
+        return self._out(model.decode(z.to(model.device), labels).mean, Z)
 
     @torch.no_grad()
     def sample(self, n: int = 1, random_state: int | None = None, label: int | None = None) -> np.ndarray:
         """Decoder means of ``n`` prior draws, ``(n, *data_shape)``; of class ``label`` when conditional."""
         check_is_fitted(self, "model_")
-        g = torch.Generator(self._device())
-        g.manual_seed(random_state) if random_state is not None else g.seed()
-        if self.model_.cond_dim and label is None:
-            raise DataError("this VAE is conditional: pass label=L, the class to draw")
-        if label is not None and not self.model_.cond_dim:
-            raise DataError("label applies to a conditional VAE (conditional=True)")
-        labels = None if label is None else self._labels([label] * n, n)
-        return self.model_.generate(n, g, labels).float().cpu().numpy()
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ConfigError(f"n must be a positive number of samples, got {n!r}")
+        g = torch.Generator(self.model_.device)
+        g.manual_seed(int(random_state)) if random_state is not None else g.seed()
+        try:
+            return pipeline.sample(self.model_, int(n), g, label).numpy()
+        except ConfigError as e:
+            raise DataError(str(e).replace("give label L", "pass label=L").replace(
+                "label needs", "label applies to")) from None
 
-    def score_samples(self, X, n_importance: int = 1000, y=None) -> np.ndarray:
+    def score_samples(self, X, y=None, n_importance: int = 1000) -> np.ndarray:
         """Importance-sampled log p(x) per row in nats (higher is more typical).
 
-        ``-score_samples(X)`` is an outlier score. Samples are drawn from a generator seeded
-        with ``random_state`` (0 when None), so the same call gives the same numbers.
+        ``-score_samples(X)`` is an outlier score. Each row's samples come from a stream seeded
+        with ``random_state`` (0 when None) and the row itself, so the same call gives the same
+        numbers, and a row's score does not depend on the other rows.
 
         Parameters
         ----------
         X : array-like of shape (n, d) or (n, C, H, W)
+        y : array-like of shape (n,), optional
+            Labels, for a conditional model (log p(x|y)).
         n_importance : int
             Importance samples per row (Burda et al. 2015); more is tighter and slower.
         """
         from .evaluate import log_likelihood
 
-        x = self._examples(X)
-        g = torch.Generator(self._device()).manual_seed(self.random_state or 0)
-        return log_likelihood(self.model_, x, n_importance, generator=g,
-                              y=self._labels(y, len(x))).numpy()
+        x, labels = self._rows(X, y)
+        seed = self.random_state if isinstance(self.random_state, (int, np.integer)) else 0
+        g = torch.Generator(self.model_.device).manual_seed(int(seed))
+        return log_likelihood(self.model_, x, int(n_importance), generator=g, y=labels).numpy()
 
     def score(self, X, y=None, n_importance: int = 1000) -> float:
         """Mean log p(x) per row in nats, as scikit-learn's density estimators report (log p(x|y)
         for a conditional model)."""
-        return float(self.score_samples(X, n_importance, y).mean())
+        return float(self.score_samples(X, y, n_importance).mean())
 
-    def _device(self) -> torch.device:
-        return next(self.model_.parameters()).device
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, path: str | Path, overwrite: bool = False) -> None:
+        """Write ``config.json`` and ``model.safetensors`` to the directory ``path``.
 
-    def save(self, path: str | Path) -> None:
-        """Write ``config.json`` and ``model.safetensors`` to the directory ``path``."""
+        An existing run there is refused unless ``overwrite`` (then it is replaced whole, never
+        mixed with the new model).
+        """
         check_is_fitted(self, "model_")
         rd = RunDir(path)
-        rd.path.mkdir(parents=True, exist_ok=True)
+        rd.prepare(resume=False, overwrite=overwrite)
         rd.write_config(self.config_, self.data_shape_)
         rd.write_model(self.model_)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "VAE":
         """A fitted estimator from a directory written by :meth:`save` or ``vaekit train``."""
-        model, cfg = RunDir(path).load_model(resolve_device(device))
-        m, t = cfg.model, cfg.train
-        est = cls(arch=m.arch, hidden=m.hidden, latent_dim=m.latent_dim, likelihood=m.likelihood,
-                  obs_std=m.obs_std, learn_obs_std=m.learn_obs_std, posterior=m.posterior,
-                  prior=m.prior, top_latent_dims=m.top_latent_dims, conditional=m.conditional,
-                  objective=t.objective, k=t.k,
-                  beta=t.beta, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
-                  precision=t.precision, device=device, random_state=t.seed)
+        model, cfg = pipeline.load_run(path, device)
+        flat = cfg.flat()
+        params = {PARAM_OF_FIELD.get(n, n): flat[n] for n, _, _ in iter_options("estimator")}
+        est = cls(**{**params, "device": device})
         est._set_fitted(model, cfg)
         return est
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
+        tags.input_tags.allow_nan = False
+        tags.target_tags.required = False
         return tags
+
+
+def parameter_docs() -> str:
+    """The numpydoc lines of the parameters that are configuration fields."""
+    lines = []
+    for name, f, kind in iter_options("estimator"):
+        if name == "seed":
+            continue
+        kind_name = {tuple: "tuple of int"}.get(kind, kind.__name__)
+        default = ESTIMATOR_DEFAULTS.get(name, f.default)
+        lines.append(f"{name} : {kind_name}, default={default!r}\n        {f.metadata['help']}.")
+    return "\n    ".join(lines)
+
+
+VAE.__doc__ = VAE.__doc__.replace("{parameters}", parameter_docs())
 
 
 def as_labels(y, n: int) -> np.ndarray:
@@ -263,16 +340,3 @@ def as_labels(y, n: int) -> np.ndarray:
     if n and arr.min() < 0:
         raise DataError(f"labels must be >= 0, got {arr.min()}")
     return arr
-
-
-def as_examples(X) -> np.ndarray:
-    """``(n, d)`` or ``(n, C, H, W)`` float32; ``(n, H, W)`` gains a channel axis."""
-    try:
-        x = np.asarray(X)
-    except (ValueError, TypeError) as e:
-        raise DataError(f"X is not an array of numbers: {e}") from None
-    if x.ndim == 3:
-        x = x[:, None]
-    if x.ndim not in (2, 4):
-        raise DataError(f"X must have shape (n, d), (n, H, W) or (n, C, H, W); got {x.shape}")
-    return check_features(x, "X")

@@ -80,3 +80,28 @@ def negative_iwae(model, x: torch.Tensor, beta: float = 1.0,
     loss = -(torch.logsumexp(log_w, 0) - math.log(k))
     kl_dims = None if t.kl_dims is None else t.kl_dims.mean(0)
     return LossTerms(loss, -t.log_px.mean(0), t.kl.mean(0), kl_dims)
+
+
+def kl_weight(beta: float, warmup_epochs: int, epoch: int, step: int, steps: int) -> float:
+    """The KL weight of a training step: ``beta``, ramped linearly from 0 over ``warmup_epochs``
+    epochs step by step when warm-up is on (Bowman et al. 2016; Sønderby et al. 2016)."""
+    if warmup_epochs <= 0:
+        return beta
+    return beta * min(1.0, ((epoch - 1) * steps + step + 1) / (warmup_epochs * steps))
+
+
+def summed_loss(terms: LossTerms, weight: float, free_bits: float = 0.0) -> torch.Tensor:
+    """The loss of a batch, summed over its examples: ``sum(rec + weight * kl)``, or with free
+    bits ``sum(rec) + weight * n * sum_d max(free_bits, mean_i KL_id)`` (Kingma et al. 2016).
+
+    ``terms`` must come from the objective called with ``beta = weight``.
+    """
+    if free_bits <= 0 or len(terms.rec) == 0:
+        return terms.loss.sum()
+    if terms.kl_dims is None:
+        from .errors import ConfigError
+
+        raise ConfigError("free bits need a posterior and prior that factorise over latent "
+                          "dimensions (posterior diagonal, prior normal)")
+    kl_dims = terms.kl_dims.mean(0)  # (latent,)
+    return terms.rec.sum() + weight * len(terms.rec) * torch.clamp(kl_dims, min=free_bits).sum()

@@ -1,0 +1,129 @@
+"""What happens around the training loop: the run directory, TensorBoard, the epoch line.
+
+Each is a :class:`vaekit.train.Callback`; the pipeline picks the ones a run needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from .config import RunConfig
+from .data import Dataset
+from .errors import ConfigError
+from .evaluate import posterior_means
+from .images import display_scale, save_grid
+from .run import RunDir
+from .train import Callback, Trainer
+
+SAMPLE_SEED_OFFSET = 2_000_003  # the report's prior draws: the same every epoch
+LATENT_MAP_POINTS = 2000  # test examples whose codes are kept every epoch for the latent map
+
+
+def shown_split(data: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The rows pictured every epoch: the test split, or the training split without one."""
+    return (data.x_test, data.y_test) if len(data.x_test) else (data.x_train, data.y_train)
+
+
+class RunDirWriter(Callback):
+    """Writes a run directory: ``config.json`` at the start, then every epoch the images,
+    the latent map, the weights, the checkpoint (one atomic unit) and the metrics.
+
+    With ``resume``, restores the trainer from the run's checkpoint first (when it has one: a
+    run interrupted in its first epoch simply starts).
+    """
+
+    def __init__(self, run_dir: RunDir, config: RunConfig, resume: bool = False) -> None:
+        self.rd, self.config, self.resume = run_dir, config, resume
+
+    def on_fit_start(self, trainer: Trainer, data: Dataset) -> None:
+        if self.resume and self.rd.checkpoint.exists():
+            meta = self.rd.read_checkpoint(trainer.model, trainer.optimizer, trainer.generators())
+            trainer.restore(meta["epoch"], meta["history"])
+            if trainer.epoch >= trainer.config.epochs:
+                trainer.log(f"run already finished {trainer.epoch} epochs; raise --epochs to "
+                            "train further")
+        if trainer.world.is_main:
+            self.rd.write_config(self.config, data.shape)
+
+    def on_epoch_end(self, trainer: Trainer, data: Dataset, row: dict[str, Any]) -> None:
+        if not trainer.world.is_main:
+            return
+        rd, model, epoch = self.rd, trainer.model, row["epoch"]
+        x_show, y_show = shown_split(data)
+        if data.is_image:
+            write_images(rd, model, epoch, x_show, y_show, trainer.config.seed)
+        n = min(len(x_show), LATENT_MAP_POINTS)
+        y_in = y_show[:n] if model.cond_dim else None
+        rd.write_latent(epoch, posterior_means(model, x_show[:n], y=y_in),
+                        None if y_show is None else y_show[:n])
+        rd.write_model(model)
+        rd.write_checkpoint(epoch, model, trainer.optimizer, trainer.generators(),
+                            {"precision": trainer.precision, "history": trainer.history})
+        rd.write_metrics(trainer.history)
+
+
+@torch.no_grad()
+def write_images(rd: RunDir, model, epoch: int, x: torch.Tensor, y: torch.Tensor | None,
+                 seed: int) -> None:
+    """Inputs above their reconstructions; 64 samples (row r with label r when conditional)."""
+    was_training = model.training
+    model.eval()
+    device = model.device
+    scale = display_scale(x.shape[-2])
+    xs = x[:8].to(device)
+    ys = y[:8].to(device) if model.cond_dim else None
+    save_grid(torch.cat([xs, model.reconstruct(xs, ys)]), rd.images / f"reconstruction_{epoch}.png",
+              len(xs), scale)
+    g = torch.Generator(device).manual_seed(seed + SAMPLE_SEED_OFFSET)
+    labels = (torch.arange(64, device=device) // 8) % model.cond_dim if model.cond_dim else None
+    save_grid(model.generate(64, g, labels), rd.images / f"samples_{epoch}.png", 8, scale)
+    model.train(was_training)
+
+
+class TensorBoardLogger(Callback):
+    """Scalars as ``loss/train`` etc., and the epoch's image grids as written to ``images/``."""
+
+    def __init__(self, run_dir: RunDir) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("tensorboard logging needs the tensorboard package: "
+                              "pip install 'vaekit[tensorboard]'") from None
+        self.rd = run_dir
+        self.writer = SummaryWriter(str(run_dir.path / "tensorboard"))
+
+    def on_epoch_end(self, trainer: Trainer, data: Dataset, row: dict[str, Any]) -> None:
+        import numpy as np
+        from PIL import Image
+
+        epoch = row["epoch"]
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, float):
+                split, _, name = key.partition("_")
+                self.writer.add_scalar(f"{name}/{split}" if name else key, value, epoch)
+        if data.is_image:
+            for name in ("reconstruction", "samples"):
+                img = np.asarray(Image.open(self.rd.images / f"{name}_{epoch}.png").convert("RGB"))
+                self.writer.add_image(name, img, epoch, dataformats="HWC")
+        self.writer.flush()
+
+    def on_fit_end(self, trainer: Trainer, data: Dataset) -> None:
+        self.writer.close()
+
+
+class EpochLog(Callback):
+    """One line per epoch: train and test loss, the test terms, seconds."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+
+    def on_epoch_end(self, trainer: Trainer, data: Dataset, row: dict[str, Any]) -> None:
+        if not trainer.world.is_main:
+            return
+        line = f"epoch {row['epoch']:>3}/{trainer.config.epochs}  train {row['train_loss']:.4f}"
+        if "test_loss" in row:
+            line += (f"  test {row['test_loss']:.4f} (rec {row['test_rec']:.2f}, "
+                     f"kl {row['test_kl']:.2f})")
+        self.log(line + f"  {row['seconds']:.1f}s")

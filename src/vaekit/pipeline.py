@@ -1,0 +1,261 @@
+"""The one wiring of vaekit: configuration + data -> a trained run, and run + data -> rows.
+
+The CLI commands, the estimator and the benchmarks call these functions; none of them wires
+data, model and trainer itself. So every check (shapes, labels, the likelihood's support, the
+run directory's rules) is made here once, for every entry point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Collection
+
+import numpy as np
+import torch
+
+from .config import OptionError, RunConfig, option_fields
+from .data import DATASETS, Dataset, load_data, load_rows
+from .distributed import World
+from .errors import DataError, RunDirError
+from .model import VAEModel
+from .run import RunDir
+from .runtime import resolve_device
+from .zoo import build_model
+
+Log = Callable[[str], None]
+
+
+def stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` made: the model (on its device, in eval mode), the complete
+    configuration, the per-epoch metrics, the run directory (None without ``out``), the data,
+    and why training stopped (``None``: it ran all epochs)."""
+
+    model: VAEModel
+    config: RunConfig
+    history: list[dict[str, Any]]
+    run_dir: RunDir | None
+    data: Dataset
+    notes: list[str] = field(default_factory=list)
+    stop_reason: str | None = None
+
+
+# -- configuration ------------------------------------------------------------------------------
+def resume_config(run_dir: RunDir, flags: dict[str, Any], data: str | None) -> RunConfig:
+    """The saved configuration of a run to continue, with the options that may change
+    (``resumable`` fields: epochs, device, max_minutes) taken from ``flags``."""
+    if not run_dir.path.is_dir():
+        raise RunDirError(f"{run_dir.path} has no checkpoint to resume from (it does not exist); "
+                          "start a new run without --resume")
+    cfg, _ = run_dir.read_config()
+    saved = cfg.flat()
+    fields = option_fields()
+    changed = sorted(k for k, v in flags.items()
+                     if not fields[k][1].metadata["resumable"] and v != saved[k])
+    if changed:
+        raise OptionError(f"cannot change {', '.join(changed)} when resuming; only epochs, device "
+                          "and max_minutes may change", *changed, "epochs", "device", "max_minutes")
+    if flags.get("epochs", cfg.train.epochs) < len(run_dir.read_metrics()):
+        raise OptionError(f"epochs {flags['epochs']} is fewer than the {len(run_dir.read_metrics())} "
+                          "epochs this run has finished", "epochs")
+    cfg.update(flags)
+    if data is not None and not same_data(data, cfg.data.data):
+        raise DataError(f"this run was trained on '{cfg.data.data}', not '{data}'")
+    return cfg
+
+
+def data_location(spec: str) -> str:
+    """A built-in name as it is; a path made absolute, so that the run finds it from anywhere."""
+    return spec if spec in DATASETS else str(Path(spec).resolve())
+
+
+def same_data(spec: str, saved: str) -> bool:
+    return data_location(spec) == saved or spec == saved
+
+
+def fingerprint(data: Dataset) -> str:
+    """SHA-256 of the training and test values (as float32), to recognise the same data."""
+    h = hashlib.sha256()
+    for part in (data.x_train, data.x_test):
+        if isinstance(part, torch.Tensor):
+            h.update(str(tuple(part.shape)).encode())
+            h.update(part.contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def resolve_defaults(cfg: RunConfig, data: Dataset, given: Collection[str], log: Log) -> None:
+    """Fill the options left to vaekit from what the data is, and say each choice."""
+    if cfg.model.conditional and not cfg.model.num_classes:
+        cfg.model.num_classes = num_classes(data)
+
+
+def num_classes(data: Dataset) -> int:
+    """Classes of a conditional model: one more than the largest training label."""
+    if data.y_train is None:
+        raise DataError(f"a conditional model needs labels, and {data.name} has none: use a "
+                        "labelled built-in dataset, an .npz with y_train/y_test, or class subfolders")
+    return max(int(data.y_train.max()) + 1, 2)
+
+
+# -- checks every entry point shares -----------------------------------------------------------
+def check_rows(model: VAEModel, x: torch.Tensor, y: torch.Tensor | None, what: str) -> None:
+    """DataError unless ``x`` (and ``y``) can go into ``model``: shape, support, labels."""
+    if tuple(x.shape[1:]) != model.data_shape:
+        raise DataError(f"{what} has examples of shape {tuple(x.shape[1:])}, but the model "
+                        f"expects shape {model.data_shape}")
+    if len(x):
+        model.likelihood.check_data(x, what)
+    if not model.cond_dim:
+        return
+    if y is None or len(y) != len(x):
+        raise DataError(f"{what}: this model is conditional and needs a label for every row (a "
+                        "labelled built-in dataset, an .npz with labels, or class subfolders)")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= model.cond_dim):
+        raise DataError(f"{what}: labels must lie in 0..{model.cond_dim - 1}, the classes the "
+                        "model was trained on")
+
+
+def check_data(model: VAEModel, data: Dataset) -> None:
+    """:func:`check_rows` for both parts of a dataset (before anything is written)."""
+    labels = model.cond_dim > 0
+    check_rows(model, data.x_train, data.y_train if labels else None, f"{data.name} (training part)")
+    if len(data.x_test):
+        check_rows(model, data.x_test, data.y_test if labels else None, f"{data.name} (test part)")
+
+
+# -- training ----------------------------------------------------------------------------------
+def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = None, *,
+          resume: bool = False, overwrite: bool = False, given: Collection[str] = (),
+          world: World = World(), log: Log = stderr, progress: bool | None = None,
+          epoch_log: bool = True) -> TrainResult:
+    """Train the run ``cfg`` describes: fresh, or resumed from ``out``; in one process or in
+    each process of ``world``.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The configuration; options not in ``given`` may be filled from the data.
+    data : Dataset, optional
+        The data; default: loaded from ``cfg.data.data``.
+    out : path, optional
+        The run directory; None trains in memory only.
+    resume, overwrite : bool
+        Continue the run in ``out``; replace the run in ``out``.
+    given : collection of str
+        Option names the user set explicitly (never changed by data-aware defaults).
+    log : callable
+        Receives the plain-text lines (choices, epochs, notices).
+
+    Every check passes before a run directory is created or changed; the global torch random
+    state is left as it was found.
+    """
+    from .callbacks import EpochLog, RunDirWriter, TensorBoardLogger
+    from .train import Trainer
+
+    say = log if world.is_main else (lambda s: None)
+    cfg.validate()
+    if data is None:
+        if not world.is_main:
+            world.barrier()  # the main process fetches and caches a built-in dataset first
+        data = load_data(cfg.data.data, cfg.data.test_fraction, log=say, stream=cfg.data.stream)
+        if world.is_main:
+            world.barrier()
+    if not resume:
+        resolve_defaults(cfg, data, given, say)
+        if isinstance(data.x_train, torch.Tensor):
+            cfg.data.fingerprint = fingerprint(data)
+    elif cfg.data.fingerprint and isinstance(data.x_train, torch.Tensor) \
+            and fingerprint(data) != cfg.data.fingerprint:
+        raise DataError(f"{data.name} is not the data this run was trained on (its contents "
+                        "changed); resume with the original data, or start a new run")
+    cfg.validate()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)  # weight initialisation, the same in every process
+        model = build_model(cfg.model, data.shape)
+    check_data(model, data)
+    trainer = Trainer(model, cfg.train, log=say, progress=progress, world=world)
+    rd = None if out is None else RunDir(out)
+    callbacks: list = []
+    if rd is not None:
+        rd.prepare(resume=resume, overwrite=overwrite, dry_run=True)  # every process checks
+        world.barrier()
+        if world.is_main:
+            rd.prepare(resume=resume, overwrite=overwrite)
+        world.barrier()
+        callbacks.append(RunDirWriter(rd, cfg, resume=resume))
+        if cfg.train.tensorboard and world.is_main:
+            callbacks.append(TensorBoardLogger(rd))
+    if epoch_log:
+        callbacks.append(EpochLog(say))
+    procs = f", {world.size} processes x batch {cfg.train.batch_size}" if world.size > 1 else ""
+    where = f"; writing {rd.path}" if rd else ""
+    say(f"training on {data.name}: {len(data.x_train)} train / {len(data.x_test)} test examples of "
+        f"shape {data.shape}, {sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"{trainer.device} {trainer.precision}{procs}{where}")
+    history = trainer.fit(data, callbacks)
+    return TrainResult(trainer.model.eval(), cfg, history, rd, data, stop_reason=trainer.stop_reason)
+
+
+def default_out(data: str) -> Path:
+    return Path("runs") / f"{Path(data).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+# -- using a trained run -----------------------------------------------------------------------
+def load_run(path: str | Path, device: str = "auto") -> tuple[VAEModel, RunConfig]:
+    """The trained model of a run directory (on ``device``, eval mode) and its configuration."""
+    return RunDir(path).load_model(resolve_device(device))
+
+
+def rows(model: VAEModel, cfg: RunConfig, data: str | None, split: str
+         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rows of ``data`` (a name or path; None: the run's own test split), checked against the
+    model, with their labels when the model is conditional (else None): ``(x, y)``."""
+    if data is None:
+        ds = load_data(cfg.data.data, cfg.data.test_fraction, log=stderr, stream=cfg.data.stream)
+        x, y = ds.x_test, ds.y_test
+        x = x[:] if not isinstance(x, torch.Tensor) else x  # the test split, read whole
+        if len(x) == 0:
+            raise DataError(f"the run's data {cfg.data.data} has no test split (test_fraction 0); "
+                            "give DATA, with --split train to use training rows")
+        what = f"{cfg.data.data} (test part)"
+    else:
+        xa, ya = load_rows(data, split)
+        x, y = torch.from_numpy(xa), None if ya is None else torch.from_numpy(np.asarray(ya, np.int64))
+        what = data
+    y = y if model.cond_dim else None
+    check_rows(model, x, y, what)
+    return x, None if y is None else y.long()
+
+
+def check_label(model: VAEModel, label: int | None) -> None:
+    """A conditional model draws a given class; an unconditional one takes no label."""
+    if label is not None and not model.cond_dim:
+        raise OptionError("label needs a conditional model (trained with conditional)",
+                          "label", "conditional")
+    if model.cond_dim and label is None:
+        raise OptionError(f"this model is conditional: give label L (0..{model.cond_dim - 1}), "
+                          "the class to draw", "label")
+    if label is not None and not 0 <= label < model.cond_dim:
+        raise OptionError(f"label {label} is out of range: the model knows classes 0 to "
+                          f"{model.cond_dim - 1}", "label")
+
+
+def sample(model: VAEModel, n: int, seed: int | torch.Generator, label: int | None = None
+           ) -> torch.Tensor:
+    """Decoder means of ``n`` prior draws (of class ``label``), float32 on the CPU."""
+    check_label(model, label)
+    g = seed if isinstance(seed, torch.Generator) else torch.Generator(model.device).manual_seed(seed)
+    y = None if label is None else torch.full((n,), label, device=model.device)
+    return model.generate(n, g, y).float().cpu()
+
+
+__all__ = ["TrainResult", "train", "resume_config", "load_run", "rows", "check_rows", "check_data",
+           "sample"]
