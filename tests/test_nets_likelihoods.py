@@ -1,5 +1,6 @@
 """Network bodies (incl. resnet, conditional encoders) and the predicted-variance Gaussian and
-discretised logistic-mixture likelihoods, against scipy oracles first, then shapes and gradients."""
+discretised logistic-mixture likelihoods, against scipy oracles first, then shapes and gradients;
+tests/test_family_table.py runs the checks common to every registered family."""
 
 import math
 
@@ -91,38 +92,6 @@ def test_logistic_far_tail_stays_finite_and_exact():
                                    rtol=1e-4 if dtype == torch.float32 else 1e-10, atol=0)
 
 
-def test_logistic_mixture_image_layout_and_mixing_match_scipy():
-    """Decoder channels are (logits, means, log-scales) x (component, channel); K = 2, C = 2."""
-    K, C, H, W = 2, 2, 2, 3
-    g = torch.Generator().manual_seed(0)
-    params = torch.randn(2, 3 * K * C, H, W, generator=g, dtype=torch.float64)
-    params[:, K * C: 2 * K * C] = torch.rand(2, K * C, H, W, generator=g, dtype=torch.float64)  # means
-    params[:, 2 * K * C:] = -1.0 - 3 * torch.rand(2, K * C, H, W, generator=g, dtype=torch.float64)
-    x = torch.randint(0, 256, (2, C, H, W), generator=g).double() / 255
-    x[0, 0, 0, 0], x[1, 1, 1, 2] = 0.0, 1.0  # both end bins
-    got = LogisticMixtureLikelihood((C, H, W), mixtures=K)(params).log_prob(x)
-    oracle = np.zeros(2)
-    p = params.numpy()
-    for n, c, i, j in np.ndindex(2, C, H, W):
-        logit = np.array([p[n, k * C + c, i, j] for k in range(K)])
-        weights = np.exp(logit - logit.max()) / np.exp(logit - logit.max()).sum()
-        oracle[n] += math.log(sum(weights[k] * logistic_bin_probability(
-            float(x[n, c, i, j]), p[n, K * C + k * C + c, i, j], math.exp(p[n, 2 * K * C + k * C + c, i, j]))
-            for k in range(K)))
-    np.testing.assert_allclose(got.numpy(), oracle, rtol=1e-10)
-
-
-def test_logistic_mixture_broadcasts_samples_against_data():
-    lik = LogisticMixtureLikelihood((3, 4, 4), mixtures=2)
-    g = torch.Generator().manual_seed(1)
-    params = torch.randn(5, 2, 18, 4, 4, generator=g)  # (s, b, 3K*C, H, W)
-    x = torch.randint(0, 256, (2, 3, 4, 4), generator=g) / 255
-    lp = lik(params).log_prob(x)
-    assert lp.shape == (5, 2)
-    looped = torch.stack([lik(params[i]).log_prob(x) for i in range(5)])
-    torch.testing.assert_close(lp, looped)
-
-
 def test_logistic_mixture_mean_and_samples():
     lik = LogisticMixtureLikelihood((2,), mixtures=2)
     # sub-pixel 0: weights (1/4, 3/4), means (0.2, 0.6) -> 0.5; sub-pixel 1: both means 1.5 -> 1
@@ -177,18 +146,6 @@ def test_logistic_gradients_are_finite_at_extremes():
     assert torch.isfinite(lp).all()
     lp.sum().backward()
     assert torch.isfinite(params.grad).all() and params.grad.abs().sum() > 0
-
-
-def test_likelihood_gradients_match_finite_differences():
-    g = torch.Generator().manual_seed(5)
-    x = torch.tensor([[[[0.0, 1.0, 0.5], [20 / 255, 250 / 255, 3 / 255]]]], dtype=torch.float64)
-    lik = LogisticMixtureLikelihood((1, 2, 3), mixtures=2)
-    params = torch.randn(1, 6, 2, 3, generator=g, dtype=torch.float64)
-    params[:, 4:] = params[:, 4:] - 3  # log-scales around -3, above the floor
-    assert torch.autograd.gradcheck(lambda p: lik(p).log_prob(x), params.requires_grad_())
-    gauss = PredictedGaussianLikelihood((1, 2, 3), min_obs_var=1e-3)
-    params = torch.randn(1, 2, 2, 3, generator=g, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda p: gauss(p).log_prob(x), params.requires_grad_())
 
 
 # ---- gaussian with predicted variance --------------------------------------------------------
