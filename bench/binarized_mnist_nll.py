@@ -35,9 +35,9 @@ from torch import distributions as D
 from vaekit.config import RunConfig, read_toml
 from vaekit.data import load_data
 from vaekit.evaluate import evaluate, importance_sample
-from vaekit.zoo import build_model
+from vaekit import pipeline
 from vaekit.run import RunDir
-from vaekit.train import Trainer, TrainingDiverged
+from vaekit.train import TrainingDiverged
 
 
 @torch.no_grad()
@@ -133,23 +133,19 @@ def main() -> None:
         saved["check"] = report
         (rd.path / "nll.json").write_text(json.dumps(saved, indent=1))
         return
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, data.shape)
-    trainer = Trainer(model, cfg.train, log=lambda s: print(s, flush=True), progress=False)
-    rd.prepare(resume=False, overwrite=True)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"config: {json.dumps(flat)}; {n_params:,} parameters; {trainer.device} {trainer.precision}; "
-          f"torch threads {torch.get_num_threads()}", flush=True)
+    print(f"config: {json.dumps(flat)}; torch threads {torch.get_num_threads()}", flush=True)
     t0 = time.perf_counter()
     stopped = None
     try:
-        history = trainer.fit(data, rd, cfg)
-        model = trainer.model
+        res = pipeline.train(cfg, data, out=rd.path, overwrite=rd.path.exists(),
+                             log=lambda s: print(s, flush=True), progress=False)
+        history, model = res.history, res.model
     except TrainingDiverged as e:  # evaluate the last finished epoch, and say so
         stopped = str(e)
         print(f"training diverged: {e}", flush=True)
-        history = trainer.history
-        model, _ = rd.load_model(trainer.device)
+        history = rd.read_metrics()
+        model, _ = rd.load_model()
+    n_params = sum(p.numel() for p in model.parameters())
     train_s = time.perf_counter() - t0
 
     t1 = time.perf_counter()

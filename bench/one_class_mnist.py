@@ -31,6 +31,7 @@ components, reg_covar 1e-2; PCA with 32 components.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import time
 
@@ -41,11 +42,10 @@ from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 from sklearn.mixture import GaussianMixture
 
-from vaekit.config import ModelConfig, TrainConfig, parse_hidden
+from vaekit import pipeline
+from vaekit.config import ModelConfig, RunConfig, TrainConfig, parse_hidden
 from vaekit.data import Dataset, load_data
 from vaekit.evaluate import log_likelihood
-from vaekit.model import VAEModel
-from vaekit.train import Trainer
 
 DEEP_SVDD_MEAN = 0.948  # Ruff et al. 2018, Table 1, one-class MNIST, mean over the ten digits
 VAL_SIZE = 10_000  # --split val: the last 10,000 training images stand in for the test set
@@ -62,11 +62,11 @@ def splits(data: Dataset, split: str) -> tuple[torch.Tensor, torch.Tensor, torch
 def vaekit_scores(x_fit: torch.Tensor, x_eval: torch.Tensor, model_cfg: ModelConfig,
                   train_cfg: TrainConfig, k: int, binarize: bool, seed: int) -> tuple[np.ndarray, str]:
     """Train a VAE on ``x_fit``; ``-log p(x)`` for every row of ``x_eval`` and a note on the fit."""
-    torch.manual_seed(seed)  # weight initialisation; the Trainer seeds its own generators
-    model = VAEModel(model_cfg, tuple(x_fit.shape[1:]))
     data = Dataset("one-class", x_fit, x_fit[:0], binarize=binarize)  # no test part: no peeking
-    Trainer(model, train_cfg, log=lambda _: None, progress=False).fit(data)
-    gen = torch.Generator(next(model.parameters()).device).manual_seed(seed)
+    cfg = RunConfig(model_cfg, replace(train_cfg, seed=seed))
+    cfg.data.data = "one-class"
+    model = pipeline.train(cfg, data, log=lambda _: None, progress=False, epoch_log=False).model
+    gen = torch.Generator(model.device).manual_seed(seed)
     scores = -log_likelihood(model, x_eval, k=k, generator=gen).numpy()
     note = f"obs std {model.likelihood.scale.item():.4f}; " if model_cfg.likelihood == "gaussian" else ""
     return scores, note

@@ -23,6 +23,7 @@ from PIL import Image
 from vaekit.cli import main
 from vaekit.data import load_data
 from vaekit.estimator import VAE
+from vaekit.run import RunDir
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SMALL = ["--hidden", "32", "--latent-dim", "2"]  # where the model's size does not matter
@@ -163,7 +164,7 @@ def tab_run(tmp_path_factory) -> Path:
 def test_digits_run_directory_and_metrics(digits_run, digits_data):
     files = {p.name for p in digits_run.iterdir()}
     assert {"config.json", "model.safetensors", "metrics.jsonl", "checkpoint.safetensors",
-            "checkpoint.json", "images"} <= files
+            "images"} <= files
     rows = metrics(digits_run)
     assert [r["epoch"] for r in rows] == [1, 2]
     for r in rows:
@@ -183,8 +184,7 @@ def test_digits_run_directory_and_metrics(digits_run, digits_data):
     assert cfg["data_shape"] == [1, 8, 8]
     assert cfg["data"]["data"] == "digits"
     assert cfg["train"]["epochs"] == 2 and cfg["model"]["latent_dim"] == 20
-    ckpt = json.loads((digits_run / "checkpoint.json").read_text())
-    assert ckpt["epoch"] == 2
+    assert RunDir(digits_run).checkpoint_info()["epoch"] == 2
 
 
 def test_digits_training_images(digits_run, digits_data):
@@ -632,7 +632,7 @@ BAD_TRAIN = {
     "batch-size-neg": _flag("--batch-size", "-1"),
     "lr-nan": _flag("--lr", "nan"),
     "beta-neg": _flag("--beta", "-1"),
-    "arch-cnv": _flag("--arch", "cnv", "architecture 'cnv'", "'conv'"),
+    "arch-cnv": _flag("--arch", "cnv", "--arch 'cnv'", "'conv'"),
     "likelihood-bernouli": _flag("--likelihood", "bernouli", "likelihood 'bernouli'", "'bernoulli'"),
     "hidden-0": _flag("--hidden", "0"),
     "hidden-abc": _flag("--hidden", "abc"),
@@ -727,8 +727,8 @@ def _truncated_checkpoint(run: Path, d: Path) -> list[str]:
 
 
 def _damaged_checkpoint_json(run: Path, d: Path) -> list[str]:
-    (run / "checkpoint.json").write_text('{"epoch": 1, "param')
-    return ["checkpoint.json"]
+    (run / "metrics.jsonl").write_text('{"epoch": 1, "train_lo')
+    return ["metrics.jsonl"]
 
 
 @pytest.mark.parametrize("damage", [_pickled_checkpoint, _truncated_checkpoint,

@@ -38,8 +38,10 @@ class RunDirWriter(Callback):
         self.rd, self.config, self.resume = run_dir, config, resume
 
     def on_fit_start(self, trainer: Trainer, data: Dataset) -> None:
-        if self.resume and self.rd.checkpoint.exists():
-            meta = self.rd.read_checkpoint(trainer.model, trainer.optimizer, trainer.generators())
+        if self.resume and self.rd.has_checkpoint():
+            meta = self.rd.read_checkpoint(trainer.model, trainer.optimizer, trainer.generators(),
+                                           expect={"lr": trainer.config.lr,
+                                                   "epochs": trainer.config.epochs})
             trainer.restore(meta["epoch"], meta["history"])
             if trainer.epoch >= trainer.config.epochs:
                 trainer.log(f"run already finished {trainer.epoch} epochs; raise --epochs to "

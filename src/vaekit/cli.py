@@ -209,20 +209,33 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def progress_bar(total: int, desc: str):
-    """A tqdm bar on a terminal, else nothing: returns (update callable, close callable)."""
-    if not sys.stderr.isatty():
-        return None, lambda: None
-    from tqdm import tqdm
+    """Progress of a long job: a tqdm bar on a terminal, else a line on stderr every 5% with
+    the rate and the time left (so logs of batch jobs show it too). Returns (update, close)."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="ex", leave=False, dynamic_ncols=True)
-    return bar.update, bar.close
+        bar = tqdm(total=total, desc=desc, unit="ex", leave=False, dynamic_ncols=True)
+        return bar.update, bar.close
+    import time
+
+    state = {"done": 0, "next": 0.05, "t0": time.perf_counter()}
+
+    def update(n: int) -> None:
+        state["done"] += n
+        frac = state["done"] / max(total, 1)
+        if frac >= state["next"] and state["done"] < total:
+            rate = state["done"] / max(time.perf_counter() - state["t0"], 1e-9)
+            print(f"{desc}: {100 * frac:.0f}% ({state['done']}/{total}), {rate:.1f} ex/s, "
+                  f"{(total - state['done']) / rate:.0f} s left", file=sys.stderr, flush=True)
+            state["next"] = (int(frac / 0.05) + 1) * 0.05
+    return update, lambda: None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import json
-
     from .evaluate import evaluate
-    from .fileio import write_json
+    from .fileio import json_dumps
+    from .pipeline import save_evaluation
+    from .run import RunDir
 
     model, cfg, x, y = run_rows(args)
     if len(x) == 0:
@@ -233,9 +246,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         close()
     res = {"data": args.data or cfg.data.data, "split": args.split if args.data else "test", **res}
-    write_json(Path(args.run) / "evaluation.json", res)
+    rd = RunDir(args.run)
+    with rd.lock():
+        written = save_evaluation(rd, res)
+        refresh = rd.report.exists() and "evaluation.json" in written
+        if refresh:
+            from .report import write_report
+
+            write_report(rd.path)
+    kept = "" if "evaluation.json" in written else " (evaluation.json keeps its larger K)"
+    print(f"saved {', '.join(written)}{kept}{'; report.html refreshed' if refresh else ''}",
+          file=sys.stderr)
     if args.json:
-        print(json.dumps(res))
+        print(json_dumps(res))  # NaN and inf as null: the output stays JSON
         return 0
     rows = [("examples", f"{res['n_examples']}"),
             ("log p(x)", f"{res['log_likelihood']:.3f} +- {res['log_likelihood_stderr']:.3f} "

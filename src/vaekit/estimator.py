@@ -154,9 +154,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             else:
                 x = check_array(x, allow_nd=True, dtype=[np.float32, np.float64],
                                 ensure_min_samples=1)
-        except ValueError as e:
-            raise DataError(str(e)) from None
-        except TypeError as e:  # sparse input
+        except ValueError as e:  # TypeErrors (sparse input, objects that are not numbers) stay
             raise DataError(str(e)) from None
         if x.ndim == 3:
             x = x[:, None]  # (n, H, W) grey images gain a channel axis

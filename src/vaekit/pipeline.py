@@ -7,6 +7,7 @@ run directory's rules) is made here once, for every entry point.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
 import time
@@ -73,8 +74,9 @@ def resume_config(run_dir: RunDir, flags: dict[str, Any], data: str | None) -> R
 
 
 def data_location(spec: str) -> str:
-    """A built-in name as it is; a path made absolute, so that the run finds it from anywhere."""
-    return spec if spec in DATASETS else str(Path(spec).resolve())
+    """A built-in name as it is; an existing path made absolute, so that the run finds it from
+    any folder."""
+    return str(Path(spec).resolve()) if spec not in DATASETS and Path(spec).exists() else spec
 
 
 def same_data(spec: str, saved: str) -> bool:
@@ -183,25 +185,73 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     check_data(model, data)
     trainer = Trainer(model, cfg.train, log=say, progress=progress, world=world)
     rd = None if out is None else RunDir(out)
-    callbacks: list = []
-    if rd is not None:
-        rd.prepare(resume=resume, overwrite=overwrite, dry_run=True)  # every process checks
-        world.barrier()
-        if world.is_main:
-            rd.prepare(resume=resume, overwrite=overwrite)
-        world.barrier()
-        callbacks.append(RunDirWriter(rd, cfg, resume=resume))
-        if cfg.train.tensorboard and world.is_main:
-            callbacks.append(TensorBoardLogger(rd))
-    if epoch_log:
-        callbacks.append(EpochLog(say))
-    procs = f", {world.size} processes x batch {cfg.train.batch_size}" if world.size > 1 else ""
-    where = f"; writing {rd.path}" if rd else ""
-    say(f"training on {data.name}: {len(data.x_train)} train / {len(data.x_test)} test examples of "
-        f"shape {data.shape}, {sum(p.numel() for p in model.parameters()):,} parameters, "
-        f"{trainer.device} {trainer.precision}{procs}{where}")
-    history = trainer.fit(data, callbacks)
-    return TrainResult(trainer.model.eval(), cfg, history, rd, data, stop_reason=trainer.stop_reason)
+    if rd is not None:  # refuse before anything is written, even the lock file
+        rd.prepare(resume=resume, overwrite=overwrite, dry_run=True)
+    with rd.lock() if rd is not None and world.is_main else contextlib.nullcontext():
+        callbacks: list = []
+        if rd is not None:
+            rd.prepare(resume=resume, overwrite=overwrite, dry_run=True)  # every process checks
+            world.barrier()
+            if world.is_main:
+                rd.prepare(resume=resume, overwrite=overwrite)
+            world.barrier()
+            callbacks.append(RunDirWriter(rd, cfg, resume=resume))
+            if cfg.train.tensorboard and world.is_main:
+                callbacks.append(TensorBoardLogger(rd))
+        if epoch_log:
+            callbacks.append(EpochLog(say))
+        procs = f", {world.size} processes x batch {cfg.train.batch_size}" if world.size > 1 else ""
+        where = f"; writing {rd.path}" if rd else ""
+        say(f"training on {data.name}: {len(data.x_train)} train / {len(data.x_test)} test examples "
+            f"of shape {data.shape}, {sum(p.numel() for p in model.parameters()):,} parameters, "
+            f"{trainer.device} {trainer.precision}{procs}{where}")
+        try:
+            history = trainer.fit(data, callbacks)
+        except BaseException:
+            if rd is not None and world.is_main and rd.rollback():
+                say(f"the run that --overwrite was replacing in {rd.path} is restored")
+            raise
+    model = trainer.model.eval()
+    notes = [n for n in [collapse_note(model, data)] if n] if world.is_main and history else []
+    return TrainResult(model, cfg, history, rd, data, notes, trainer.stop_reason)
+
+
+def collapse_note(model: VAEModel, data: Dataset, rows: int = 2000) -> str | None:
+    """A plain warning when the posterior collapsed (no active unit, or almost no KL), with
+    what to try; None when the latent code carries information."""
+    from .evaluate import latent_diagnostics
+
+    x, y = (data.x_test, data.y_test) if len(data.x_test) else (data.x_train, data.y_train)
+    if not isinstance(x, torch.Tensor) or len(x) < 2:
+        return None
+    x = x[:rows].to(model.device)
+    y = y[:rows].to(model.device) if model.cond_dim and y is not None else None
+    diag = latent_diagnostics(model, x, y=y)
+    kl = sum(diag["kl_per_dim"]) if diag["kl_per_dim"] is not None else None
+    if diag["active_units"] > 0 and (kl is None or kl > 0.1):
+        return None
+    total = f"a total KL of {kl:.3f} nats, " if kl is not None else ""
+    return (f"warning: the posterior collapsed ({total}{diag['active_units']} of {model.latent_dim} "
+            "latent units active): the code carries almost no information about the data. Try "
+            "--kl-warmup 10, --free-bits 0.1, a smaller --beta, or for a gaussian likelihood "
+            "--learn-obs-std or a smaller --obs-std")
+
+
+def save_evaluation(run_dir: RunDir, result: dict[str, Any]) -> list[str]:
+    """Keep ``result`` as ``evaluation_k<K>.json``, and as ``evaluation.json`` unless that holds
+    a more accurate evaluation (larger K) of the same data; returns what was written."""
+    from .fileio import write_json
+
+    k = result["importance_samples"]
+    written = [f"evaluation_k{k}.json"]
+    write_json(run_dir.path / written[0], result)
+    current = run_dir.read_evaluation() if run_dir.evaluation.exists() else None
+    same = current is not None and (current.get("data"), current.get("split")) == (
+        result["data"], result["split"])
+    if not same or int(current.get("importance_samples", 0)) <= k:
+        write_json(run_dir.evaluation, result)
+        written.append("evaluation.json")
+    return written
 
 
 def default_out(data: str) -> Path:
