@@ -10,12 +10,13 @@ import argparse
 import math
 import signal
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
+from .commands import (cmd_baseline, cmd_datasets, cmd_embed, cmd_evaluate, cmd_interpolate,
+                       cmd_reconstruct, cmd_report, cmd_sample, cmd_score, cmd_traverse)
 from .config import OptionError, choices_of, iter_options, parse_sizes, read_toml
-from .errors import ConfigError, DataError, VaekitError
+from .errors import ConfigError, VaekitError
 
 SPLITS = ("all", "train", "test")
 
@@ -39,7 +40,9 @@ def number(kind: type, low: float | None = None, high: float | None = None, low_
         if kind is float and not math.isfinite(v):
             raise argparse.ArgumentTypeError(f"expected a finite number, got '{s}'")
         if low is not None and (v <= low if low_open else v < low):
-            raise argparse.ArgumentTypeError(f"expected a value {'>' if low_open else '>='} {low:g}, got {s}")
+            what = ("a positive integer" if kind is int and low == 1 else
+                    f"a value {'>' if low_open else '>='} {low:g}")
+            raise argparse.ArgumentTypeError(f"expected {what}, got {s}")
         if high is not None and v > high:
             raise argparse.ArgumentTypeError(f"expected a value <= {high:g}, got {s}")
         return v
@@ -136,239 +139,6 @@ def train_in_world(args: argparse.Namespace, world) -> int:
     return 0
 
 
-# -- using a trained run ------------------------------------------------------------------------
-def check_out(path: str, suffixes: Sequence[str]) -> Path:
-    if not path or not path.strip():
-        raise ConfigError(f"--out needs a file name ending in {' or '.join(suffixes)}")
-    out = Path(path)
-    if out.suffix.lower() not in suffixes:
-        raise ConfigError(f"--out must end in {' or '.join(suffixes)}, got '{path}'")
-    if out.is_dir():
-        raise ConfigError(f"--out {path} is a directory; give a file name")
-    return out
-
-
-def run_rows(args: argparse.Namespace, images: str | None = None):
-    """The model of RUN, its configuration, and the checked rows of DATA (or its test split)."""
-    from .pipeline import load_run, rows
-
-    model, cfg = load_run(args.run, args.device)
-    if images and len(model.data_shape) != 3:
-        raise ConfigError(f"this model's data are not images, so {images} cannot be drawn")
-    x, y = rows(model, cfg, args.data, args.split)
-    return model, cfg, x.to(model.device), None if y is None else y.to(model.device)
-
-
-def cmd_sample(args: argparse.Namespace) -> int:
-    from .images import save_grid
-    from .pipeline import load_run, sample
-    from .run import write_npy
-
-    out = check_out(args.out, (".png", ".npy"))
-    model, _ = load_run(args.run, args.device)
-    if out.suffix.lower() == ".png" and len(model.data_shape) != 3:
-        raise ConfigError("this model's data are not images; write samples to a .npy file")
-    x = sample(model, args.n, args.seed, args.label)
-    if out.suffix.lower() == ".png":
-        save_grid(x, out, nrow=math.ceil(math.sqrt(args.n)))
-    else:
-        write_npy(out, x.numpy())
-    print(f"wrote {args.n} samples to {out}")
-    return 0
-
-
-def cmd_reconstruct(args: argparse.Namespace) -> int:
-    import torch
-
-    from .images import save_grid
-
-    out = check_out(args.out, (".png",))
-    model, _, x, y = run_rows(args, "reconstructions")
-    x, y = x[: args.n], None if y is None else y[: args.n]
-    save_grid(torch.cat([x, model.reconstruct(x, y)]), out, nrow=len(x))
-    print(f"wrote {len(x)} inputs above their reconstructions to {out}")
-    return 0
-
-
-def cmd_embed(args: argparse.Namespace) -> int:
-    from .evaluate import posterior_means
-    from .fileio import atomic_write_text
-    from .run import write_npy
-
-    out = check_out(args.out, (".npy", ".csv"))
-    model, _, x, y = run_rows(args)
-    z = posterior_means(model, x, y=y).numpy()
-    if out.suffix.lower() == ".npy":
-        write_npy(out, z)
-    else:
-        header = ",".join(f"z{i}" for i in range(z.shape[1]))
-        lines = [header] + [",".join(f"{v:.9g}" for v in row) for row in z]
-        atomic_write_text(out, "\n".join(lines) + "\n")
-    print(f"wrote {len(z)} posterior means ({z.shape[1]} dimensions) to {out}")
-    return 0
-
-
-def progress_bar(total: int, desc: str):
-    """Progress of a long job: a tqdm bar on a terminal, else a line on stderr every 5% with
-    the rate and the time left (so logs of batch jobs show it too). Returns (update, close)."""
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc=desc, unit="ex", leave=False, dynamic_ncols=True)
-        return bar.update, bar.close
-    import time
-
-    state = {"done": 0, "next": 0.05, "t0": time.perf_counter()}
-
-    def update(n: int) -> None:
-        state["done"] += n
-        frac = state["done"] / max(total, 1)
-        if frac >= state["next"] and state["done"] < total:
-            rate = state["done"] / max(time.perf_counter() - state["t0"], 1e-9)
-            print(f"{desc}: {100 * frac:.0f}% ({state['done']}/{total}), {rate:.1f} ex/s, "
-                  f"{(total - state['done']) / rate:.0f} s left", file=sys.stderr, flush=True)
-            state["next"] = (int(frac / 0.05) + 1) * 0.05
-    return update, lambda: None
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
-    from .fileio import json_dumps
-    from .pipeline import save_evaluation
-    from .run import RunDir
-
-    model, cfg, x, y = run_rows(args)
-    if len(x) == 0:
-        raise DataError("no examples to evaluate")
-    update, close = progress_bar(len(x), f"log p(x), K={args.importance_samples}")
-    try:
-        res = evaluate(model, x, args.importance_samples, seed=args.seed, progress=update, y=y)
-    finally:
-        close()
-    res = {"data": args.data or cfg.data.data, "split": args.split if args.data else "test", **res}
-    rd = RunDir(args.run)
-    with rd.lock():
-        written = save_evaluation(rd, res)
-        refresh = rd.report.exists() and "evaluation.json" in written
-        if refresh:
-            from .report import write_report
-
-            write_report(rd.path)
-    kept = "" if "evaluation.json" in written else " (evaluation.json keeps its larger K)"
-    print(f"saved {', '.join(written)}{kept}{'; report.html refreshed' if refresh else ''}",
-          file=sys.stderr)
-    if args.json:
-        print(json_dumps(res))  # NaN and inf as null: the output stays JSON
-        return 0
-    rows = [("examples", f"{res['n_examples']}"),
-            ("log p(x)", f"{res['log_likelihood']:.3f} +- {res['log_likelihood_stderr']:.3f} "
-                         f"nats (K = {res['importance_samples']} importance samples)"),
-            ("ELBO", f"{res['elbo']:.3f} nats = -(rec {res['rec']:.3f} + KL {res['kl']:.3f})"),
-            ("KL estimator", res["kl_estimator"]),
-            ("active units", f"{res['active_units']} of {model.latent_dim} "
-                             "(Cov_x E[z_d|x] > 0.01)")]
-    if res["bits_per_dim"] is not None:
-        rows.append(("bits/dim", f"{res['bits_per_dim']:.4f}"))
-    if res["kl_per_dim"] is not None:
-        rows.append(("KL per dim", " ".join(f"{v:.2f}" for v in res["kl_per_dim"])))
-    print(f"evaluation of {args.run} on {res['data']} ({res['split']}); per example, higher log p(x) "
-          "is better")
-    for name, value in rows:
-        print(f"  {name:<13} {value}")
-    return 0
-
-
-def cmd_score(args: argparse.Namespace) -> int:
-    import torch
-
-    from .evaluate import log_likelihood
-    from .fileio import atomic_write_text
-
-    out = check_out(args.out, (".csv",))
-    model, _, x, y = run_rows(args)
-    g = torch.Generator(model.device).manual_seed(args.seed)
-    update, close = progress_bar(len(x), f"log p(x), K={args.importance_samples}")
-    try:
-        ll = log_likelihood(model, x, args.importance_samples, generator=g, progress=update, y=y)
-    finally:
-        close()
-    lines = ["index,log_likelihood"] + [f"{i},{v:.10g}" for i, v in enumerate(ll.tolist())]
-    atomic_write_text(out, "\n".join(lines) + "\n")
-    print(f"wrote log p(x) of {len(ll)} rows to {out} (outlier score: -log_likelihood)")
-    return 0
-
-
-def cmd_baseline(args: argparse.Namespace) -> int:
-    from .baselines import BASELINES, fit_baseline
-    from .data import load_data
-
-    BASELINES[args.model]  # an unknown name fails before the data is loaded
-    data = load_data(args.data, args.test_fraction, log=lambda s: print(s, file=sys.stderr))
-    res = fit_baseline(args.model, data, args.components, args.seed)
-    print(f"{res['model']} on {data.name}: test log p(x) {res['log_likelihood']:.3f} +- "
-          f"{res['log_likelihood_stderr']:.3f} nats per example ({res['n_examples']} test examples, "
-          f"{res['n_parameters']:,} parameters)")
-    print("units: nats per example, summed over dimensions, as 'vaekit evaluate' reports. This is a "
-          "density of continuous values: compare it with a VAE of a continuous likelihood "
-          "(gaussian), not with a Bernoulli one, whose log p(x) is of a probability")
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
-
-    out = check_out(args.out, (".html",)) if args.out is not None else None
-    print(f"wrote {write_report(args.run, out, method=args.projection)}")
-    return 0
-
-
-def cmd_interpolate(args: argparse.Namespace) -> int:
-    import torch
-
-    from .images import save_grid
-    from .viz import interpolation_codes
-
-    out = check_out(args.out, (".png",))
-    model, _, x, y = run_rows(args, "an interpolation")
-    for name, i in (("--from", args.i), ("--to", args.j)):
-        if not 0 <= i < len(x):
-            raise ConfigError(f"{name} {i} is out of range: the data has rows 0 to {len(x) - 1}")
-    with torch.no_grad():
-        ends = x[[args.i, args.j]]
-        z = model.encode(ends, None if y is None else y[[args.i, args.j]]).mean
-        # a conditional model decodes the path with the first input's label
-        path = model.decode(interpolation_codes(z[0], z[1], args.steps, args.spherical),
-                            None if y is None else y[args.i: args.i + 1]).mean
-    save_grid(torch.cat([ends[:1], path, ends[1:]]), out, nrow=args.steps + 2)
-    print(f"wrote input {args.i}, {args.steps} decoded {'spherical' if args.spherical else 'linear'} "
-          f"steps and input {args.j} to {out}")
-    return 0
-
-
-def cmd_traverse(args: argparse.Namespace) -> int:
-    import torch
-
-    from .images import save_grid
-    from .viz import traversal_codes
-
-    out = check_out(args.out, (".png",))
-    model, _, x, y = run_rows(args, "a traversal")
-    if not 0 <= args.index < len(x):
-        raise ConfigError(f"--index {args.index} is out of range: the data has rows 0 to {len(x) - 1}")
-    dims = args.dims if args.dims is not None else list(range(min(model.latent_dim, 10)))
-    bad = [d for d in dims if not 0 <= d < model.latent_dim]
-    if bad:
-        raise ConfigError(f"--dims {bad} out of range: the latent has dimensions 0 to {model.latent_dim - 1}")
-    with torch.no_grad():
-        y1 = None if y is None else y[args.index: args.index + 1]
-        z = model.encode(x[args.index: args.index + 1], y1).mean[0]
-        images = model.decode(traversal_codes(z, dims, args.range, args.steps), y1).mean
-    save_grid(images, out, nrow=args.steps)
-    print(f"wrote a traversal of dimensions {dims} (rows) over +-{args.range} around input "
-          f"{args.index} to {out}")
-    return 0
-
-
 def dim_list(s: str) -> list[int]:
     try:
         dims = [int(v) for v in s.split(",") if v.strip()]
@@ -378,16 +148,6 @@ def dim_list(s: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected at least one dimension, like 0,1,5, got '{s}'")
     return dims
 
-
-def cmd_datasets(args: argparse.Namespace) -> int:
-    from .data import DATASETS
-    from .data.fetch import cache_dir
-
-    for name, ds in DATASETS.items():
-        print(f"{name:<16} {ds.description}{' [cached]' if ds.cached() else ''}")
-    print(f"\ncache: {cache_dir()} (set VAEKIT_DATA to move it); or give a path: .npy, .npz "
-          "(x_train, x_test[, y_train, y_test]), .csv, or a folder of images")
-    return 0
 
 
 # -- parser -----------------------------------------------------------------------------------

@@ -111,8 +111,8 @@ def num_classes(data: Dataset) -> int:
 def check_rows(model: VAEModel, x: torch.Tensor, y: torch.Tensor | None, what: str) -> None:
     """DataError unless ``x`` (and ``y``) can go into ``model``: shape, support, labels."""
     if tuple(x.shape[1:]) != model.data_shape:
-        raise DataError(f"{what} has examples of shape {tuple(x.shape[1:])}, but the model "
-                        f"expects shape {model.data_shape}")
+        raise DataError(f"{what} has examples of shape {tuple(x.shape[1:])}, but the model was "
+                        f"trained on shape {model.data_shape}")
     if len(x):
         model.likelihood.check_data(x, what)
     if not model.cond_dim:
