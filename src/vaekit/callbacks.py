@@ -60,7 +60,8 @@ class RunDirWriter(Callback):
         y_in = y_show[:n] if model.cond_dim else None
         rd.write_latent(epoch, posterior_means(model, x_show[:n], y=y_in),
                         None if y_show is None else y_show[:n])
-        rd.write_model(model)
+        if row.get("best_epoch", epoch) == epoch:  # model.safetensors holds the kept weights
+            rd.write_model(model)
         rd.write_checkpoint(epoch, model, trainer.optimizer, trainer.generators(),
                             {"precision": trainer.precision, "history": trainer.history})
         rd.write_metrics(trainer.history)
@@ -82,6 +83,44 @@ def write_images(rd: RunDir, model, epoch: int, x: torch.Tensor, y: torch.Tensor
     labels = (torch.arange(64, device=device) // 8) % model.cond_dim if model.cond_dim else None
     save_grid(model.generate(64, g, labels), rd.images / f"samples_{epoch}.png", 8, scale)
     model.train(was_training)
+
+
+class EarlyStopping(Callback):
+    """Keeps the weights of the epoch with the lowest validation loss, and with ``patience``
+    stops once that many epochs passed without a better one (Prechelt 1998).
+
+    Each row gets ``best_epoch``; ``model.safetensors`` is written only at a best epoch (the
+    checkpoint keeps the latest weights, for resume). At the end the model holds the best
+    weights. A resumed run rebuilds the record from the metrics, and takes the best weights
+    from ``run_dir`` when the best epoch came before the resume.
+    """
+
+    def __init__(self, patience: int = 0, run_dir: RunDir | None = None) -> None:
+        self.patience, self.rd = patience, run_dir
+        self.best_epoch, self.best, self.best_state = 0, float("inf"), None
+
+    def on_fit_start(self, trainer: Trainer, data: Dataset) -> None:
+        for row in trainer.history:  # a resumed run
+            if row.get("val_loss", float("inf")) < self.best:
+                self.best_epoch, self.best = row["epoch"], row["val_loss"]
+
+    def on_epoch_end(self, trainer: Trainer, data: Dataset, row: dict[str, Any]) -> None:
+        if row["val_loss"] < self.best:
+            self.best_epoch, self.best = row["epoch"], row["val_loss"]
+            self.best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        row["best_epoch"] = self.best_epoch
+        if self.patience and row["epoch"] - self.best_epoch >= self.patience \
+                and row["epoch"] < trainer.config.epochs:
+            trainer.stop_reason = (f"early stopping: the validation loss has not improved for "
+                                   f"{self.patience} epochs")
+
+    def on_fit_end(self, trainer: Trainer, data: Dataset) -> None:
+        if not self.best_epoch or self.best_epoch == trainer.epoch:
+            return
+        if self.best_state is None and self.rd is not None:  # best epoch before a resume
+            self.best_state = self.rd.load_model(trainer.device)[0].state_dict()
+        if self.best_state is not None:
+            trainer.model.load_state_dict(self.best_state)
 
 
 class TensorBoardLogger(Callback):
@@ -125,6 +164,8 @@ class EpochLog(Callback):
         if not trainer.world.is_main:
             return
         line = f"epoch {row['epoch']:>3}/{trainer.config.epochs}  train {row['train_loss']:.4f}"
+        if "val_loss" in row:
+            line += f"  val {row['val_loss']:.4f}{' *' if row.get('best_epoch') == row['epoch'] else ''}"
         if "test_loss" in row:
             line += (f"  test {row['test_loss']:.4f} (rec {row['test_rec']:.2f}, "
                      f"kl {row['test_kl']:.2f})")

@@ -125,11 +125,12 @@ def train_in_world(args: argparse.Namespace, world) -> int:
     res = pipeline.train(cfg, out=out, resume=args.resume, overwrite=args.overwrite,
                          given=() if args.resume else given, world=world)
     say = pipeline.stderr if world.is_main else (lambda s: None)
-    if res.history:
+    if res.history and world.is_main:
         last = res.history[-1]
-        key = "test_loss" if "test_loss" in last else "train_loss"
-        print(f"done: {key.replace('_', ' ')} {last[key]:.4f} nats after {last['epoch']} epochs; "
-              f"run in {res.run_dir.path}") if world.is_main else None
+        kept = res.history[last["best_epoch"] - 1] if last.get("best_epoch") else last
+        key = "test_loss" if "test_loss" in kept else "val_loss" if "val_loss" in kept else "train_loss"
+        print(f"done: {key.replace('_', ' ')} {kept[key]:.4f} nats at epoch {kept['epoch']} of "
+              f"{last['epoch']}; run in {res.run_dir.path}")
     for note in res.notes:
         say(note)
     if not args.no_report and world.is_main:

@@ -171,6 +171,9 @@ class TrainConfig:
     precision: str = option("auto", "auto, fp32 or bf16 (bf16 autocast needs native bf16: "
                             "AVX512-BF16/AMX CPUs, recent GPUs); auto: bf16 where native",
                             choices=("auto", "fp32", "bf16"))
+    patience: int = option(0, "early stopping: stop when the validation loss has not improved "
+                           "for this many epochs, and keep the best epoch's weights (0: off; needs "
+                           "val_fraction)", low=0, high=10**7, metavar="EPOCHS")
     eval_batch_size: int = option(1000, "batch size for evaluation, which needs no gradients",
                                   low=1, high=2**31 - 1)
     tensorboard: bool = option(False, "also log metrics and image grids to RUN/tensorboard "
@@ -195,6 +198,9 @@ class DataConfig:
                               "the same data on resume", scope="internal")
     test_fraction: float = option(0.1, "fraction held out for testing when the data has no "
                                   "test split", low=0, high=0.99)
+    val_fraction: float = option(0.0, "fraction of the training split held out for validation "
+                                 "(early stopping, the kept weights); never the test split (0: "
+                                 "none)", low=0, high=0.5)
     stream: bool = option(False, "read DATA batch by batch instead of loading it, for data "
                           "larger than memory: a .npy memory-mapped, an image folder decoded by "
                           "DataLoader workers", scope="cli")
@@ -218,6 +224,12 @@ class RunConfig:
         self.model.validate()
         self.train.validate()
         self.data.validate()
+        if self.train.patience and not self.data.val_fraction:
+            raise OptionError("patience (early stopping) needs a validation split: set val_fraction, "
+                              "e.g. 0.1", "patience", "val_fraction")
+        if self.data.val_fraction and self.data.stream:
+            raise OptionError("val_fraction does not combine with stream yet", "val_fraction",
+                              "stream")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -79,8 +79,9 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                  k: int = 1, beta: float = 1.0, kl_warmup: int = 0, free_bits: float = 0.0,
                  clip_grad: float = 0.0, max_skips: int = 20, max_minutes: float = 0.0,
                  random_state: int | np.random.RandomState | None = None, device: str = "auto",
-                 precision: str = "auto", eval_batch_size: int = 1000,
-                 test_fraction: float = 0.0, verbose: bool = False) -> None:
+                 precision: str = "auto", patience: int = 0, eval_batch_size: int = 1000,
+                 test_fraction: float = 0.0, val_fraction: float = 0.0,
+                 verbose: bool = False) -> None:
         self.arch = arch
         self.hidden = hidden
         self.latent_dim = latent_dim
@@ -110,8 +111,10 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.device = device
         self.precision = precision
+        self.patience = patience
         self.eval_batch_size = eval_batch_size
         self.test_fraction = test_fraction
+        self.val_fraction = val_fraction
         self.verbose = verbose
 
     # -- configuration ---------------------------------------------------------------------

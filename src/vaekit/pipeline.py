@@ -159,7 +159,7 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     Every check passes before a run directory is created or changed; the global torch random
     state is left as it was found.
     """
-    from .callbacks import EpochLog, RunDirWriter, TensorBoardLogger
+    from .callbacks import EarlyStopping, EpochLog, RunDirWriter, TensorBoardLogger
     from .train import Trainer
 
     say = log if world.is_main else (lambda s: None)
@@ -183,12 +183,13 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
         torch.manual_seed(cfg.train.seed)  # weight initialisation, the same in every process
         model = build_model(cfg.model, data.shape)
     check_data(model, data)
+    data, val = validation_split(data, cfg.data.val_fraction)
     trainer = Trainer(model, cfg.train, log=say, progress=progress, world=world)
     rd = None if out is None else RunDir(out)
     if rd is not None:  # refuse before anything is written, even the lock file
         rd.prepare(resume=resume, overwrite=overwrite, dry_run=True)
     with rd.lock() if rd is not None and world.is_main else contextlib.nullcontext():
-        callbacks: list = []
+        callbacks: list = [EarlyStopping(cfg.train.patience, rd)] if val is not None else []
         if rd is not None:
             rd.prepare(resume=resume, overwrite=overwrite, dry_run=True)  # every process checks
             world.barrier()
@@ -200,19 +201,24 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
                 callbacks.append(TensorBoardLogger(rd))
         if epoch_log:
             callbacks.append(EpochLog(say))
+        held = f" ({len(val[0])} more held out for validation)" if val is not None else ""
         procs = f", {world.size} processes x batch {cfg.train.batch_size}" if world.size > 1 else ""
         where = f"; writing {rd.path}" if rd else ""
-        say(f"training on {data.name}: {len(data.x_train)} train / {len(data.x_test)} test examples "
+        say(f"training on {data.name}: {len(data.x_train)} train{held} / {len(data.x_test)} test examples "
             f"of shape {data.shape}, {sum(p.numel() for p in model.parameters()):,} parameters, "
             f"{trainer.device} {trainer.precision}{procs}{where}")
         try:
-            history = trainer.fit(data, callbacks)
+            history = trainer.fit(data, callbacks, val)
         except BaseException:
             if rd is not None and world.is_main and rd.rollback():
                 say(f"the run that --overwrite was replacing in {rd.path} is restored")
             raise
     model = trainer.model.eval()
     notes = [n for n in [collapse_note(model, data)] if n] if world.is_main and history else []
+    if history and "best_epoch" in history[-1]:
+        why = trainer.stop_reason or f"all {cfg.train.epochs} epochs ran"
+        notes.insert(0, f"kept the weights of epoch {history[-1]['best_epoch']}, the lowest "
+                        f"validation loss ({why})")
     return TrainResult(model, cfg, history, rd, data, notes, trainer.stop_reason)
 
 
@@ -252,6 +258,24 @@ def save_evaluation(run_dir: RunDir, result: dict[str, Any]) -> list[str]:
         write_json(run_dir.evaluation, result)
         written.append("evaluation.json")
     return written
+
+
+def validation_split(data: Dataset, fraction: float
+                     ) -> tuple[Dataset, tuple[torch.Tensor, torch.Tensor | None] | None]:
+    """Carve a fixed validation part out of the training split (never the test split):
+    ``(data without it, (x_val, y_val))``; ``(data, None)`` for a fraction of 0."""
+    if not fraction:
+        return data, None
+    from .data.files import split_indices
+
+    train, val = (torch.from_numpy(i) for i in split_indices(len(data.x_train), fraction,
+                                                             f"{data.name} (training part)"))
+    if len(val) == 0:
+        return data, None
+    part = (lambda a, i: None if a is None else a[i])
+    rest = Dataset(data.name, data.x_train[train], data.x_test, part(data.y_train, train),
+                   data.y_test, data.binarize)
+    return rest, (data.x_train[val], part(data.y_train, val))
 
 
 def default_out(data: str) -> Path:

@@ -107,10 +107,12 @@ class Trainer:
         self.epoch, self.history = epoch, list(history[:epoch])
 
     # -- the loop --------------------------------------------------------------------------
-    def fit(self, data: Dataset, callbacks: Sequence[Callback] = ()) -> list[dict[str, Any]]:
+    def fit(self, data: Dataset, callbacks: Sequence[Callback] = (),
+            val: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> list[dict[str, Any]]:
         """Train from ``self.epoch`` to ``config.epochs`` epochs; returns the per-epoch metrics.
 
         Each row holds ``epoch``, ``train_loss``/``train_rec``/``train_kl``, ``skipped_steps``,
+        ``val_*`` for a validation split ``val = (x, y)`` (carved from the training data),
         ``test_*`` where the data has a test part, and ``seconds``.
         """
         x_train = data.x_train.to(self.device)
@@ -118,6 +120,10 @@ class Trainer:
         labels = self.model.cond_dim > 0  # a conditional model reads labels with its data
         y_train = data.y_train.to(self.device) if labels else None
         y_test = data.y_test.to(self.device) if labels and len(x_test) else None
+        parts = [("test", x_test, y_test)]
+        if val is not None and len(val[0]):
+            parts.insert(0, ("val", val[0].to(self.device),
+                             val[1].to(self.device) if labels and val[1] is not None else None))
         for cb in callbacks:
             cb.on_fit_start(self, data)
         began = time.perf_counter()
@@ -131,12 +137,14 @@ class Trainer:
             train = self.train_epoch(x_train, data.binarize, epoch, y_train)
             row: dict[str, Any] = {"epoch": epoch, "train_loss": train[0], "train_rec": train[1],
                                    "train_kl": train[2], "skipped_steps": self.skipped_steps}
-            if len(x_test):
+            for part, xe, ye in parts:
+                if not len(xe):
+                    continue
                 # Evaluated in fp32 whatever the training precision: reported numbers stay exact.
-                ev = elbo_terms(self.model, x_test, self.config.eval_batch_size, self.config.beta,
-                                self.eval_generator(), y=y_test, objective=self.config.objective,
+                ev = elbo_terms(self.model, xe, self.config.eval_batch_size, self.config.beta,
+                                self.eval_generator(), y=ye, objective=self.config.objective,
                                 k=self.config.k)
-                row |= {"test_loss": ev["loss"], "test_rec": ev["rec"], "test_kl": ev["kl"]}
+                row |= {f"{part}_loss": ev["loss"], f"{part}_rec": ev["rec"], f"{part}_kl": ev["kl"]}
             row["seconds"] = round(time.perf_counter() - t0, 4)
             self.check_finite(row)
             self.history.append(row)
@@ -151,7 +159,8 @@ class Trainer:
 
     def check_finite(self, row: dict[str, Any]) -> None:
         """Stop before a non-finite epoch is kept: its losses, or any weight."""
-        bad = [k for k in ("train_loss", "test_loss") if k in row and not math.isfinite(row[k])]
+        bad = [k for k in ("train_loss", "val_loss", "test_loss") if k in row
+               and not math.isfinite(row[k])]
         if not bad and all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
             return
         what = f"the {' and '.join(k.replace('_', ' ') for k in bad)} " if bad else "the weights "
