@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from .distributions import CholeskyNormal, DiagonalNormal, GaussianMixture
+from .distributions import CholeskyNormal, DiagonalNormal, GaussianMixture, UnitNormal
 from .errors import ConfigError
 from .registry import Registry
 
@@ -66,8 +66,9 @@ class StandardNormalPrior(nn.Module):
         return cls(latent_dim)
 
     def forward(self, encode: Encode | None = None) -> DiagonalNormal:
-        """N(0, I) as a :class:`DiagonalNormal` (callers use its ``base_dist``); ``encode`` is ignored."""
-        return DiagonalNormal(self.loc, self.scale)
+        """N(0, I) as a :class:`DiagonalNormal` over a :class:`UnitNormal` (callers use its
+        ``base_dist``); ``encode`` is ignored."""
+        return DiagonalNormal(self.loc, self.scale, base=UnitNormal)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None,

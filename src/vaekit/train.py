@@ -89,6 +89,7 @@ class Trainer:
         self.optimizer = make_adam(self.model, config.lr)
         self.fused = bool(self.optimizer.defaults.get("fused"))
         self.consecutive_bad = torch.zeros((), device=self.device)
+        self.unit_scale = torch.ones((), device=self.device)  # the gradients are not scaled
         self.skipped_steps = 0
         self.log = log if world.is_main else (lambda s: None)
         self.progress = (sys.stderr.isatty() if progress is None else progress) and world.is_main
@@ -268,14 +269,18 @@ class Trainer:
     def guarded_step(self, loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
         """Adam step unless the loss or a gradient is non-finite; returns 1.0 if skipped.
 
-        The check stays on the device: fused Adam skips the update itself when ``found_inf``
-        is set (the mechanism of torch.amp.GradScaler), so there is no host sync per step.
+        The check stays on the device: one fused pass over the gradients sets ``found_inf``
+        (the kernel of torch.amp.GradScaler, with a scale of 1), and fused Adam skips the update
+        itself when it is set, so there is no host sync per step.
         """
         grads = [p.grad for p in params if p.grad is not None]
-        clip = self.config.clip_grad
-        norm = (torch.nn.utils.clip_grad_norm_(params, clip, foreach=True) if clip > 0
-                else torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
-        bad = (~torch.isfinite(norm) | ~torch.isfinite(loss)).float()
+        found = torch.zeros((), device=loss.device)
+        if self.config.clip_grad > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.config.clip_grad, foreach=True)
+            found = (~torch.isfinite(norm)).float()
+        else:
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, self.unit_scale)
+        bad = torch.maximum(found, (~torch.isfinite(loss)).float())
         if self.fused:
             self.optimizer.found_inf = bad
             self.optimizer.step()

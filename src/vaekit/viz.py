@@ -135,7 +135,7 @@ def manifold(model, n: int = 15, span: float = 0.95) -> torch.Tensor:
 
     q = torch.tensor(norm.ppf(np.linspace(1 - span, span, n)), dtype=torch.float32)
     z1, z2 = torch.meshgrid(q, q.flip(0), indexing="xy")
-    z = torch.stack([z1.reshape(-1), z2.reshape(-1)], 1).to(next(model.parameters()).device)
+    z = torch.stack([z1.reshape(-1), z2.reshape(-1)], 1).to(model.device)
     return model.decode(z).mean.float().cpu()
 
 
