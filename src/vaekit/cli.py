@@ -103,6 +103,8 @@ def train_in_world(args: argparse.Namespace, world) -> int:
     from .run import RunDir
 
     flags = {n: getattr(args, n) for n in args.option_names if getattr(args, n) is not None}
+    if args.out is not None and not args.out.strip():
+        raise ConfigError("--out needs a folder name (or leave it out for runs/<data>-<time>)")
     if world.size > 1 and args.out is None:
         raise ConfigError("under torchrun, give --out so that every process writes to one run")
     if args.resume:
@@ -281,8 +283,12 @@ def user_message(e: BaseException) -> str | None:
     return None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler or ``kill``): stopped like Ctrl-C, reported with status 143."""
+
+
 def sigterm_as_interrupt(signum, frame):  # noqa: ARG001 (signal API)
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -298,11 +304,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous = None
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print("interrupted; the last finished epoch is saved: continue with "
-              "'vaekit train DATA --out RUN --resume'" if args.command == "train" else "interrupted",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"{what}; the last finished epoch is saved: continue with 'vaekit train DATA --out "
+              "RUN --resume'" if args.command == "train" else what, file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     except Exception as e:
         message = user_message(e)
         if message is None or args.debug:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Collection
 import numpy as np
 import torch
 
-from .config import OptionError, RunConfig, option_fields
+from .config import MAX_SIZE, OptionError, RunConfig, option_fields
 from .data import DATASETS, Dataset, load_data, load_rows
 from .distributed import World
 from .errors import DataError, RunDirError
@@ -104,7 +104,11 @@ def num_classes(data: Dataset) -> int:
     if data.y_train is None:
         raise DataError(f"a conditional model needs labels, and {data.name} has none: use a "
                         "labelled built-in dataset, an .npz with y_train/y_test, or class subfolders")
-    return max(int(data.y_train.max()) + 1, 2)
+    top = int(data.y_train.max())
+    if top >= MAX_SIZE:
+        raise DataError(f"{data.name}: labels go up to {top}; a conditional model needs class "
+                        f"indices 0, 1, ..., C - 1 with C at most {MAX_SIZE}")
+    return max(top + 1, 2)
 
 
 # -- checks every entry point shares -----------------------------------------------------------

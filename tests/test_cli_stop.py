@@ -1,0 +1,60 @@
+"""Stopping a run: SIGTERM like Ctrl-C, a run stopped in its first epoch, an empty --out."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from vaekit.cli import main
+from vaekit.run import RunDir
+
+SMALL = ["--hidden", "8", "--latent-dim", "2", "--batch-size", "16", "--precision", "fp32"]
+
+
+def test_sigterm_stops_like_ctrl_c_and_the_run_resumes(tmp_path):
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(0).random((4000, 20)).astype(np.float32))
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "train", str(data), "--out", str(run),
+                             "--epochs", "500", "--no-report", *SMALL], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not RunDir(run).has_checkpoint() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("terminated")
+    done = RunDir(run).checkpoint_info()["epoch"]
+    assert done >= 1
+    assert main(["train", str(data), "--out", str(run), "--epochs", str(done + 1), "--resume",
+                 "--no-report"]) == 0
+    assert RunDir(run).checkpoint_info()["epoch"] == done + 1
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_path, capsys):
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(1).random((64, 6)).astype(np.float32))
+    run = tmp_path / "run"
+    assert main(["train", str(data), "--out", str(run), "--epochs", "1", "--no-report", *SMALL]) == 0
+    straight = (run / "model.safetensors").read_bytes()
+    # as if killed in epoch 1: config.json is there, no finished epoch
+    for name in ("checkpoint.safetensors", "model.safetensors", "metrics.jsonl"):
+        (run / name).unlink()
+    for folder in ("latent",):
+        for p in (run / folder).iterdir():
+            p.unlink()
+    assert main(["train", str(data), "--out", str(run), "--epochs", "1", "--resume", "--no-report"]) == 0
+    assert (run / "model.safetensors").read_bytes() == straight  # the same run, from its start
+
+
+def test_an_empty_out_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "digits", "--out", "", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out needs a folder name") and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
