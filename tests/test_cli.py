@@ -727,8 +727,10 @@ def _truncated_checkpoint(run: Path, d: Path) -> list[str]:
 
 
 def _damaged_checkpoint_json(run: Path, d: Path) -> list[str]:
-    (run / "metrics.jsonl").write_text('{"epoch": 1, "train_lo')
-    return ["metrics.jsonl"]
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["model"]["latent_dim"] = "2"  # valid JSON, wrong type
+    (run / "config.json").write_text(json.dumps(cfg))
+    return ["config.json", "latent_dim"]
 
 
 @pytest.mark.parametrize("damage", [_pickled_checkpoint, _truncated_checkpoint,

@@ -41,6 +41,7 @@ class RunDirWriter(Callback):
         if self.resume and self.rd.has_checkpoint():
             meta = self.rd.read_checkpoint(trainer.model, trainer.optimizer, trainer.generators(),
                                            expect={"lr": trainer.config.lr,
+                                                   "lr_schedule": trainer.config.lr_schedule,
                                                    "epochs": trainer.config.epochs})
             trainer.restore(meta["epoch"], meta["history"])
             if trainer.epoch >= trainer.config.epochs:

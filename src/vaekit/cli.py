@@ -270,17 +270,10 @@ def user_message(e: BaseException) -> str | None:
         return e.as_flags()
     if isinstance(e, VaekitError):
         return str(e)
-    try:
-        from .errors import user_error
-    except ImportError:
-        user_error = None
-    mapped = user_error(e) if user_error else None
-    if mapped is not None:
-        return str(mapped)
-    if isinstance(e, MemoryError):
-        return ("out of memory; for data larger than memory train with --stream, or use a smaller "
-                "--batch-size / --eval-batch-size")
-    return None
+    from .errors import user_error
+
+    mapped = user_error(e)
+    return None if mapped is None else str(mapped)
 
 
 class Terminated(KeyboardInterrupt):

@@ -192,8 +192,14 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
+    import contextlib
+
+    from .run import RunDir
+
     out = check_out(args.out, (".html",)) if args.out is not None else None
-    print(f"wrote {write_report(args.run, out, method=args.projection)}")
+    # writing into the run takes its lock; a report written elsewhere only reads the run
+    with RunDir(args.run).lock() if out is None else contextlib.nullcontext():
+        print(f"wrote {write_report(args.run, out, method=args.projection)}")
     return 0
 
 

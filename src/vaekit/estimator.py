@@ -290,10 +290,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         mixed with the new model).
         """
         check_is_fitted(self, "model_")
-        rd = RunDir(path)
-        rd.prepare(resume=False, overwrite=overwrite)
-        rd.write_config(self.config_, self.data_shape_)
-        rd.write_model(self.model_)
+        RunDir(path).save(self.config_, self.data_shape_, self.model_, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "VAE":

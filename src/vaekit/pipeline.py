@@ -64,9 +64,12 @@ def resume_config(run_dir: RunDir, flags: dict[str, Any], data: str | None) -> R
     if changed:
         raise OptionError(f"cannot change {', '.join(changed)} when resuming; only epochs, device "
                           "and max_minutes may change", *changed, "epochs", "device", "max_minutes")
-    if flags.get("epochs", cfg.train.epochs) < len(run_dir.read_metrics()):
-        raise OptionError(f"epochs {flags['epochs']} is fewer than the {len(run_dir.read_metrics())} "
-                          "epochs this run has finished", "epochs")
+    info = run_dir.checkpoint_info() if run_dir.has_checkpoint() else None
+    # validated in full when the checkpoint is read; here only a count to compare with
+    finished = info.get("epoch") if info and type(info.get("epoch")) is int else 0
+    if flags.get("epochs", cfg.train.epochs) < finished:
+        raise OptionError(f"epochs {flags.get('epochs', cfg.train.epochs)} is fewer than the "
+                          f"{finished} epochs {run_dir.checkpoint} has finished", "epochs")
     cfg.update(flags)
     if data is not None and not same_data(data, cfg.data.data):
         raise DataError(f"this run was trained on '{cfg.data.data}', not '{data}'")
@@ -89,7 +92,8 @@ def fingerprint(data: Dataset) -> str:
     for part in (data.x_train, data.x_test):
         if isinstance(part, torch.Tensor):
             h.update(str(tuple(part.shape)).encode())
-            h.update(memoryview(part.contiguous().numpy()).cast("B"))  # no copy
+            if part.numel():
+                h.update(memoryview(part.contiguous().numpy()).cast("B"))  # no copy
     return h.hexdigest()[:32]
 
 
@@ -254,9 +258,12 @@ def save_evaluation(run_dir: RunDir, result: dict[str, Any]) -> list[str]:
     from .fileio import write_json
 
     k = result["importance_samples"]
+    try:
+        current = run_dir.read_evaluation()
+    except RunDirError:  # a damaged evaluation.json is replaced
+        current = None
     written = [f"evaluation_k{k}.json"]
     write_json(run_dir.path / written[0], result)
-    current = run_dir.read_evaluation() if run_dir.evaluation.exists() else None
     same = current is not None and (current.get("data"), current.get("split")) == (
         result["data"], result["split"])
     if not same or int(current.get("importance_samples", 0)) <= k:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 from typing import Any
 
@@ -144,8 +143,8 @@ def build_report(run: str | Path, data: Dataset | None = None, method: str = "pc
         parts.append(table(["epoch", *cols], [[r["epoch"], *(fmt(r.get(c, "")) for c in cols)]
                                               for r in history]))
 
-    if rd.evaluation.exists():
-        ev = json.loads(rd.evaluation.read_text())
+    ev = rd.read_evaluation()  # validated: a damaged evaluation.json is one clear error
+    if ev is not None:
         parts.append("<h2>Evaluation</h2>")
         rows = [[k, fmt(v)] for k, v in ev.items() if k != "kl_per_dim"]
         parts.append(table(["measure", "value"], rows))
@@ -170,9 +169,9 @@ def build_report(run: str | Path, data: Dataset | None = None, method: str = "pc
         parts.append("<h2>Reconstructions and samples</h2>")
         for name, caption in (("reconstruction", "test inputs (top) above their reconstructions"),
                               ("samples", "decoded draws from the prior (the same draws every epoch)")):
-            epochs = sorted(int(p.stem.split("_")[1]) for p in rd.images.glob(f"{name}_*.png"))
+            epochs = rd.image_epochs(name)
             for e in sorted({epochs[0], epochs[-1]}) if epochs else []:
-                parts.append(figure((rd.images / f"{name}_{e}.png").read_bytes(), f"Epoch {e}: {caption}."))
+                parts.append(figure(rd.read_image(name, e), f"Epoch {e}: {caption}."))
         if x_show is not None and len(x_show) >= 2:
             with torch.no_grad():
                 y2 = None if y_show is None else y_show[:2]

@@ -1,34 +1,67 @@
-"""The run directory: config.json, model.safetensors, metrics.jsonl, checkpoint, images/.
+"""The run directory as a store: recognition, one lock, atomic replacement, validated reads.
 
-Model files are safetensors plus JSON; nothing is ever unpickled.
+A run directory holds ``config.json`` (with the ``"format": "vaekit-run"`` marker),
+``model.safetensors``, ``metrics.jsonl``, ``checkpoint.safetensors`` (one atomic unit:
+:mod:`vaekit.checkpoint`), ``images/`` and ``latent/``. :data:`OWNED` lists every name vaekit
+writes; a folder is a run only if its config says so and it holds nothing else, and
+``--overwrite`` removes nothing else. Model files are safetensors plus JSON; nothing is ever
+unpickled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
-import json
+import os
+import re
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from . import __version__
+from . import __version__, checkpoint
+from .checkpoint import state_tensors
 from .config import RunConfig
-from .errors import ConfigError, RunDirError
-from .fileio import atomic_write_bytes, atomic_write_text, write_json
+from .errors import RunDirError
+from .fileio import (atomic_write_bytes, atomic_write_text, exclusive_lock, json_dumps,
+                     read_regular, write_json)
 from .model import VAEModel
 from .zoo import build_model
+from .store import (FORMAT_VERSION, JSON_LIMIT, METRICS_LIMIT, RUN_FORMAT, check_evaluation,
+                    check_tensors, numbered, parse_config, parse_json, read_json, read_latent,
+                    read_metrics, read_png, read_safetensors)
 
-FORMAT_VERSION = 1  # bump when config.json or the tensor names change incompatibly
+__all__ = ["RunDir", "OWNED", "FORMAT_VERSION", "write_npy", "state_tensors", "load_state_tensors"]
+
+LOCK_NAME = ".vaekit.lock"
+STAGING_NAME = ".vaekit-replaced"  # the old run, during an --overwrite, until the new run's first checkpoint
+# Every file vaekit writes in a run directory, relative to it: the one definition of "ours".
+OWNED = re.compile(r"""(
+    config\.json | model\.safetensors | metrics\.jsonl | checkpoint\.safetensors
+  | checkpoint\.json                              # the metadata half of an older vaekit's checkpoint
+  | evaluation[^/]*\.json | report\.html | \.vaekit\.lock
+  | images/(reconstruction|samples)_[0-9]+\.png
+  | latent/(epoch_[0-9]+|labels)\.npy
+  | tensorboard/events\.out\.tfevents\.[^/]+
+)""", re.X)
+OWNED_DIRS = {"images", "latent", "tensorboard"}
+TEMP = re.compile(r"(?P<dir>(?:[^/]+/)?)\.(?P<name>[^/]+)\.[A-Za-z0-9_]+\.tmp")  # fileio's temp files
+
+
+def is_owned(rel: str) -> bool:
+    """Whether vaekit writes the file at ``rel`` (a ``/``-separated path inside a run)."""
+    if OWNED.fullmatch(rel):
+        return True
+    m = TEMP.fullmatch(rel)
+    return bool(m) and bool(OWNED.fullmatch(m["dir"] + m["name"]))
 
 
 class RunDir:
-    """Paths and atomic reads/writes of one run directory."""
+    """Paths, lock, and validated reads and atomic writes of one run directory."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -36,40 +69,98 @@ class RunDir:
         self.model = self.path / "model.safetensors"
         self.metrics = self.path / "metrics.jsonl"
         self.checkpoint = self.path / "checkpoint.safetensors"
-        self.checkpoint_meta = self.path / "checkpoint.json"
         self.images = self.path / "images"
         self.latent = self.path / "latent"  # posterior means of test examples, one file per epoch
         self.evaluation = self.path / "evaluation.json"
         self.report = self.path / "report.html"
+        self.lock_file = self.path / LOCK_NAME
+        self.staging = self.path / STAGING_NAME
 
-    # -- creating -------------------------------------------------------------------------
-    def prepare(self, resume: bool, overwrite: bool, dry_run: bool = False) -> None:
-        """Check that training may write here; ``overwrite`` clears only vaekit's own files.
+    # -- recognition ------------------------------------------------------------------------
+    def foreign_files(self, limit: int = 3) -> list[str]:
+        """Up to ``limit`` entries vaekit did not write (symlinks count: vaekit writes none).
 
-        With ``dry_run`` only the checks run (what every distributed process does before the
-        main one changes anything).
+        The staging folder of an unfinished ``--overwrite`` is checked as a run of its own.
         """
-        if resume:
-            if not self.checkpoint_meta.exists():
-                raise RunDirError(f"{self.path} has no checkpoint to resume from; "
-                                  "start a new run without --resume")
-            return
+        found: list[str] = []
+
+        def walk(rel: str, base: str) -> None:
+            # rel: the folder's path inside the run; base: the same folder as a run sees it
+            for name in sorted(os.listdir(self.path / rel)):
+                if len(found) >= limit:
+                    return
+                path, inner = f"{rel}/{name}".lstrip("/"), f"{base}/{name}".lstrip("/")
+                mode = os.lstat(self.path / path).st_mode
+                if stat.S_ISDIR(mode) and not rel and name == STAGING_NAME:
+                    walk(path, "")
+                elif stat.S_ISDIR(mode) and not base and name in OWNED_DIRS:
+                    walk(path, name)
+                elif stat.S_ISDIR(mode):
+                    found.append(path + "/")
+                elif not (stat.S_ISREG(mode) and is_owned(inner)):
+                    found.append(path)  # a symlink, FIFO, device, or a file of someone else's
+        walk("", "")
+        return found
+
+    def check_replaceable(self) -> None:
+        """Refuse unless this folder is a recognised vaekit run holding only vaekit's files."""
+        try:
+            d = parse_json(read_regular(self.config, JSON_LIMIT, RunDirError), str(self.config))
+        except RunDirError as e:
+            raise RunDirError(f"{self.path} is not empty and is not a vaekit run directory ({e}); "
+                              "refusing to overwrite it: choose another --out") from None
+        if not isinstance(d, dict) or d.get("format") != RUN_FORMAT:
+            raise RunDirError(f"{self.path} is not empty and its config.json has no \"format\": "
+                              f"\"{RUN_FORMAT}\" marker, so it is not a vaekit run; refusing to "
+                              "overwrite it: choose another --out")
+        try:
+            foreign = self.foreign_files()
+        except OSError as e:
+            raise RunDirError(f"cannot look inside {e.filename or self.path} ({e.strerror or e}); "
+                              "refusing to overwrite what cannot be checked") from None
+        if foreign:
+            raise RunDirError(f"{self.path} holds files vaekit did not write (e.g. {foreign[0]}); "
+                              "refusing to overwrite it: move them out or choose another --out")
+
+    # -- creating, replacing ----------------------------------------------------------------
+    def prepare(self, resume: bool, overwrite: bool, dry_run: bool = False) -> None:
+        """Check that training may write here, and make it ready.
+
+        ``resume`` needs a valid run (it may have no finished epoch yet: training then simply
+        starts). ``overwrite`` needs a recognised run holding only vaekit's files, and moves
+        them aside (:meth:`rollback` restores them; the new run's first checkpoint deletes
+        them). With ``dry_run`` only the checks run (what every distributed process does
+        before the main one changes anything). Takes :meth:`lock` for its own duration.
+        """
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"{self.path} exists and is not a directory; choose another --out")
-        if self.path.is_dir() and any(self.path.iterdir()):
+        if resume:
+            if not self.path.is_dir():
+                raise RunDirError(f"{self.path} does not exist, so there is no run to resume; "
+                                  "start a new run without --resume")
+            self.read_config()
+            if not self.has_checkpoint() and self.metrics.is_file() and self.metrics.stat().st_size:
+                # metrics.jsonl is written after the checkpoint: epochs finished, and then the
+                # checkpoint was removed. Starting over would replace their model.
+                raise RunDirError(f"{self.path} has finished epochs (metrics.jsonl) but no "
+                                  "checkpoint.safetensors, so it cannot be resumed exactly; "
+                                  "start it anew with --overwrite, or choose another --out")
+            if not dry_run:
+                with self.lock():
+                    if self.staging.exists() and self.has_checkpoint():
+                        self.commit()  # an earlier overwrite finished but was killed before tidying
+                    self._remove_stale_temps()
+            return
+        if self.path.is_dir() and any(n != LOCK_NAME for n in os.listdir(self.path)):
             if not overwrite:
                 raise RunDirError(f"{self.path} already exists; pass --resume to continue that run, "
                                   "--overwrite to replace it, or choose another --out")
-            if not self.config.exists():
-                raise RunDirError(f"{self.path} is not empty and is not a vaekit run directory; "
-                                  "refusing to overwrite it, choose another --out")
+            self.check_replaceable()
             if dry_run:
                 return
-            for p in (self.config, self.model, self.metrics, self.checkpoint, self.checkpoint_meta,
-                      self.evaluation, self.report):
-                p.unlink(missing_ok=True)
-            shutil.rmtree(self.images, ignore_errors=True)
-            shutil.rmtree(self.latent, ignore_errors=True)
+            with self.lock():
+                self._stage_old_run()
+            return
         if dry_run:
             return
         try:
@@ -78,12 +169,115 @@ class RunDir:
             raise RunDirError(f"cannot create run directory {self.path}: {e.strerror or e}; "
                               "choose another --out") from None
 
+    def _remove_stale_temps(self) -> None:
+        """Delete the temp files of writes a kill cut short (ours only: under the lock no write
+        is in progress)."""
+        for folder in ("", *sorted(OWNED_DIRS)):
+            if (self.path / folder).is_dir():
+                for name in os.listdir(self.path / folder):
+                    rel = f"{folder}/{name}".lstrip("/")
+                    if TEMP.fullmatch(rel) and is_owned(rel) and (self.path / rel).is_file():
+                        (self.path / rel).unlink(missing_ok=True)
+
+    def _top_entries(self) -> list[str]:
+        return [n for n in sorted(os.listdir(self.path)) if n not in (LOCK_NAME, STAGING_NAME)]
+
+    def _stage_old_run(self) -> None:
+        """Move the old run's entries into the staging folder: renames, undone on any failure."""
+        if self.staging.exists() and self.has_checkpoint():
+            self.commit()
+        if self.staging.exists():
+            # An earlier --overwrite was killed before its first checkpoint: the staging folder
+            # holds the last complete run; what is on top is that attempt's partial output.
+            self._remove(self._top_entries())
+            return
+        moved: list[str] = []
+        try:
+            self.staging.mkdir()
+            for name in self._top_entries():
+                os.rename(self.path / name, self.staging / name)
+                moved.append(name)
+        except OSError as e:
+            where = e.filename or self.path
+            try:
+                for name in reversed(moved):
+                    os.rename(self.staging / name, self.path / name)
+                self.staging.rmdir()
+            except OSError:
+                raise RunDirError(f"cannot overwrite {self.path} ({where}: {e.strerror or e}), and "
+                                  f"the old run's files could not all be put back: they are in "
+                                  f"{self.staging}") from None
+            raise RunDirError(f"cannot overwrite {self.path} ({where}: {e.strerror or e}); the old "
+                              "run is unchanged") from None
+
+    def _remove(self, names: list[str]) -> None:
+        try:
+            for name in names:
+                p = self.path / name
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        except OSError as e:
+            raise RunDirError(f"cannot remove {e.filename or self.path}: {e.strerror or e}") from None
+
+    def commit(self) -> None:
+        """Delete the replaced run kept by ``--overwrite`` (the new run stands on its own)."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def rollback(self) -> bool:
+        """Put back the run an ``--overwrite`` replaced, if the new run has no checkpoint yet.
+
+        Call it when training fails (any exception, Ctrl-C included) after :meth:`prepare`.
+        Returns whether an old run was restored; without one (a new or resumed run, or one
+        past its first checkpoint) nothing changes.
+        """
+        if not self.staging.is_dir() or self.has_checkpoint():
+            return False
+        with self.lock():
+            self._remove(self._top_entries())
+            try:
+                for name in sorted(os.listdir(self.staging)):
+                    os.rename(self.staging / name, self.path / name)
+                self.staging.rmdir()
+            except OSError as e:
+                raise RunDirError(f"cannot restore the replaced run ({e.strerror or e}); its files "
+                                  f"are in {self.staging}") from None
+        return True
+
+    def has_checkpoint(self) -> bool:
+        """Whether an epoch has finished (a run without one resumes from its start)."""
+        return self.checkpoint.is_file()
+
+    # -- the lock ---------------------------------------------------------------------------
+    def lock(self) -> contextlib.AbstractContextManager:
+        """Hold the run's exclusive lock (``.vaekit.lock``, flock): a second writer, in another
+        process, gets one clear RunDirError naming the holder's pid.
+
+        Reentrant within a process; creates the directory if needed (and removes it again if
+        it holds nothing but the lock on the way out).
+        """
+        return exclusive_lock(self.path, LOCK_NAME, RunDirError)
+
+    # -- writing ----------------------------------------------------------------------------
     def write_config(self, config: RunConfig, data_shape: tuple[int, ...]) -> None:
-        write_json(self.config, {"format_version": FORMAT_VERSION, "vaekit_version": __version__,
-                                 "data_shape": list(data_shape), **config.to_dict()})
+        write_json(self.config, {"format": RUN_FORMAT, "format_version": FORMAT_VERSION,
+                                 "vaekit_version": __version__, "data_shape": list(data_shape),
+                                 **config.to_dict()})
 
     def write_model(self, model: VAEModel) -> None:
         atomic_write_bytes(self.model, st_save(state_tensors(model), {"format": "vaekit-model"}))
+
+    def save(self, config: RunConfig, data_shape: tuple[int, ...], model: VAEModel,
+             overwrite: bool = False) -> None:
+        """Write a model without training history (``VAE.save``) as one whole run: onto an
+        existing run only with ``overwrite``, which replaces all of it, never a mix."""
+        with self.lock():
+            self.prepare(resume=False, overwrite=overwrite)
+            try:
+                self.write_config(config, data_shape)
+                self.write_model(model)
+            except BaseException:
+                self.rollback()
+                raise
+            self.commit()
 
     def write_latent(self, epoch: int, z: torch.Tensor, labels: torch.Tensor | None) -> None:
         """Posterior means of the shown test examples at ``epoch`` (labels once, at epoch 1)."""
@@ -91,96 +285,114 @@ class RunDir:
         if labels is not None and not (self.latent / "labels.npy").exists():
             write_npy(self.latent / "labels.npy", labels.cpu().numpy())
 
-    def latent_snapshots(self) -> tuple[list[tuple[int, np.ndarray]], np.ndarray | None]:
-        """``[(epoch, means)]`` in epoch order, and the labels if saved."""
-        files = sorted(self.latent.glob("epoch_*.npy"), key=lambda p: int(p.stem.split("_")[1]))
-        snaps = [(int(p.stem.split("_")[1]), np.load(p, allow_pickle=False)) for p in files]
-        labels_file = self.latent / "labels.npy"
-        labels = np.load(labels_file, allow_pickle=False) if labels_file.exists() else None
-        return snaps, labels
-
-    def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics.exists():
-            return []
-        try:
-            return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
-        except (OSError, ValueError) as e:
-            raise RunDirError(f"{self.metrics} is damaged ({e})") from None
-
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
-        atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_text(self.metrics, metrics_text(rows))
 
-    # -- reading --------------------------------------------------------------------------
+    def write_checkpoint(self, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                         generators: dict[str, torch.Generator], meta: dict[str, Any]) -> None:
+        """Weights, optimizer and RNG states, ``epoch`` and ``meta``: one file, one atomic write.
+
+        The first checkpoint of a run that replaced another (``--overwrite``) commits it: the
+        replaced run is deleted.
+        """
+        atomic_write_bytes(self.checkpoint, checkpoint.encode(epoch, model, optimizer, generators, meta))
+        if self.staging.exists():
+            self.commit()
+
+    # -- reading ----------------------------------------------------------------------------
     def read_config(self) -> tuple[RunConfig, tuple[int, ...]]:
+        """The validated configuration and example shape of this run."""
         if not self.path.is_dir():
             raise RunDirError(f"run directory {self.path} does not exist")
         if not self.config.exists():
             raise RunDirError(f"{self.path} has no config.json: it is not a vaekit run directory "
                               "(or its training never started)")
-        try:
-            d = json.loads(self.config.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise RunDirError(f"{self.config} is not readable JSON ({e}); the run is damaged") from None
-        if not isinstance(d, dict):
-            raise RunDirError(f"{self.config} is not a vaekit config")
-        if d.get("format_version", 0) > FORMAT_VERSION:
-            raise RunDirError(f"{self.path} has run format {d.get('format_version')} (written by vaekit "
-                              f"{d.get('vaekit_version')}); this vaekit {__version__} reads format "
-                              f"{FORMAT_VERSION}, so the run is newer than this vaekit: upgrade vaekit to read it")
-        try:
-            cfg = RunConfig.from_dict(d)
-            shape = tuple(int(s) for s in d["data_shape"])
-        except (ConfigError, KeyError, TypeError, ValueError) as e:
-            raise RunDirError(f"{self.config} is not a valid vaekit config: {e}") from None
-        return cfg, shape
+        return parse_config(read_json(self.config), self.config)
 
     def load_model(self, device: str | torch.device = "cpu") -> tuple[VAEModel, RunConfig]:
-        """The trained model of this run and its configuration."""
+        """The trained model of this run and its configuration (every tensor checked)."""
         cfg, shape = self.read_config()
         model = build_model(cfg.model, shape)
         if not self.model.exists():
             raise RunDirError(f"{self.path} has no model.safetensors yet; train it first "
                               "(or resume it with vaekit train --resume)")
-        load_state_tensors(model, read_safetensors(self.model))
+        tensors, _ = read_safetensors(self.model)
+        load_state_tensors(model, tensors, str(self.model))
         return model.to(device).eval(), cfg
 
-
-    # -- the checkpoint ----------------------------------------------------------------------
-    def write_checkpoint(self, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                         generators: dict[str, torch.Generator], meta: dict[str, Any]) -> None:
-        """Weights, optimizer state and RNG states in safetensors; ``epoch`` and ``meta`` in JSON."""
-        opt_state = optimizer.state_dict()
-        tensors = {f"model.{k}": v for k, v in state_tensors(model).items()}
-        for i, st in opt_state["state"].items():
-            for k, v in st.items():
-                tensors[f"optim.{i}.{k}"] = v.detach().cpu().contiguous()
-        for name, g in generators.items():
-            tensors[f"rng.{name}"] = g.get_state().cpu()
-        atomic_write_bytes(self.checkpoint, st_save(tensors))
-        write_json(self.checkpoint_meta, {"epoch": epoch, "param_groups": opt_state["param_groups"],
-                                          **meta})
-
     def read_checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        generators: dict[str, torch.Generator]) -> dict[str, Any]:
+                        generators: dict[str, torch.Generator],
+                        expect: dict[str, Any] | None = None) -> dict[str, Any]:
         """Restore what :meth:`write_checkpoint` wrote into ``model``, ``optimizer`` and
-        ``generators``; returns the metadata (``epoch``, ``history``, ...)."""
+        ``generators``, after checking all of it; returns the metadata (``epoch``,
+        ``history``, ``precision``, ...).
+
+        Parameters
+        ----------
+        expect : dict, optional
+            What the checkpoint must agree with: ``lr``, ``lr_schedule`` and ``epochs`` (the
+            most epochs it may have finished); a key not given takes config.json's value.
+
+        Returns
+        -------
+        dict
+            ``{"epoch": 0, "history": []}`` with nothing restored when no epoch has finished
+            (:meth:`has_checkpoint` is False). ``metrics.jsonl`` is rewritten from the
+            checkpoint's history if a kill between the two writes left it behind.
+        """
+        if not self.has_checkpoint():
+            return {"epoch": 0, "history": []}
+        if expect is None or not {"lr", "lr_schedule", "epochs"} <= set(expect):
+            train = self.read_config()[0].train
+            expect = {"lr": train.lr, "lr_schedule": train.lr_schedule, "epochs": train.epochs,
+                      **(expect or {})}
+        tensors, metadata = read_safetensors(self.checkpoint)
+        meta = checkpoint.decode(tensors, metadata, self.checkpoint, model, optimizer, generators,
+                                 expect)
+        text = metrics_text(meta["history"])
         try:
-            meta = json.loads(self.checkpoint_meta.read_text())
-            groups = meta.pop("param_groups")
-            meta["epoch"], meta["history"]  # noqa: B018 (both must be there)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise RunDirError(f"{self.checkpoint_meta} is damaged ({e}); cannot resume") from None
-        tensors = read_safetensors(self.checkpoint)
-        load_state_tensors(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for k, v in tensors.items():
-            if k.startswith("optim."):
-                _, i, name = k.split(".", 2)
-                state.setdefault(int(i), {})[name] = v
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
-        for name, g in generators.items():
-            g.set_state(tensors[f"rng.{name}"])  # a CPU byte tensor on every device
+            current = read_regular(self.metrics, METRICS_LIMIT, RunDirError).decode("utf-8", "replace")
+        except RunDirError:
+            current = None
+        if current != text:
+            atomic_write_text(self.metrics, text)
         return meta
+
+    def checkpoint_info(self) -> dict[str, Any] | None:
+        """The checkpoint's record (``epoch``, ``history``, ``precision``, ``param_groups``...)
+        without restoring anything; None when no epoch has finished."""
+        if not self.has_checkpoint():
+            return None
+        return checkpoint.read_meta(read_safetensors(self.checkpoint)[1], self.checkpoint)
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The per-epoch metrics (NaN where a value was not finite), validated row by row."""
+        return read_metrics(self.metrics) if self.metrics.exists() else []
+
+    def read_evaluation(self) -> dict[str, Any] | None:
+        """The last ``vaekit evaluate`` results, or None if it never ran; a damaged file is a
+        RunDirError (run ``vaekit evaluate`` again to rewrite it)."""
+        if not self.evaluation.exists():
+            return None
+        return check_evaluation(read_json(self.evaluation), self.evaluation)
+
+    def latent_snapshots(self) -> tuple[list[tuple[int, np.ndarray]], np.ndarray | None]:
+        """``[(epoch, means)]`` in epoch order, and the labels if saved; names that are not
+        ``epoch_<N>.npy`` are ignored, damaged files are a RunDirError."""
+        return read_latent(self.latent)
+
+    def image_epochs(self, name: str) -> list[int]:
+        """Epochs with an ``images/<name>_<epoch>.png`` (other names are ignored)."""
+        return numbered(self.images, name, ".png")
+
+    def read_image(self, name: str, epoch: int) -> bytes:
+        """The PNG bytes of ``images/<name>_<epoch>.png`` (refused if it is not a PNG)."""
+        return read_png(self.images / f"{name}_{epoch}.png")
+
+
+def metrics_text(rows: list[dict[str, Any]]) -> str:
+    """``metrics.jsonl``: one strict-JSON object per epoch (non-finite values as null)."""
+    return "".join(json_dumps(r) + "\n" for r in rows)
 
 
 def write_npy(path: Path, a: np.ndarray) -> None:
@@ -189,29 +401,8 @@ def write_npy(path: Path, a: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def state_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-
-
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file; anything else (a pickle, a truncated file) is refused."""
-    try:
-        return st_load(path.read_bytes())
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise RunDirError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0]}); "
-                          "it may be truncated or not a vaekit file") from None
-
-
-def load_state_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    """Load weights with a clear error for missing, unexpected or mis-shaped tensors."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise RunDirError(f"model file does not match config.json (missing tensors {missing[:3]}, "
-                          f"unexpected {extra[:3]})")
-    for k, v in expected.items():
-        if tensors[k].shape != v.shape:
-            raise RunDirError(f"model file does not match config.json: tensor '{k}' has shape "
-                              f"{tuple(tensors[k].shape)}, expected {tuple(v.shape)}")
+def load_state_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor],
+                       where: str = "model file") -> None:
+    """Load weights after checking names, shapes, dtypes and finiteness against ``model``."""
+    check_tensors(tensors, model.state_dict(), where)
     model.load_state_dict(tensors)

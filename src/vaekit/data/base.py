@@ -64,9 +64,19 @@ class Dataset:
         return cls(name, torch.from_numpy(xs[0]), torch.from_numpy(xs[1]), ys[0], ys[1], binarize)
 
 
+FLOAT32_EXACT_INT = 2 ** 24  # every integer up to this is exact in float32; beyond, they round
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def check_features(x: np.ndarray, what: str) -> np.ndarray:
-    """Return ``x`` as C-contiguous float32 after checking it is non-empty and finite."""
+    """Return ``x`` as C-contiguous float32 after checking it is non-empty, real, finite, and
+    representable in float32 (integers exactly, floats without overflowing to infinity)."""
     x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.complexfloating):
+        # float32 conversion would silently drop the imaginary part
+        raise DataError(f"{what}: values are complex (dtype {x.dtype}); vaekit models real "
+                        "numbers: give the real and imaginary parts as separate features "
+                        "(e.g. numpy.concatenate([x.real, x.imag], axis=1))")
     if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise DataError(f"{what}: values must be numbers, got dtype {x.dtype}")
     if x.ndim < 2:
@@ -76,13 +86,34 @@ def check_features(x: np.ndarray, what: str) -> np.ndarray:
         raise DataError(f"{what}: no data (shape {x.shape})")
     if x.dtype == np.uint8:
         return np.divide(x, np.float32(255), dtype=np.float32)  # 8-bit pixels -> [0, 1]
-    exact_ints = np.issubdtype(x.dtype, np.integer) or x.dtype == bool  # always finite
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if exact_ints:
-        return x
+    if x.dtype == bool:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    if np.issubdtype(x.dtype, np.integer):
+        # Checked in the integer type itself: |int64 min| does not fit, so compare both ends.
+        big = (x > FLOAT32_EXACT_INT) | (x < -FLOAT32_EXACT_INT) if x.dtype.itemsize >= 4 else None
+        if big is not None and big.any():
+            row = _first_row(big)
+            value = x.reshape(len(x), -1)[row][big.reshape(len(x), -1)[row]][0]
+            raise DataError(f"{what}: integer values beyond +-2**24 = {FLOAT32_EXACT_INT:,} (first "
+                            f"in row {row}: {value}) "
+                            "cannot be represented exactly in float32, and values this large make "
+                            "the training loss overflow; rescale them first (divide by a power of "
+                            "ten, or standardize each feature)")
+        return np.ascontiguousarray(x, dtype=np.float32)
     bad = ~np.isfinite(x)
     if bad.any():
-        row = int(np.argwhere(bad.reshape(len(x), -1).any(axis=1))[0, 0])
-        raise DataError(f"{what}: {int(bad.sum())} values are NaN or infinite (first in row {row}); "
-                        "remove or impute them first")
-    return x
+        raise DataError(f"{what}: {int(bad.sum())} values are NaN or infinite (first in row "
+                        f"{_first_row(bad)}); remove or impute them first")
+    if x.dtype.itemsize > 4:
+        # float64 values above float32's range would become infinite in the conversion
+        huge = np.abs(x) > FLOAT32_MAX
+        if huge.any():
+            raise DataError(f"{what}: values beyond float32's range (|x| > {FLOAT32_MAX:.3g}, first "
+                            f"in row {_first_row(huge)}) would become infinite; rescale them first "
+                            "(divide by a power of ten, or standardize each feature)")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _first_row(mask: np.ndarray) -> int:
+    """The first row (example) of a boolean mask shaped like the data with a True in it."""
+    return int(np.argmax(mask.reshape(len(mask), -1).any(axis=1)))

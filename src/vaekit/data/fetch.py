@@ -116,6 +116,8 @@ def fetch_files(dataset: str, files: list[tuple[str, str, str]],
         try:
             download_file(url, path, md5)
             log(f"{name} verified and saved to {path}")
+        except DataError:  # a checksum mismatch says so itself (DataError is a ValueError too)
+            raise
         # urllib's errors and timeouts are OSErrors; a cut-off transfer is an HTTPException.
         except (OSError, http.client.HTTPException, ValueError) as e:
             needed.append(f"{url} (MD5 {md5}) as {path}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import stat
 import warnings
 import zipfile
 import zlib
@@ -142,10 +143,19 @@ def load_rows(path: str | os.PathLike, split: str = "test") -> tuple[np.ndarray,
 
 def _read(path: Path) -> _Parts:
     """Dispatch to the reader for ``path``'s format."""
-    if path.is_dir():
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file or folder; {SUPPORTED}") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it ({e.strerror or e}); check the path and its "
+                        "permissions") from None
+    if stat.S_ISDIR(mode):
         reader = _read_folder
-    elif not path.exists():
-        raise DataError(f"{path}: no such file or folder; {SUPPORTED}")
+    elif not stat.S_ISREG(mode):
+        # Opening a FIFO blocks until someone writes to it: refuse before opening anything.
+        raise DataError(f"{path}: not a regular file or folder (a FIFO, socket or device); "
+                        f"{SUPPORTED}")
     else:
         reader = _READERS.get(path.suffix.lower())
         if reader is None:
@@ -193,6 +203,8 @@ def _read_npz(path: Path) -> _Parts:
                                     "numpy.savez(path, x_train=..., x_test=...)")
                 arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")
                           if k in z.files}
+        except DataError:
+            raise  # a ValueError too, but already the right message
         except ValueError as e:
             if "allow_pickle" in str(e):
                 raise _pickled(path) from e
@@ -276,6 +288,8 @@ def scan_images(folder: Path, files: list[Path], use: Callable[[Image.Image], No
                                     f"{_wxh(first_size)}, {p} is {_wxh(img.size)}); "
                                     "resize them all to one size")
                 use(img)
+        except DataError:
+            raise  # a ValueError too, but already the right message
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise DataError(f"{p}: cannot read this image ({e}); replace or delete the file") from e
 

@@ -90,6 +90,16 @@ def open_npy(path: Path) -> MappedRows:
                         "numeric array saved with numpy.save") from None
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise DataError(f"{path}: values must be numbers, got dtype {array.dtype}")
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise DataError(f"{path}: complex values (dtype {array.dtype}); vaekit models real numbers, "
+                        "so save the real and imaginary parts as separate columns")
+    if np.issubdtype(array.dtype, np.integer) and array.dtype.itemsize > 2:
+        # int32/int64 beyond 2**24 lose precision as float32: refuse them, as in-memory data does
+        for i in range(0, len(array), CHUNK_ROWS):
+            chunk = np.asarray(array[i: i + CHUNK_ROWS])
+            if chunk.size and max(abs(int(chunk.min())), abs(int(chunk.max()))) > 2**24:
+                raise DataError(f"{path}: integer values beyond 2**24 (near row {i}) cannot be "
+                                "represented exactly as float32; rescale them first")
     if array.ndim == 3:  # (n, H, W) grey images: a view with one channel, no copy
         array = array.reshape(array.shape[0], 1, *array.shape[1:])
     if array.ndim not in (2, 4) or len(array) == 0 or (array.ndim == 4 and array.shape[1] not in (1, 3, 4)):
