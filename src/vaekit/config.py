@@ -38,8 +38,8 @@ class OptionError(ConfigError):
         import re
 
         text = str(self)
-        for name in self.fields:
-            text = re.sub(rf"(?<![\w-]){name}(?![\w-])", flag(name), text)
+        for name in self.fields:  # the first mention names the option; later ones may be words
+            text = re.sub(rf"(?<![\w-]){name}(?![\w-])", flag(name), text, count=1)
         return text
 
 

@@ -67,7 +67,8 @@ def resume_config(run_dir: RunDir, flags: dict[str, Any], data: str | None) -> R
     info = run_dir.checkpoint_info() if run_dir.has_checkpoint() else None
     # validated in full when the checkpoint is read; here only a count to compare with
     finished = info.get("epoch") if info and type(info.get("epoch")) is int else 0
-    if flags.get("epochs", cfg.train.epochs) < finished:
+    # (a checkpoint past the saved epochs is damage, refused when it is read)
+    if finished <= cfg.train.epochs and flags.get("epochs", cfg.train.epochs) < finished:
         raise OptionError(f"epochs {flags.get('epochs', cfg.train.epochs)} is fewer than the "
                           f"{finished} epochs {run_dir.checkpoint} has finished", "epochs")
     cfg.update(flags)
