@@ -487,7 +487,8 @@ def test_overwrite_with_bad_data_keeps_the_old_run(tmp_path, capsys, small_npy):
     np.save(tmp_path / "wide.npy", 3 * _uniform(20, 4, seed=10) - 1)  # outside [0, 1]
     before = snapshot(tmp_path)
     capsys.readouterr()
-    assert cli("train", tmp_path / "wide.npy", "--out", run, "--epochs", 1, *SMALL, "--overwrite") == 2
+    assert cli("train", tmp_path / "wide.npy", "--out", run, "--epochs", 1, *SMALL, "--overwrite",
+               "--likelihood", "bernoulli") == 2
     assert_one_error(capsys.readouterr().err, "--likelihood gaussian")
     assert snapshot(tmp_path) == before
 
@@ -591,8 +592,8 @@ def _corrupt_png(d):
 
 
 def _out_of_range(d):
-    np.save(d / "x.npy", 3 * _uniform(20, 4, seed=13) - 1)
-    return ["train", d / "x.npy"], ["--likelihood gaussian"]
+    np.save(d / "x.npy", 3 * _uniform(20, 4, seed=13) - 1)  # a Bernoulli model asked for
+    return ["train", d / "x.npy", "--likelihood", "bernoulli"], ["--likelihood gaussian"]
 
 
 def _text_as_npy(d):

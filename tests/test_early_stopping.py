@@ -22,6 +22,9 @@ def small_data(n=200, d=6, seed=0) -> Dataset:
     return Dataset.from_arrays("blobs", x[:160], x[160:])
 
 
+ALL = set(RunConfig().flat())  # every option given: no data-chosen defaults in these tests
+
+
 def config(**flat) -> RunConfig:
     cfg = RunConfig().update({"hidden": (16,), "latent_dim": 2, "batch_size": 32, "precision": "fp32",
                               "device": "cpu", **flat})
@@ -66,7 +69,7 @@ def test_a_resumed_run_rebuilds_the_record_from_its_metrics():
 def test_validation_rows_come_from_the_training_split_and_the_best_weights_are_kept(tmp_path):
     data = small_data()
     res = pipeline.train(config(epochs=8, lr=0.05, val_fraction=0.25), data, out=tmp_path / "run",
-                         log=lambda s: None)
+                         log=lambda s: None, given=ALL)
     h = res.history
     assert all("val_loss" in r and "test_loss" in r for r in h)
     best = 1 + int(np.argmin([r["val_loss"] for r in h]))
@@ -99,8 +102,9 @@ def test_the_kept_weights_are_those_of_the_best_epoch():
 def test_resume_with_a_validation_split_is_bit_identical(tmp_path):
     data = small_data(seed=2)
     full = pipeline.train(config(epochs=4, val_fraction=0.2), data, out=tmp_path / "full",
-                          log=lambda s: None)
-    pipeline.train(config(epochs=2, val_fraction=0.2), data, out=tmp_path / "part", log=lambda s: None)
+                          log=lambda s: None, given=ALL)
+    pipeline.train(config(epochs=2, val_fraction=0.2), data, out=tmp_path / "part", log=lambda s: None,
+                   given=ALL)
     cfg = pipeline.resume_config(pipeline.RunDir(tmp_path / "part"), {"epochs": 4}, None)
     part = pipeline.train(cfg, data, out=tmp_path / "part", resume=True, log=lambda s: None)
     assert [r["best_epoch"] for r in part.history] == [r["best_epoch"] for r in full.history]

@@ -18,7 +18,8 @@ from vaekit.estimator import VAE
 
 # Small and quick; device and precision fixed (not "auto") so that save/load round-trips every
 # parameter and the numbers do not depend on whether this CPU has native bf16.
-FAST = dict(hidden=(32,), latent_dim=2, epochs=2, batch_size=32, device="cpu", precision="fp32")
+FAST = dict(hidden=(32,), latent_dim=2, epochs=2, batch_size=32, device="cpu", precision="fp32",
+            likelihood="bernoulli")
 
 
 def _relu_mlp(x: np.ndarray, linears: list[torch.nn.Linear]) -> np.ndarray:
@@ -32,6 +33,13 @@ def _relu_mlp(x: np.ndarray, linears: list[torch.nn.Linear]) -> np.ndarray:
 
 def _linears(module: torch.nn.Module) -> list[torch.nn.Linear]:
     return [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+
+
+def resolved(est: VAE) -> dict:
+    """``est``'s parameters with each "auto" replaced by the value the fit chose."""
+    flat = est.config_.flat()
+    return {k: (flat["seed" if k == "random_state" else k] if v == "auto" and k not in
+                ("device", "precision") else v) for k, v in est.get_params().items()}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +60,8 @@ def fitted(blobs_m) -> VAE:
 
 
 ALL_PARAMS = dict(arch="mlp", hidden=(16, 8), latent_dim=3, top_latent_dims=(2,), posterior="full-covariance",
-                  prior="mixture", prior_components=7, likelihood="gaussian", mixtures=3, obs_std=0.5,
+                  prior="mixture", prior_components=7, likelihood="gaussian", preprocess="standardize",
+                  mixtures=3, obs_std=0.5,
                   learn_obs_std=True, min_obs_var=1e-4, min_var=1e-3, conditional=True, epochs=4,
                   batch_size=7, lr=3e-3, lr_schedule="cosine", objective="iwae", k=3, beta=0.25,
                   kl_warmup=2, free_bits=0.5, clip_grad=5.0, max_skips=3, max_minutes=1.5,
@@ -73,7 +82,8 @@ def test_parameters_are_the_config_fields_with_their_defaults_and_help():
         if name == "seed":
             assert sig["random_state"].default is None
             continue
-        assert sig[name].default == ESTIMATOR_DEFAULTS.get(name, f.default), name
+        expected = "auto" if f.metadata["auto"] else ESTIMATOR_DEFAULTS.get(name, f.default)
+        assert sig[name].default == expected, name
         assert " ".join(f.metadata["help"].split()) in " ".join(VAE.__doc__.split()), name
     # every option field reaches users somewhere: a CLI flag, an estimator parameter, or vaekit
     scopes = {f.metadata["scope"] for _, f in option_fields().values()}
@@ -85,7 +95,8 @@ def test_a_loaded_run_describes_itself_and_clone_refits_the_same_model(tmp_path,
               epochs=2, batch_size=32, device="cpu", precision="fp32", random_state=4).fit(blobs_m)
     est.save(tmp_path / "m")
     loaded = VAE.load(tmp_path / "m")
-    assert loaded.get_params() == {**est.get_params(), "verbose": False}
+    # the loaded parameters are the run's configuration, data-chosen options included
+    assert loaded.get_params() == {**resolved(est), "verbose": False}
     again = clone(loaded).fit(blobs_m)
     np.testing.assert_array_equal(again.transform(blobs_m), est.transform(blobs_m))
 
@@ -180,7 +191,7 @@ def test_sample_seeded_shape_and_range(fitted):
 
 
 def test_gaussian_samples_are_unbounded_decoder_means(blobs_m):
-    est = VAE(**FAST, likelihood="gaussian", random_state=0).fit(4 * blobs_m - 2)
+    est = VAE(**{**FAST, "likelihood": "gaussian"}, random_state=0).fit(4 * blobs_m - 2)
     s = est.sample(50, random_state=0)
     assert s.shape == (50, 6) and np.isfinite(s).all()
 
@@ -207,7 +218,7 @@ def test_save_load_round_trip(fitted, blobs_m, tmp_path):
     fitted.save(tmp_path / "m")
     assert {p.name for p in (tmp_path / "m").iterdir()} >= {"config.json", "model.safetensors"}
     loaded = VAE.load(tmp_path / "m")
-    assert loaded.get_params() == {**fitted.get_params(), "verbose": False}
+    assert loaded.get_params() == {**resolved(fitted), "verbose": False}
     np.testing.assert_array_equal(loaded.transform(blobs_m), fitted.transform(blobs_m))
     np.testing.assert_array_equal(loaded.sample(7, random_state=3), fitted.sample(7, random_state=3))
     np.testing.assert_array_equal(loaded.reconstruct(blobs_m), fitted.reconstruct(blobs_m))
@@ -307,5 +318,5 @@ def test_conditional_estimator_round_trips(tmp_path):
     vae = VAE(hidden=(8,), latent_dim=2, conditional=True, epochs=1, random_state=0).fit(x, y)
     vae.save(tmp_path / "m")
     again = VAE.load(tmp_path / "m")
-    assert again.conditional and again.get_params() == {**vae.get_params(), "device": "cpu"}
+    assert again.conditional and again.get_params() == {**resolved(vae), "device": "cpu"}
     np.testing.assert_array_equal(again.transform(x, y), vae.transform(x, y))

@@ -202,3 +202,69 @@ def test_bad_input_is_one_error_line(argv, needle, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and needle in err[0]
+
+
+# -- scores you can rank: each row's samples come from its own stream ----------------------------
+def rankable_models():
+    """An unconditional, a conditional and a ladder model on 6-D data in [0, 1]."""
+    from vaekit.zoo import build_model
+
+    torch.manual_seed(0)
+    return {
+        "plain": (build_model(ModelConfig(hidden=(16,), latent_dim=3), (6,)), None),
+        "conditional": (build_model(ModelConfig(hidden=(16,), latent_dim=3, conditional=True,
+                                                num_classes=3), (6,)), torch.arange(40) % 3),
+        "ladder": (build_model(ModelConfig(hidden=(16,), latent_dim=3, top_latent_dims=(2,)), (6,)), None),
+    }
+
+
+@pytest.mark.parametrize("name", ["plain", "conditional", "ladder"])
+def test_a_rows_score_does_not_depend_on_its_neighbours_order_or_batch(name):
+    model, y = rankable_models()[name]
+    x = torch.rand(40, 6, generator=torch.Generator().manual_seed(1))
+    ref = log_likelihood(model, x, 64, seed=7, y=y, batch_size=40, max_rows=50)  # chunks 50 + 14
+    perm = torch.randperm(40, generator=torch.Generator().manual_seed(2))
+    for batch_size in (1, 7, 40):
+        got = log_likelihood(model, x[perm], 64, seed=7, y=None if y is None else y[perm],
+                             batch_size=batch_size, max_rows=50)
+        assert torch.equal(got, ref[perm]), (name, batch_size)  # to the last bit
+        sub = log_likelihood(model, x[5:12], 64, seed=7, y=None if y is None else y[5:12],
+                             batch_size=batch_size, max_rows=50)
+        assert torch.equal(sub, ref[5:12]), (name, batch_size)
+    # batched (the GPU path): the same streams, so the same numbers up to float rounding
+    batched = log_likelihood(model, x, 64, seed=7, y=y, batch_size=16, max_rows=50, rowwise=False)
+    torch.testing.assert_close(batched, ref, rtol=0, atol=1e-5)
+    other = log_likelihood(model, x, 64, seed=8, y=y, max_rows=50)
+    assert (other - ref).abs().min() > 0  # the seed still matters, for every row
+
+
+def test_row_streams_are_seeded_by_content_and_remain_independent_draws():
+    from vaekit.evaluate import row_noise, row_seeds
+
+    x = torch.rand(300, 4, generator=torch.Generator().manual_seed(0))
+    seeds = row_seeds(x, None, 0)
+    assert len(set(seeds)) == 300 and seeds[:2] == row_seeds(x[:2].double(), None, 0)
+    assert row_seeds(-0.0 * torch.ones(1, 4), None, 0) == row_seeds(torch.zeros(1, 4), None, 0)
+    y = torch.zeros(300, dtype=torch.long)
+    assert all(a != b for a, b in zip(row_seeds(x, y, 0), row_seeds(x, y + 1, 0)))  # labels key it
+    assert all(a != b for a, b in zip(seeds, row_seeds(x, None, 1)))  # and so does the seed
+    noise = row_noise(seeds, 50, 3, torch.device("cpu"))  # (b, k, dim)
+    assert noise.shape == (300, 50, 3)
+    flat = noise.double().flatten().numpy()
+    # 45,000 numbers from 300 streams: standard normal (Kolmogorov-Smirnov), rows uncorrelated
+    assert st.kstest(flat, "norm").pvalue > 1e-3
+    rows = noise.reshape(300, -1).double().numpy()
+    corr = np.corrcoef(rows)[np.triu_indices(300, 1)]
+    assert abs(corr.mean()) < 0.01 and corr.std() < 1.5 / math.sqrt(150)
+
+
+def test_scoring_checks_the_likelihoods_support():
+    from vaekit.errors import DataError
+
+    model = VAEModel(ModelConfig(hidden=(8,), latent_dim=2), (6,))  # bernoulli: data in [0, 1]
+    x = torch.rand(10, 6)
+    x[3, 2] = 4.0
+    with pytest.raises(DataError, match=r"values span \[.*, 4\]"):
+        log_likelihood(model, x, 5, seed=0)
+    with pytest.raises(DataError, match="bernoulli"):
+        evaluate(model, x, k=5)

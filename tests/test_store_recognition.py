@@ -43,7 +43,7 @@ def fake_run(path: Path, *extra: str) -> Path:
 ])
 def test_the_names_vaekit_writes(rel, owned):
     assert is_owned(rel) is owned
-    assert OWNED_DIRS == {"images", "latent", "tensorboard"}
+    assert OWNED_DIRS == {"images", "latent", "tensorboard", "onnx"}
 
 
 def test_a_run_with_only_vaekit_files_has_nothing_foreign(tmp_path):

@@ -13,8 +13,9 @@ import sys
 from typing import Any, Sequence
 
 from . import __version__
-from .commands import (cmd_baseline, cmd_datasets, cmd_embed, cmd_evaluate, cmd_interpolate,
-                       cmd_reconstruct, cmd_report, cmd_sample, cmd_score, cmd_traverse)
+from .commands import (cmd_baseline, cmd_card, cmd_compare, cmd_datasets, cmd_embed, cmd_evaluate,
+                       cmd_export, cmd_interpolate, cmd_reconstruct, cmd_report, cmd_sample,
+                       cmd_score, cmd_traverse)
 from .config import OptionError, choices_of, iter_options, parse_sizes, read_toml
 from .errors import ConfigError, VaekitError
 
@@ -68,10 +69,12 @@ def add_option_flags(p: argparse.ArgumentParser) -> list[str]:
     for name, f, kind in iter_options("cli"):
         m = f.metadata
         shown = "none" if f.default in (None, ()) else str(f.default).lower() if kind is bool else f.default
+        auto = "; when not given, chosen from the data where it matters, and said" if m["auto"] else ""
         kw: dict[str, Any] = dict(dest=name, default=None, metavar=m["metavar"],
-                                  help=f"{m['help']} (default {shown})")
+                                  help=f"{m['help']} (default {shown}{auto})")
         if kind is bool:
-            kw = dict(dest=name, default=None, action="store_const", const=True, help=m["help"])
+            kw = dict(dest=name, default=None, action="store_const", const=True,
+                      help=m["help"] + (f" ({auto[2:]})" if auto else ""))
         elif kind is tuple:
             kw["type"] = sizes(name)
         elif kind in (int, float):
@@ -135,10 +138,14 @@ def train_in_world(args: argparse.Namespace, world) -> int:
               f"{last['epoch']}; run in {res.run_dir.path}")
     for note in res.notes:
         say(note)
-    if not args.no_report and world.is_main:
-        from .report import write_report
+    if world.is_main:
+        from .card import write_card
 
-        print(f"report: {write_report(res.run_dir.path, data=res.data)}")
+        if not args.no_report:
+            from .report import write_report
+
+            print(f"report: {write_report(res.run_dir.path, data=res.data)}")
+        write_card(res.run_dir.path, keep_foreign=True)  # a README.md of the user's stays
     return 0
 
 
@@ -261,6 +268,39 @@ def build_parser() -> Parser:
     s.add_argument("--out", required=True, help="FILE.png, one row per dimension")
     d = sub.add_parser("datasets", parents=[common], help="list the built-in datasets")
     d.set_defaults(func=cmd_datasets)
+    e = sub.add_parser("export", parents=[common], help="the encoder and decoder as ONNX graphs",
+                       description="Write encoder.onnx (x [, y] -> posterior mean z) and decoder.onnx "
+                                   "(z [, y] -> decoder mean x), with a dynamic batch size, the run's "
+                                   "preprocessing inside and no sampling, plus export.json; each graph "
+                                   "is checked against PyTorch with onnxruntime. Needs "
+                                   "pip install 'vaekit[onnx]'.")
+    e.add_argument("run", metavar="RUN", help="run directory written by 'vaekit train'")
+    e.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default onnx)")
+    e.add_argument("--out", metavar="DIR", help="export folder (default RUN/onnx)")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace an export of another model in DIR (the same model's is rewritten "
+                        "without it; a folder with other files is never written into)")
+    e.add_argument("--opset", type=number(int, 18, 100), metavar="N",
+                   help="ONNX opset, 18 or later (default: the exporter's recommended one)")
+    e.set_defaults(func=cmd_export)
+    m = sub.add_parser("card", parents=[common], help="write the run's model card, RUN/README.md",
+                       description="Write RUN/README.md: a YAML header for model hubs, the data, the "
+                                   "configuration, final metrics, the evaluation with its error bars, "
+                                   "versions, and intended use and limits. 'vaekit train' and "
+                                   "'vaekit evaluate' rewrite it; a README.md vaekit did not write is "
+                                   "never replaced.")
+    m.add_argument("run", metavar="RUN", help="run directory written by 'vaekit train'")
+    m.add_argument("--license", help="license for the header (default unknown)")
+    m.set_defaults(func=cmd_card)
+    c = sub.add_parser("compare", parents=[common], help="compare runs: differing options, losses, "
+                       "evaluations", description="A table of runs: the configuration options that "
+                       "differ between them, final and best test loss (with its epoch), epochs, and "
+                       "log p(x) +- its standard error where evaluated.")
+    c.add_argument("runs", metavar="RUN", nargs="+", help="run directories written by 'vaekit train'")
+    c.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    c.add_argument("--html", metavar="FILE.html", help="also write a self-contained page with the "
+                   "loss curves overlaid and the same table")
+    c.set_defaults(func=cmd_compare)
     return p
 
 

@@ -109,6 +109,9 @@ def progress_bar(total: int, desc: str):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .fileio import json_dumps
+    from .card import write_card
+    from .disentangle import dataset_factors, disentanglement_scores
+    from .evaluate import posterior_means
     from .pipeline import save_evaluation
     from .run import RunDir
 
@@ -121,9 +124,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         close()
     res = {"data": args.data or cfg.data.data, "split": args.split if args.data else "test", **res}
+    found = dataset_factors(res["data"], res["split"], log=lambda s: print(s, file=sys.stderr))
+    if found is not None:  # data with known factors (the built-in shapes): MIG and DCI
+        res |= disentanglement_scores(posterior_means(model, x, y=y).numpy(), found[0],
+                                      random_state=args.seed)  # flat keys: mig, dci_*, n_rows
     rd = RunDir(args.run)
     with rd.lock():
         written = save_evaluation(rd, res)
+        write_card(rd.path, keep_foreign=True)
         refresh = rd.report.exists() and "evaluation.json" in written
         if refresh:
             from .report import write_report
@@ -146,6 +154,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rows.append(("bits/dim", f"{res['bits_per_dim']:.4f}"))
     if res["kl_per_dim"] is not None:
         rows.append(("KL per dim", " ".join(f"{v:.2f}" for v in res["kl_per_dim"])))
+    if "mig" in res:
+        d = res
+        rows.append(("MIG", f"{d['mig']:.3f} (Chen et al. 2018)"))
+        rows.append(("DCI", f"disentanglement {d['dci_disentanglement']:.3f}, completeness "
+                            f"{d['dci_completeness']:.3f}, informativeness "
+                            f"{d['dci_informativeness']:.3f} (Eastwood & Williams 2018)"))
     print(f"evaluation of {args.run} on {res['data']} ({res['split']}); per example, higher log p(x) "
           "is better")
     for name, value in rows:
@@ -258,4 +272,29 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         print(f"{name:<16} {ds.description}{' [cached]' if ds.cached() else ''}")
     print(f"\ncache: {cache_dir()} (set VAEKIT_DATA to move it); or give a path: .npy, .npz "
           "(x_train, x_test[, y_train, y_test]), .csv, or a folder of images")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import describe, export_onnx
+
+    print(describe(export_onnx(args.run, args.out, overwrite=args.overwrite, opset=args.opset)))
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from .card import write_card
+
+    print(f"wrote {write_card(args.run, license=args.license)}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import comparison, read_runs, text_table, write_html
+    from .fileio import json_dumps
+
+    runs = read_runs(args.runs)
+    if args.html:
+        print(f"wrote {write_html(runs, args.html)}", file=sys.stderr)
+    print(json_dumps(comparison(runs)) if args.json else text_table(comparison(runs)))
     return 0

@@ -50,7 +50,8 @@ def flag(name: str) -> str:
 
 def option(default: Any, help: str, *, choices: tuple[str, ...] | Callable[[], list[str]] | None = None,
            low: float | None = None, high: float | None = None, low_open: bool = False,
-           scope: str = "all", resumable: bool = False, metavar: str | None = None) -> Any:
+           scope: str = "all", resumable: bool = False, metavar: str | None = None,
+           auto: bool = False) -> Any:
     """A config field with what the CLI, the estimator and validation need to know.
 
     Parameters
@@ -62,10 +63,12 @@ def option(default: Any, help: str, *, choices: tuple[str, ...] | Callable[[], l
     scope : ``all`` (CLI flag and estimator parameter), ``cli`` (a flag only) or ``internal``
         (set by vaekit, e.g. the number of classes).
     resumable : may change when a run is resumed (``--epochs``, ``--device``, ...).
+    auto : when not given, vaekit may choose the value from the data (:mod:`vaekit.defaults`)
+        and says so in one line.
     """
     return field(default=default, metadata=dict(
         help=help, choices=choices, low=low, high=high, low_open=low_open, scope=scope,
-        resumable=resumable, metavar=metavar))
+        resumable=resumable, metavar=metavar, auto=auto))
 
 
 def registry_names(module: str, name: str) -> Callable[[], list[str]]:
@@ -87,7 +90,7 @@ class ModelConfig:
     hidden: tuple[int, ...] | None = option(
         None, "hidden widths, e.g. 400 or 512,256; for conv and resnet the dense width (default: "
         "the body's own, mlp 400, conv 1024, resnet 512)", low=1, high=MAX_SIZE, metavar="WIDTHS")
-    latent_dim: int = option(20, "size of the latent code z", low=1, high=MAX_SIZE)
+    latent_dim: int = option(20, "size of the latent code z", low=1, high=MAX_SIZE, auto=True)
     top_latent_dims: tuple[int, ...] = option(
         (), "stochastic layers above the first, bottom-up, e.g. 32 or 32,16: a ladder VAE with "
         "top-down inference (Sønderby et al. 2016)", low=1, high=MAX_SIZE, metavar="SIZES")
@@ -101,13 +104,19 @@ class ModelConfig:
     likelihood: str = option("bernoulli", "p(x|z): bernoulli (data in [0, 1]), continuous-bernoulli "
                              "(a density on [0, 1]), gaussian, gaussian-predicted (per-dimension "
                              "variance from the decoder), laplace, or logistic-mixture (8-bit data)",
-                             choices=registry_names("likelihoods", "LIKELIHOODS"))
+                             choices=registry_names("likelihoods", "LIKELIHOODS"), auto=True)
+    preprocess: str = option(
+        "none", "preprocessing fitted on the training split and stored with the model: none, "
+        "standardize (each feature to mean 0 and sd 1) or standardize-shared (centred, one shared "
+        "scale: a linear model stays probabilistic PCA of the raw data); every density and output "
+        "stays in the data's own units", choices=registry_names("preprocess", "PREPROCESSORS"),
+        auto=True)
     mixtures: int = option(5, "logistics per sub-pixel of the logistic-mixture likelihood",
                            low=1, high=256, metavar="K")
     obs_std: float = option(1.0, "standard deviation of the gaussian (or scale of the laplace) "
                             "likelihood; its start value when learned", low=0, low_open=True)
     learn_obs_std: bool = option(False, "learn the gaussian or laplace likelihood's scale (one for "
-                                 "all dimensions), floored by min_obs_var; with arch linear: pPCA")
+                                 "all dimensions), floored by min_obs_var; with arch linear: pPCA", auto=True)
     min_obs_var: float = option(1e-6, "floor on a learned or predicted observation variance "
                                 "(Lower bounding the generative model variance)", low=0)
     min_var: float = option(1e-5, "floor on the posterior variance, so that log q(z|x) stays "
@@ -139,12 +148,12 @@ class ModelConfig:
 class TrainConfig:
     """How the model is trained. Defaults are the reference configuration."""
 
-    epochs: int = option(10, "training epochs", low=1, high=10**7, resumable=True)
+    epochs: int = option(10, "training epochs", low=1, high=10**7, resumable=True, auto=True)
     batch_size: int = option(128, "examples per Adam step", low=1, high=2**31 - 1)
-    lr: float = option(1e-3, "Adam learning rate", low=0, low_open=True, high=1e3)
+    lr: float = option(1e-3, "Adam learning rate", low=0, low_open=True, high=1e3, auto=True)
     lr_schedule: str = option("constant", "constant, or cosine: anneal the learning rate to 0 "
                               "over the epochs, step by step (Loshchilov & Hutter 2017)",
-                              choices=("constant", "cosine"))
+                              choices=("constant", "cosine"), auto=True)
     objective: str = option("elbo", "elbo (averaged over k samples) or iwae (the importance-"
                             "weighted bound with k samples, Burda et al. 2015)",
                             choices=registry_names("objectives", "OBJECTIVES"))
@@ -164,7 +173,7 @@ class TrainConfig:
                             high=10**9, metavar="N")
     max_minutes: float = option(0.0, "wall-clock budget: no epoch starts that would end past "
                                 "it (0: no limit); resuming continues to epochs", low=0,
-                                resumable=True, metavar="M")
+                                resumable=True, metavar="M", auto=True)
     seed: int = option(0, "seed for initialisation, shuffling and noise", low=0, high=MAX_SEED)
     device: str = option("auto", "auto (cuda when present), cpu, cuda, cuda:N or mps",
                          resumable=True)
@@ -173,7 +182,7 @@ class TrainConfig:
                             choices=("auto", "fp32", "bf16"))
     patience: int = option(0, "early stopping: stop when the validation loss has not improved "
                            "for this many epochs, and keep the best epoch's weights (0: off; needs "
-                           "val_fraction)", low=0, high=10**7, metavar="EPOCHS")
+                           "val_fraction)", low=0, high=10**7, metavar="EPOCHS", auto=True)
     eval_batch_size: int = option(1000, "batch size for evaluation, which needs no gradients",
                                   low=1, high=2**31 - 1)
     tensorboard: bool = option(False, "also log metrics and image grids to RUN/tensorboard "
@@ -200,7 +209,10 @@ class DataConfig:
                                   "test split", low=0, high=0.99)
     val_fraction: float = option(0.0, "fraction of the training split held out for validation "
                                  "(early stopping, the kept weights); never the test split (0: "
-                                 "none)", low=0, high=0.5)
+                                 "none)", low=0, high=0.5, auto=True)
+    n_train: int = option(0, "examples trained on", low=0, scope="internal")
+    n_val: int = option(0, "examples held out for validation", low=0, scope="internal")
+    n_test: int = option(0, "examples in the test split", low=0, scope="internal")
     stream: bool = option(False, "read DATA batch by batch instead of loading it, for data "
                           "larger than memory: a .npy memory-mapped, an image folder decoded by "
                           "DataLoader workers", scope="cli")

@@ -23,7 +23,9 @@ from .evaluate import posterior_means
 from .model import VAEModel
 from .run import RunDir
 
-# Where the estimator's default differs from the CLI's, and why.
+# Where the estimator's default differs from the CLI's, and why. Options vaekit may choose from
+# the data (``auto`` fields) default to "auto": a value passed explicitly, even the CLI's default,
+# is then kept, which only a sentinel can tell apart under clone().
 ESTIMATOR_DEFAULTS = {
     # fit(X) learns from all of X, as scikit-learn estimators do; hold out a part for the
     # per-epoch test metrics in history_ with test_fraction > 0.
@@ -70,18 +72,19 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, arch: str = "mlp", hidden: tuple[int, ...] | None = None,
-                 latent_dim: int = 20, top_latent_dims: tuple[int, ...] = (),
+                 latent_dim: int | str = "auto", top_latent_dims: tuple[int, ...] = (),
                  posterior: str = "diagonal", prior: str = "normal", prior_components: int = 10,
-                 likelihood: str = "bernoulli", mixtures: int = 5, obs_std: float = 1.0,
-                 learn_obs_std: bool = False, min_obs_var: float = 1e-6, min_var: float = 1e-5,
-                 conditional: bool = False, epochs: int = 10, batch_size: int = 128,
-                 lr: float = 1e-3, lr_schedule: str = "constant", objective: str = "elbo",
-                 k: int = 1, beta: float = 1.0, kl_warmup: int = 0, free_bits: float = 0.0,
-                 clip_grad: float = 0.0, max_skips: int = 20, max_minutes: float = 0.0,
+                 likelihood: str = "auto", preprocess: str = "auto", mixtures: int = 5,
+                 obs_std: float = 1.0, learn_obs_std: bool | str = "auto",
+                 min_obs_var: float = 1e-6, min_var: float = 1e-5, conditional: bool = False,
+                 epochs: int | str = "auto", batch_size: int = 128, lr: float | str = "auto",
+                 lr_schedule: str = "auto", objective: str = "elbo", k: int = 1,
+                 beta: float = 1.0, kl_warmup: int = 0, free_bits: float = 0.0,
+                 clip_grad: float = 0.0, max_skips: int = 20, max_minutes: float | str = "auto",
                  random_state: int | np.random.RandomState | None = None, device: str = "auto",
-                 precision: str = "auto", patience: int = 0, eval_batch_size: int = 1000,
-                 test_fraction: float = 0.0, val_fraction: float = 0.0,
-                 verbose: bool = False) -> None:
+                 precision: str = "auto", patience: int | str = "auto",
+                 eval_batch_size: int = 1000, test_fraction: float = 0.0,
+                 val_fraction: float | str = "auto", verbose: bool = False) -> None:
         self.arch = arch
         self.hidden = hidden
         self.latent_dim = latent_dim
@@ -90,6 +93,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.prior = prior
         self.prior_components = prior_components
         self.likelihood = likelihood
+        self.preprocess = preprocess
         self.mixtures = mixtures
         self.obs_std = obs_std
         self.learn_obs_std = learn_obs_std
@@ -129,11 +133,13 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         return int(rs)
 
     def _config(self) -> tuple[RunConfig, set[str]]:
-        """The run's configuration, and the options set to other values than the defaults."""
-        params, defaults = self.get_params(), type(self)().get_params()
+        """The run's configuration, and the options given (every one not left at ``"auto"``)."""
+        params = self.get_params()
         flat: dict[str, Any] = {}
         for name, _, kind in iter_options("estimator"):
             value = params[PARAM_OF_FIELD.get(name, name)]
+            if isinstance(value, str) and value == "auto" and name not in ("device", "precision"):
+                continue  # vaekit chooses it from the data (vaekit.defaults), as the CLI does
             if kind is tuple and value is not None and not isinstance(value, str):
                 value = tuple(np.atleast_1d(value).tolist())
             if isinstance(value, np.generic):
@@ -142,9 +148,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         flat["seed"] = self._seed()
         cfg = RunConfig().update(flat)
         cfg.data.data = "array"
-        given = {n for n in flat if n != "seed" and params[PARAM_OF_FIELD.get(n, n)] !=
-                 defaults[PARAM_OF_FIELD.get(n, n)]}
-        return cfg.validate(), given
+        return cfg.validate(), set(flat)
 
     # -- input checks ----------------------------------------------------------------------
     def _x(self, X, reset: bool) -> np.ndarray:
@@ -317,6 +321,11 @@ def parameter_docs() -> str:
         if name == "seed":
             continue
         kind_name = {tuple: "tuple of int"}.get(kind, kind.__name__)
+        if f.metadata["auto"] and name not in ("device", "precision"):
+            lines.append(f"{name} : {kind_name} or 'auto', default='auto'\n        {f.metadata['help']}. "
+                         f"'auto': chosen from the data at fit (the CLI's default {f.default!r} "
+                         "where the data needs nothing else).")
+            continue
         default = ESTIMATOR_DEFAULTS.get(name, f.default)
         lines.append(f"{name} : {kind_name}, default={default!r}\n        {f.metadata['help']}.")
     return "\n    ".join(lines)

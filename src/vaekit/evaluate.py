@@ -1,12 +1,21 @@
-"""Evaluation as pure functions of a model and data."""
+"""Evaluation as pure functions of a model and data.
+
+Scores are rankable: in :func:`importance_sample` each row draws its samples from its own
+stream, seeded from the caller's seed and the row's content (its float32 bytes and label), so a
+row's log p(x) does not depend on which rows share the call, their order or the batch size.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 from typing import Callable
 
+import numpy as np
 import torch
+
+NOISE_BUDGET = 2**23  # noise numbers held per batch (32 MB float32): bounds k x rows x latent
 
 
 @torch.no_grad()
@@ -45,11 +54,54 @@ def posterior_means(model, x: torch.Tensor, batch_size: int = 1000,
     return torch.cat(out) if out else torch.zeros(0, model.latent_dim)
 
 
+def row_seeds(x: torch.Tensor, y: torch.Tensor | None, seed: int) -> list[int]:
+    """One 64-bit seed per row: BLAKE2b of the row's float32 bytes and its label, keyed by ``seed``.
+
+    Equal rows (and labels) get equal seeds; ``-0.0`` counts as ``0.0`` and a float64 row as
+    its float32 value, so the seed follows the values the model sees.
+    """
+    key = (int(seed) % 2**64).to_bytes(8, "little")
+    rows = x.detach().reshape(len(x), -1).to("cpu", torch.float32).numpy() + np.float32(0.0)
+    labels = None if y is None else y.detach().reshape(-1).to("cpu", torch.int64).numpy()
+    out = []
+    for i, row in enumerate(rows):
+        h = hashlib.blake2b(row.tobytes(), digest_size=8, key=key)
+        if labels is not None:
+            h.update(labels[i].tobytes())
+        out.append(int.from_bytes(h.digest(), "little"))
+    return out
+
+
+def row_noise(seeds: list[int], k: int, dim: int, device: torch.device,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard-normal noise ``(b, k, dim)``: row ``j`` from its own generator seeded ``seeds[j]``.
+
+    Each row's ``k * dim`` numbers come from one draw of its own stream, so they do not depend on
+    the batch or on how the ``k`` samples are chunked later.
+    """
+    out = torch.empty(len(seeds), k, dim, device=device, dtype=dtype)
+    g = torch.Generator(device)
+    for j, s in enumerate(seeds):
+        g.manual_seed(s)
+        torch.randn(k, dim, generator=g, out=out[j])
+    return out
+
+
+def stream_seed(seed: int | None, generator: torch.Generator | None) -> int:
+    """The seed of the per-row streams: ``seed``, else ``generator``'s seed, else a fresh one."""
+    if seed is not None:
+        return int(seed)
+    if generator is not None:
+        return int(generator.initial_seed())
+    return int(torch.randint(0, 2**62, (), dtype=torch.int64))
+
+
 @torch.no_grad()
 def importance_sample(model, x: torch.Tensor, k: int = 1000, batch_size: int = 100,
                       max_rows: int = 4096, generator: torch.Generator | None = None,
                       progress: Callable[[int], None] | None = None,
-                      y: torch.Tensor | None = None
+                      y: torch.Tensor | None = None, seed: int | None = None,
+                      check: bool = True, rowwise: bool | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Importance-sampled log p(x) per example, with the posterior as proposal.
 
@@ -57,23 +109,33 @@ def importance_sample(model, x: torch.Tensor, k: int = 1000, batch_size: int = 1
     example, combined with logsumexp (Burda et al. 2015, eq. 8). Examples are taken
     ``batch_size`` at a time and the ``k`` samples in chunks of at most ``max_rows`` decoder rows,
     so memory stays bounded whatever ``k`` is (4096 rows keep a chunk's logits in cache: it
-    measured fastest here).
+    measured fastest here). Each row's noise comes from its own stream (:func:`row_seeds`), so
+    its estimate is the same whatever rows share the call, in whatever order (see ``rowwise``).
 
     Parameters
     ----------
     model : VAEModel
     x : torch.Tensor
-        ``(n, *data_shape)``.
+        ``(n, *data_shape)``, in the data's own units (the model applies its preprocessing).
     k : int
         Importance samples per example (k = 1 gives a one-sample ELBO).
     batch_size, max_rows : int
         Examples per encoder batch; decoder rows (samples x examples) per chunk.
     generator : torch.Generator, optional
-        Source of the samples, for a repeatable estimate.
+        Only its seed (``initial_seed()``) is used, when ``seed`` is not given.
     progress : callable, optional
         Called with the number of examples finished after each batch.
     y : torch.Tensor, optional
-        Labels, for a conditional model.
+        Labels, for a conditional model (they also key the rows' streams).
+    seed : int, optional
+        Seed of the per-row streams; default: the generator's, else a random one.
+    check : bool
+        Refuse data outside the likelihood's support (DataError) before any work.
+    rowwise : bool, optional
+        Compute each row alone (default on CPU): matrix-multiply kernels round a row's numbers
+        differently for different row counts, so only this makes a row's estimate identical to
+        the last bit whatever its batch. On a GPU rows are batched for throughput (their
+        streams are still their own: the estimates agree to float rounding).
 
     Returns
     -------
@@ -89,31 +151,52 @@ def importance_sample(model, x: torch.Tensor, k: int = 1000, batch_size: int = 1
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    device = next(model.parameters()).device
+    if check and len(x) and hasattr(model, "check_data"):
+        model.check_data(x, "the data to score")
+    first = next(model.parameters())
+    device, dtype = first.device, first.dtype
+    root = stream_seed(seed, generator)
+    batch_size = max(1, min(batch_size, NOISE_BUDGET // (k * model.noise_dim)))
+    rowwise = device.type == "cpu" if rowwise is None else rowwise
     was_training = model.training
     model.eval()
-    lls, recs, ratios = [], [], []
+    parts = []
     pz = model.prior()  # once: the vamp prior encodes its pseudo-inputs to build it
     for i in range(0, len(x), batch_size):
         xb = x[i: i + batch_size].to(device, non_blocking=True)
         yb = None if y is None else y[i: i + batch_size].to(device)
-        state = model.infer(xb, yb)  # the encoder runs once per batch, not per chunk
-        chunk = max(1, max_rows // len(xb))
-        log_w, log_px, log_ratio = [], [], []
-        for s in range(0, k, chunk):
-            t = model.terms(xb, yb, min(chunk, k - s), generator, weights=True, state=state, prior=pz)
-            log_px.append(t.log_px)
-            log_ratio.append(t.log_ratio)
-            log_w.append(t.log_px + t.log_ratio)
-        log_w = torch.cat(log_w).double()  # (k, b)
-        lls.append((torch.logsumexp(log_w, 0) - math.log(k)).cpu())
-        recs.append(torch.cat(log_px).double().mean(0).cpu())
-        ratios.append(torch.cat(log_ratio).double().mean(0).cpu())
+        noise = row_noise(row_seeds(xb, yb, root), k, model.noise_dim, device, dtype)  # (b, k, L)
+        if rowwise:  # each row alone: the kernels see the same shapes whatever the batch
+            parts += [row_terms(model, xb[j: j + 1], None if yb is None else yb[j: j + 1],
+                                noise[j].unsqueeze(1), max_rows, pz) for j in range(len(xb))]
+        else:
+            parts.append(row_terms(model, xb, yb, noise.transpose(0, 1).contiguous(),
+                                   max(1, max_rows // len(xb)), pz))
         if progress is not None:
             progress(len(xb))
     model.train(was_training)
-    empty = torch.zeros(0, dtype=torch.float64)
-    return (torch.cat(lls), torch.cat(recs), torch.cat(ratios)) if lls else (empty, empty, empty)
+    if not parts:
+        empty = torch.zeros(0, dtype=torch.float64)
+        return empty, empty, empty
+    ll, rec, ratio = (torch.cat(t) for t in zip(*parts))
+    return ll, rec, ratio
+
+
+def row_terms(model, xb: torch.Tensor, yb: torch.Tensor | None, noise: torch.Tensor, chunk: int,
+              pz) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """log p(x) estimate, mean log p(x|z) and mean log ratio of rows ``xb`` from their noise
+    ``(k, b, L)``, the samples taken ``chunk`` at a time; each ``(b,)`` float64 on the CPU."""
+    k = len(noise)
+    state = model.infer(xb, yb)  # the encoder runs once per batch, not per chunk
+    log_px, log_ratio = [], []
+    for s in range(0, k, chunk):
+        t = model.terms(xb, yb, min(chunk, k - s), noise=noise[s: s + chunk], weights=True,
+                        state=state, prior=pz)
+        log_px.append(t.log_px)
+        log_ratio.append(t.log_ratio)
+    log_px, log_ratio = torch.cat(log_px).double(), torch.cat(log_ratio).double()  # (k, b)
+    ll = torch.logsumexp(log_px + log_ratio, 0) - math.log(k)
+    return ll.cpu(), log_px.mean(0).cpu(), log_ratio.mean(0).cpu()
 
 
 def log_likelihood(model, x: torch.Tensor, k: int = 1000, **kw) -> torch.Tensor:
@@ -137,16 +220,14 @@ def evaluate(model, x: torch.Tensor, k: int = 1000, seed: int = 0, batch_size: i
     ``bits_per_dim`` (where the likelihood is a probability of discrete data: Bernoulli on binary
     data, the discretized logistic mixture; else None).
     """
-    device = next(model.parameters()).device
-    g = torch.Generator(device).manual_seed(seed)
-    ll, log_px, log_ratio = importance_sample(model, x, k, batch_size=batch_size, generator=g,
+    ll, log_px, log_ratio = importance_sample(model, x, k, batch_size=batch_size, seed=seed,
                                               progress=progress, y=y)
     diag = latent_diagnostics(model, x, y=y, seed=seed)
     n = len(x)
     rec = float(-log_px.mean())
     kl = float(sum(diag["kl_per_dim"])) if diag["kl_per_dim"] is not None else float(-log_ratio.mean())
     d = math.prod(model.data_shape)
-    discrete = len(x) > 0 and model.likelihood.discrete(x)
+    discrete = len(x) > 0 and model.discrete(x)
     return {
         "elbo": -(rec + kl), "rec": rec, "kl": kl, "kl_estimator": model.kl_estimator,
         "log_likelihood": float(ll.mean()),

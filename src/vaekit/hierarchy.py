@@ -76,8 +76,8 @@ class LadderVAE(VAEModel):
         return super().decoder_params(z[..., : self.dims[0]], c)  # the decoder reads z_1
 
     def infer(self, x: torch.Tensor, y: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Bottom-up pass: ``[(mu_hat_i, var_hat_i)]`` for each layer, bottom first, ``(b, L_i)``."""
-        d = F.leaky_relu(self.encoder(x, self.condition(y, len(x))), 0.1)
+        """Bottom-up pass from raw ``x``: ``[(mu_hat_i, var_hat_i)]`` per layer, bottom first, ``(b, L_i)``."""
+        d = F.leaky_relu(self.encoder(self.preprocess(x), self.condition(y, len(x))), 0.1)
         hats = [gaussian(self.q_heads[0](d), self.min_var)]
         for up, head in zip(self.up, self.q_heads[1:]):
             d = F.leaky_relu(up(d), 0.1)
@@ -128,7 +128,7 @@ class LadderVAE(VAEModel):
                 log_pz = p.log_prob(z).sum(-1) if weights else None
             if weights:
                 log_ratio = log_ratio + log_pz - q.log_prob(z).sum(-1)
-        log_px = self.likelihood(self.decoder_params(zs[0], self.condition(y, len(x)))).log_prob(x)
+        log_px = self.decode(zs[0], y).log_prob(x)  # raw units: preprocessing inverted
         kl = sum(t.sum(-1) for t in kls)
         kl_dims = torch.cat(kls, -1) if analytic else None
         return SampleTerms(log_px, kl, kl_dims, log_ratio if weights else None)

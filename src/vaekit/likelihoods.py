@@ -29,10 +29,12 @@ class Likelihood(nn.Module):
 
     ``params_per_dim`` is the number of decoder channels per data channel; a family whose
     count depends on its options sets it per instance in ``__init__``, so read it from the
-    instance.
+    instance. ``real_valued`` families (support all reals) accept standardized data
+    (:mod:`vaekit.preprocess`); the others need data in [0, 1].
     """
 
     params_per_dim: int = 1
+    real_valued: bool = False  # a density on all reals: raw data may be standardized for it
 
     def __init__(self, data_shape: tuple[int, ...]) -> None:
         super().__init__()
@@ -100,10 +102,13 @@ class GaussianLikelihood(Likelihood):
     (002_0b1c8e9715ecc3b6.txt, "Lower bounding the Generative Model Variance").
     """
 
+    real_valued = True
+
     def __init__(self, data_shape: tuple[int, ...], obs_std: float = 1.0,
                  learn_obs_std: bool = False, min_obs_var: float = 1e-6) -> None:
         super().__init__(data_shape)
         self.min_obs_var = min_obs_var
+        self.obs_std = obs_std  # exact, for float64 evaluation of a fixed scale
         log_std = torch.tensor(math.log(obs_std))
         if learn_obs_std:
             self.log_std = nn.Parameter(log_std)
@@ -119,8 +124,10 @@ class GaussianLikelihood(Likelihood):
     def scale(self) -> torch.Tensor:
         """The standard deviation in use, floor included (a 0-d tensor)."""
         if isinstance(self.log_std, nn.Parameter):
-            return torch.sqrt(torch.exp(2 * self.log_std.float()) + self.min_obs_var)
-        return torch.exp(self.log_std.float())
+            return torch.sqrt(torch.exp(2 * full_precision(self.log_std)) + self.min_obs_var)
+        if self.log_std.dtype == torch.float64:  # the float32 buffer rounded the value
+            return torch.tensor(self.obs_std, dtype=torch.float64, device=self.log_std.device)
+        return torch.exp(full_precision(self.log_std))
 
     def forward(self, loc: torch.Tensor) -> Distribution:
         loc = full_precision(loc)
@@ -174,6 +181,7 @@ class PredictedGaussianLikelihood(Likelihood):
     """
 
     params_per_dim = 2
+    real_valued = True
 
     def __init__(self, data_shape: tuple[int, ...], min_obs_var: float = 1e-6) -> None:
         super().__init__(data_shape)

@@ -5,6 +5,10 @@ reparameterized codes per example with ``log p(x|z)``, the KL term (closed form 
 exists) and, when asked, the log importance ratio ``log p(z) - log q(z|x)``. The ELBO, the
 IWAE bound and importance-sampled log-likelihoods are functions of these numbers, so a new
 posterior, prior or model (:class:`vaekit.hierarchy.LadderVAE`) gets all of them at once.
+
+Preprocessing (:mod:`vaekit.preprocess`) is part of the model: ``encode`` takes raw data and
+``decode`` returns a distribution in raw units (its ``log_prob`` includes the log-Jacobian), so
+every density and every decoded output is in the user's units without the caller knowing.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from .likelihoods import LIKELIHOODS
 from .nets import BODIES
 from .objectives import LossTerms, objective
 from .posteriors import POSTERIORS
+from .preprocess import build_preprocess
 from .priors import PRIORS
 
 
@@ -60,6 +65,12 @@ class VAEModel(nn.Module):
         self.cond_dim = config.num_classes if config.conditional else 0
         self.body = BODIES[config.arch](self.data_shape, config.hidden)
         self.likelihood = LIKELIHOODS[config.likelihood].from_config(self.data_shape, config)
+        self.preprocess = build_preprocess(preprocess_name(config), self.data_shape)
+        if not self.preprocess.identity and not self.likelihood.real_valued:
+            raise ConfigError(f"--preprocess {preprocess_name(config)} maps data to real values, but "
+                              f"--likelihood {config.likelihood} needs data in [0, 1]; use "
+                              "--preprocess none or a real-valued likelihood (gaussian, laplace, "
+                              "gaussian-predicted)")
         self.build_latent(config)
         self.decoder = self.body.decoder(self.decoder_in_dim + self.cond_dim,
                                          self.likelihood.params_per_dim)
@@ -96,12 +107,30 @@ class VAEModel(nn.Module):
 
     # -- the parts -------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
-        """q(z|x) (q(z|x,y) when conditional) for a batch ``(batch, *data_shape)``."""
-        return self.posterior(self.encoder(x, self.condition(y, len(x))))
+        """q(z|x) (q(z|x,y) when conditional) for a raw batch ``(batch, *data_shape)``."""
+        return self.posterior(self.encoder(self.preprocess(x), self.condition(y, len(x))))
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
-        """p(x|z) (p(x|z,y)) for codes ``(..., batch, latent_dim)``."""
-        return self.likelihood(self.decoder_params(z, self.condition(y, z.shape[-2])))
+        """p(x|z) (p(x|z,y)) in raw units for codes ``(..., batch, latent_dim)``."""
+        return self.observe(self.decoder_params(z, self.condition(y, z.shape[-2])))
+
+    def observe(self, params: torch.Tensor) -> Distribution:
+        """Decoder output -> the likelihood in raw units (preprocessing inverted, log-Jacobian in)."""
+        return self.preprocess.wrap(self.likelihood(params))
+
+    def check_data(self, x: torch.Tensor, what: str) -> None:
+        """Raise DataError if raw data ``x`` lie outside the likelihood's support.
+
+        Also refuses a model whose preprocessing was never fitted (``model.preprocess.fit``).
+        """
+        if not self.preprocess.fitted:
+            raise RuntimeError("the model's preprocessing is not fitted: call "
+                               "model.preprocess.fit(x_train) on the training split first")
+        self.likelihood.check_data(x, what)
+
+    def discrete(self, x: torch.Tensor) -> bool:
+        """Whether ``decode(z).log_prob(x)`` is a probability of discrete values (bits/dim apply)."""
+        return self.preprocess.identity and self.likelihood.discrete(x)
 
     def decoder_params(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
         """Decoder output for codes with any leading sample dimensions: ``(..., b, params...)``."""
@@ -115,7 +144,7 @@ class VAEModel(nn.Module):
         return self.prior_dist(self.encode_pseudo)
 
     def encode_pseudo(self, u: torch.Tensor) -> Distribution:
-        """The posterior of pseudo-inputs (for the VampPrior)."""
+        """The posterior of pseudo-inputs (for the VampPrior), which live in model units."""
         return self.posterior(self.encoder(u))
 
     @property
@@ -137,6 +166,11 @@ class VAEModel(nn.Module):
                  y: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder means of ``n`` draws from the prior (given labels ``y`` when conditional)."""
         return self.decode(self.sample_prior(n, generator), y).mean
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder means at the posterior means: ``(b, *data_shape)``."""
+        return self.decode(self.encode(x, y).mean, y).mean
 
     # -- the primitive every objective uses ----------------------------------------------------
     def infer(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any:
@@ -188,4 +222,15 @@ class VAEModel(nn.Module):
                 name: str = "elbo", k: int = 1) -> LossTerms:
         """Per-example loss terms of objective ``name`` (see :mod:`vaekit.objectives`)."""
         return objective(name)(self, x, beta, generator, noise, y, k)
+
+
+def preprocess_name(config: ModelConfig) -> str:
+    """The preprocessor of ``config``: its ``preprocess`` field (``none`` if the field is absent);
+    ``auto`` is resolved from the likelihood alone (:func:`vaekit.defaults.preprocess_for`)."""
+    name = getattr(config, "preprocess", "none")
+    if name == "auto":
+        from .defaults import preprocess_for
+
+        name = preprocess_for(config)[0]
+    return name
 

@@ -98,10 +98,15 @@ def fingerprint(data: Dataset) -> str:
     return h.hexdigest()[:32]
 
 
-def resolve_defaults(cfg: RunConfig, data: Dataset, given: Collection[str], log: Log) -> None:
-    """Fill the options left to vaekit from what the data is, and say each choice."""
+def resolve_defaults(cfg: RunConfig, data: Dataset, given: Collection[str]) -> list[str]:
+    """Fill the options left to vaekit from what the data is (:mod:`vaekit.defaults`); returns
+    one line per choice, with the flag that overrides it."""
+    from .defaults import resolve_auto
+
+    lines = resolve_auto(cfg, data.x_train, given)
     if cfg.model.conditional and not cfg.model.num_classes:
         cfg.model.num_classes = num_classes(data)
+    return lines
 
 
 def num_classes(data: Dataset) -> int:
@@ -181,8 +186,9 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
             world.barrier()
     # Built-in datasets are checksum-verified whenever they load; a user's files get a fingerprint.
     fingerprinted = isinstance(data.x_train, torch.Tensor) and cfg.data.data not in DATASETS
+    choices: list[str] = []  # said once every check has passed, so an error stays one line
     if not resume:
-        resolve_defaults(cfg, data, given, say)
+        choices = resolve_defaults(cfg, data, given)
         if fingerprinted:
             cfg.data.fingerprint = fingerprint(data)
     elif cfg.data.fingerprint and fingerprinted and fingerprint(data) != cfg.data.fingerprint:
@@ -194,6 +200,9 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
         model = build_model(cfg.model, data.shape)
     check_data(model, data)
     data, val = validation_split(data, cfg.data.val_fraction)
+    cfg.data.n_train, cfg.data.n_test = len(data.x_train), len(data.x_test)
+    cfg.data.n_val = 0 if val is None else len(val[0])
+    model.preprocess.fit(data.x_train)  # the training part only; deterministic, so resume agrees
     trainer = Trainer(model, cfg.train, log=say, progress=progress, world=world)
     rd = None if out is None else RunDir(out)
     if rd is not None:  # refuse before anything is written, even the lock file
@@ -212,6 +221,8 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
         if epoch_log:
             callbacks.append(EpochLog(say))
         held = f" ({len(val[0])} more held out for validation)" if val is not None else ""
+        for line in choices:
+            say(line)
         procs = f", {world.size} processes x batch {cfg.train.batch_size}" if world.size > 1 else ""
         where = f"; writing {rd.path}" if rd else ""
         say(f"training on {data.name}: {len(data.x_train)} train{held} / {len(data.x_test)} test examples "

@@ -1,15 +1,20 @@
-"""A self-contained HTML report of a run: configuration, metrics, evaluation and every figure.
+"""A self-contained HTML report of a run, results first.
 
-Images are embedded as base64 PNGs and the page loads nothing from the network. Every piece of
+The page opens with the headline numbers (the loss of the kept epoch, log p(x) ± its standard
+error, active units, bits/dim) and any warning in plain words; the configuration is folded away;
+then the training curves, the evaluation as a table, the latent space, and the reconstructions
+and samples (images) or a per-feature view of data, reconstructions and samples (vectors).
+
+Everything is read through :class:`~vaekit.run.RunDir`'s validated readers. Images are embedded
+as base64 PNGs and the page loads nothing from the network and runs no script. Every piece of
 text that comes from a file or the user (config values, data names, labels) is HTML-escaped.
+The layout reflows from a laptop screen down to 800 px and below without horizontal scrolling:
+figures are grids of small panels, and wide tables scroll inside their own box.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -17,64 +22,151 @@ from . import __version__, viz
 from .data import Dataset
 from .fileio import atomic_write_text
 from .images import grid_png
+from .report_sections import (collapse_note, config_section, esc, evaluation_section,
+                              features_section, fig_img, headline, img, kept_row, num,
+                              objective_words, training_notes, training_section)
 from .run import RunDir
 
+__all__ = ["build_report", "write_report", "collapse_note", "kept_row", "num", "objective_words"]
+
+DIAGNOSTIC_ROWS = 5000  # test examples behind the diagnostics and interpolation
+
 CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
-       max-width: 72rem; padding: 0 1rem; color: #1a1a1a; line-height: 1.45; }
-h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; font-size: 0.9rem; margin: 0.5rem 0; }
-th, td { border: 1px solid #ccc; padding: 0.2rem 0.6rem; text-align: right; }
-th { background: #f2f2f2; } td.key, th.key { text-align: left; }
-img { max-width: 100%; image-rendering: pixelated; border: 1px solid #ddd; }
-.note { background: #fff6d6; border-left: 4px solid #c99a00; padding: 0.6rem 1rem; }
-.muted { color: #666; font-size: 0.9rem; }
-figure { margin: 1rem 0; } figcaption { color: #444; font-size: 0.9rem; }
+*, *::before, *::after { box-sizing: border-box; }
+body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
+       color: #1b1b1b; background: #fff; max-width: 72rem; margin: 0 auto;
+       padding: 1.25rem clamp(0.75rem, 3vw, 2rem) 3rem; }
+h1 { font-size: 1.6rem; margin: 0 0 0.2rem; overflow-wrap: anywhere; }
+h2 { font-size: 1.25rem; margin: 2.2rem 0 0.7rem; padding-bottom: 0.25rem; border-bottom: 1px solid #d8d8d8; }
+a { color: #0b5cad; }
+.muted, nav { color: #595959; font-size: 0.92rem; overflow-wrap: anywhere; }
+nav a { margin-right: 0.9rem; white-space: nowrap; }
+.stats { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 14rem), 1fr));
+         gap: 0.8rem; margin: 1rem 0 0.8rem; }
+.stat { border: 1px solid #d8d8d8; border-radius: 8px; padding: 0.7rem 0.95rem; background: #f8f9fa; }
+.stat .label { font-size: 0.8rem; color: #595959; text-transform: uppercase; letter-spacing: 0.05em; }
+.stat .value { font-size: 1.65rem; font-weight: 650; font-variant-numeric: tabular-nums;
+               overflow-wrap: anywhere; line-height: 1.25; margin: 0.15rem 0; }
+.stat .detail { font-size: 0.85rem; color: #4d4d4d; line-height: 1.35; }
+ul.notes { list-style: none; padding: 0; margin: 0.6rem 0; }
+ul.notes li { padding: 0.55rem 0.95rem; margin: 0.45rem 0; border-radius: 4px; overflow-wrap: anywhere; }
+li.warn { background: #fff4d4; border-left: 4px solid #b87d00; }
+li.warn::before { content: "Warning: "; font-weight: 650; }
+li.info { background: #eaf2fb; border-left: 4px solid #2f6fb0; }
+details { border: 1px solid #d8d8d8; border-radius: 8px; padding: 0.55rem 0.95rem; margin: 1rem 0; }
+summary { cursor: pointer; font-weight: 600; overflow-wrap: anywhere; }
+details[open] > summary { margin-bottom: 0.5rem; }
+.scroll { overflow-x: auto; max-width: 100%; }
+table { border-collapse: collapse; font-size: 0.9rem; font-variant-numeric: tabular-nums; margin: 0.4rem 0; }
+th, td { padding: 0.28rem 0.75rem; border-bottom: 1px solid #e2e2e2; text-align: right; white-space: nowrap; }
+th { background: #f1f3f5; font-weight: 600; border-bottom: 1px solid #c8c8c8; }
+.key { text-align: left; }
+td.key:not(:first-child) { white-space: normal; min-width: 10rem; }
+.stat .error { font-size: 1.1rem; font-weight: 600; white-space: nowrap; }
+tr.changed td, tr.kept td { font-weight: 650; }
+tr.changed td:first-child, tr.kept td:first-child { box-shadow: inset 3px 0 #2f6fb0; }
+img { max-width: 100%; height: auto; }
+img.pixels { image-rendering: pixelated; border: 1px solid #d8d8d8; }
+figure { margin: 1rem 0; }
+figcaption, .caption { color: #444; font-size: 0.9rem; margin-top: 0.35rem; }
+.grid { display: grid; gap: 0.8rem 1rem; align-items: start; justify-items: center;
+        grid-template-columns: repeat(auto-fill, minmax(min(100%, var(--cell)), 1fr)); }
+.grid figure { margin: 0; }
+.curves { --cell: 300px; } .latent { --cell: 250px; } .features { --cell: 235px; }
+.key-strip { text-align: center; }
+.legend { font-size: 0.92rem; margin: 0.3rem 0 0.6rem; }
+.legend .item { display: inline-block; margin-right: 1.1rem; white-space: nowrap; }
+.legend .swatch { display: inline-block; width: 1.8rem; height: 0; vertical-align: middle;
+                  margin-right: 0.4rem; border-top: 3px solid; }
+.pair { display: grid; gap: 0.8rem 1.2rem; align-items: start;
+        grid-template-columns: repeat(2, minmax(0, 1fr)); }
+.pair figure { margin: 0; }
+@media (max-width: 640px) { .pair { grid-template-columns: minmax(0, 1fr); } }
+footer { margin-top: 3rem; color: #595959; font-size: 0.85rem; overflow-wrap: anywhere; }
 """
+LINES = {"-": "solid", "--": "dashed", ":": "dotted"}
+# The HTML keys' swatches, in the figures' own colours and line styles.
+CSS += "".join(f".swatch.{k} {{ border-top: 3px {LINES[line]} {colour}; }}\n"
+               for k, (colour, line, _) in viz.SERIES.items())
+CSS += (f".swatch.kept {{ width: 0; height: 1rem; border-top: 0; "
+        f"border-left: 2px dotted {viz.KEPT_COLOUR}; }}\n"
+        f".swatch.data {{ border-top: 0.75rem solid {viz.FEATURE_COLOURS['data']}; }}\n"
+        f".swatch.reconstruction {{ border-top: 3px solid {viz.FEATURE_COLOURS['reconstruction']}; }}\n"
+        f".swatch.samples {{ border-top: 3px dashed {viz.FEATURE_COLOURS['samples']}; }}\n")
+MANIFOLD_PX = 480  # about this wide: decoded images of the 15 x 15 manifold grid, never smoothed
+
+def describe_model(model, cfg) -> str:
+    """``mlp 64 → 2-d latent; bernoulli likelihood, diagonal posterior, normal prior``."""
+    m = cfg.model
+    hidden = ",".join(map(str, m.hidden)) if m.hidden else "default widths"
+    ladder = f" + {','.join(map(str, m.top_latent_dims))} above" if m.top_latent_dims else ""
+    cond = ", conditional on the label" if model.cond_dim else ""
+    return (f"{m.arch} {hidden} → {model.latent_dim}-d latent{ladder}; {m.likelihood} likelihood, "
+            f"{m.posterior} posterior, {m.prior} prior{cond}")
 
 
-def esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+def latent_section(rd: RunDir, model, method: str, diag: dict | None) -> str:
+    parts = ['<h2 id="latent">Latent space</h2>']
+    snaps, labels = rd.latent_snapshots()
+    if snaps:
+        pick = sorted({snaps[i][0] for i in np.linspace(0, len(snaps) - 1, min(4, len(snaps))).astype(int)})
+        chosen = [s for s in snaps if s[0] in pick]
+        how = "the latent itself" if model.latent_dim <= 2 else f"projected by {method.upper()}"
+        panels = "".join(fig_img(viz.latent_map(z, labels, f"epoch {e}", method, legend=False),
+                                 f"latent map at epoch {e}") for e, z in chosen)
+        key = ("" if labels is None else '<div class="key-strip">'
+               + fig_img(viz.class_key(list(np.unique(labels))), "colour and marker of each label")
+               + "</div>")
+        parts.append(f'<figure><div class="grid latent">{panels}</div>{key}<figcaption>'
+                     f"{esc(f'Posterior means of {len(chosen[0][1])} test examples at epochs ')}"
+                     f"{esc(', '.join(map(str, pick)))} ({esc(how)})"
+                     f"{esc(', coloured by label' if labels is not None else '')}.</figcaption></figure>")
+    pair = []
+    if model.latent_dim == 2 and len(model.data_shape) == 3 and not model.cond_dim:
+        n, h = 15, model.data_shape[-2]
+        scale = max(1, MANIFOLD_PX // (n * (h + 2) + 2))  # grid_png's 2-px separators
+        png = grid_png(viz.manifold(model, n), n, scale)
+        pair.append(f"<figure>{img(png, 'decoded manifold', pixels=True)}"
+                    "<figcaption>Decoded manifold: decoder means over a 15 × 15 grid of z at "
+                    "Gaussian quantiles.</figcaption></figure>")
+    if diag is not None and diag["kl_per_dim"] is not None:
+        active = np.array(diag["posterior_mean_variance"]) > 0.01
+        pair.append(f"<figure>{fig_img(viz.kl_per_dim(diag['kl_per_dim'], active), 'KL per dimension')}"
+                    "<figcaption>Mean KL of each latent dimension over the test examples; hollow "
+                    "bars are inactive units (Cov_x E[z_d|x] ≤ 0.01, Burda et al. 2015)."
+                    "</figcaption></figure>")
+    elif diag is not None:
+        pair.append(f"<p>{diag['active_units']} of {model.latent_dim} latent dimensions are "
+                    "active (Cov_x E[z_d|x] > 0.01); the KL does not split into dimensions for "
+                    f"this posterior and prior ({esc(model.kl_estimator)} KL).</p>")
+    if len(pair) == 2 and model.latent_dim <= 10:  # side by side only while the KL chart is narrow
+        parts.append(f'<div class="pair">{"".join(pair)}</div>')
+    else:
+        parts.extend(pair)
+    return "".join(parts)
 
 
-def img_tag(png: bytes, alt: str) -> str:
-    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+def images_section(rd: RunDir, model, x_show, y_show) -> str:
+    import torch
 
-
-def figure(png: bytes, caption: str) -> str:
-    return f"<figure>{img_tag(png, caption)}<figcaption>{esc(caption)}</figcaption></figure>"
-
-
-def table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f'<th class="{"key" if i == 0 else ""}">{esc(h)}</th>' for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(f'<td class="{"key" if i == 0 else ""}">{esc(c)}</td>'
-                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def fmt(v: Any) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
-
-
-def objective_words(train) -> str:
-    """What the reported loss is, in words."""
-    if train.objective == "iwae":
-        return f"negative IWAE bound, k = {train.k}"
-    return "negative ELBO" + (f", averaged over k = {train.k} samples" if train.k > 1 else "")
-
-
-def collapse_note(active: int, latent_dim: int) -> str | None:
-    """A plain-words warning when the posterior carries little or no information."""
-    if active == 0:
-        return ("Posterior collapse: no latent dimension carries information about the input "
-                "(every q(z|x) matches the prior), so the decoder ignores z and samples all look "
-                "alike. Try a smaller --beta, KL warm-up, fewer epochs of a too-strong decoder, or "
-                "check that the data vary.")
-    if active < latent_dim / 2:
-        return (f"Only {active} of {latent_dim} latent dimensions are in use; the others match the "
-                "prior. That is normal when --latent-dim is larger than the data needs, but if "
-                "reconstructions are poor, try a smaller --beta.")
-    return None
+    tiles = []
+    for name, caption in (("reconstruction", "test inputs (top) above their reconstructions"),
+                          ("samples", "decoded draws from the prior (the same draws every epoch)")):
+        epochs = rd.image_epochs(name)
+        for e in sorted({epochs[0], epochs[-1]}) if epochs else []:
+            tiles.append(f"<figure>{img(rd.read_image(name, e), f'{name} at epoch {e}', pixels=True)}"
+                         f"<figcaption>Epoch {e}: {esc(caption)}.</figcaption></figure>")
+    out = ['<h2 id="images">Reconstructions and samples</h2>', f'<div class="pair">{"".join(tiles)}</div>']
+    if x_show is not None and len(x_show) >= 2:
+        with torch.no_grad():
+            y2 = None if y_show is None else y_show[:2]
+            z = model.encode(x_show[:2], y2).mean
+            codes = viz.interpolation_codes(z[0], z[1], 10, spherical=False)
+            png = grid_png(model.decode(codes, None if y2 is None else y2[:1]).mean.float(), 10)
+        out.append(f"<figure>{img(png, 'interpolation', pixels=True)}<figcaption>Interpolation "
+                   "between the posterior means of the first two test examples (10 steps)."
+                   "</figcaption></figure>")
+    return "".join(out)
 
 
 def build_report(run: str | Path, data: Dataset | None = None, method: str = "pca") -> str:
@@ -86,12 +178,10 @@ def build_report(run: str | Path, data: Dataset | None = None, method: str = "pc
         A run directory written by ``vaekit train``.
     data : Dataset, optional
         The run's data, if already in memory; otherwise it is loaded from the run's config
-        (diagnostics are skipped with a note if it cannot be).
+        (diagnostics and the per-feature view are skipped with a warning if it cannot be).
     method : {'pca', 'tsne'}
         Projection of latent maps when the latent space has more than 2 dimensions.
     """
-    import torch
-
     from .data import load_data
     from .errors import VaekitError
     from .evaluate import latent_diagnostics
@@ -99,96 +189,64 @@ def build_report(run: str | Path, data: Dataset | None = None, method: str = "pc
     rd = RunDir(run)
     model, cfg = rd.load_model()
     history = rd.read_metrics()
-    parts = [f"<h1>vaekit run {esc(rd.path.name)}</h1>",
-             f'<p class="muted">{esc(rd.path.resolve())} &middot; data {esc(cfg.data.data)} &middot; '
-             f"vaekit {esc(__version__)}</p>"]
-    if history:
-        last = history[-1]
-        key = "test_loss" if "test_loss" in last else "train_loss"
-        parts.append(f"<p>After {last['epoch']} epochs the {esc(key.replace('_', ' '))} is "
-                     f"<b>{last[key]:.3f}</b> nats per example ({esc(objective_words(cfg.train))}).</p>")
+    ev = rd.read_evaluation()  # validated: a damaged evaluation.json is one clear error
+    notes = training_notes(history, cfg, str(rd.path))
 
     # Diagnostics on the test split (training split when there is none).
-    diag_html, x_show, y_show = "", None, None
+    diag, x_show, y_show, sizes = None, None, None, ""
     try:
         data = data or load_data(cfg.data.data, cfg.data.test_fraction, log=lambda s: None)
         x_show, y_show = (data.x_test, data.y_test) if len(data.x_test) else (data.x_train, data.y_train)
-        y_show = y_show[:5000] if model.cond_dim and y_show is not None else None
-        diag = latent_diagnostics(model, x_show[:5000], y=y_show)
-        var = np.array(diag["posterior_mean_variance"])
-        note = collapse_note(diag["active_units"], model.latent_dim)
-        if note:
-            parts.append(f'<p class="note">{esc(note)}</p>')
-        if diag["kl_per_dim"] is not None:
-            diag_html = figure(png(viz.kl_per_dim(diag["kl_per_dim"], var > 0.01)),
-                               "Mean KL of each latent dimension over the test examples; hollow bars "
-                               "are inactive units (Cov_x E[z_d|x] <= 0.01, Burda et al. 2015).")
-        else:
-            diag_html = (f"<p>{diag['active_units']} of {model.latent_dim} latent dimensions are "
-                         "active (Cov_x E[z_d|x] > 0.01); the KL does not split into dimensions "
-                         f"for this posterior and prior ({esc(model.kl_estimator)} KL).</p>")
+        x_show = x_show[:DIAGNOSTIC_ROWS]
+        y_show = y_show[:DIAGNOSTIC_ROWS] if model.cond_dim and y_show is not None else None
+        diag = latent_diagnostics(model, x_show, y=y_show)
+        sizes = f" · {len(data.x_train):,} train / {len(data.x_test):,} test examples"
     except VaekitError as e:
-        diag_html = f'<p class="note">Diagnostics skipped: the data could not be loaded ({esc(e)}).</p>'
+        x_show = y_show = None
+        notes.append(("warn", f"Diagnostics, interpolations and the per-feature view are skipped: "
+                              f"the data could not be loaded ({e})."))
+    active = ev.get("active_units") if ev else None
+    active = diag["active_units"] if active is None and diag is not None else active
+    kl = ev.get("kl") if ev else None
+    if kl is None and diag is not None and diag["kl_per_dim"] is not None:
+        kl = float(sum(diag["kl_per_dim"]))
+    if active is not None:
+        note = collapse_note(active, model.latent_dim,
+                             kl if isinstance(kl, float) and np.isfinite(kl) else None)
+        if note:
+            notes.insert(0, ("warn", note))
 
-    parts.append("<h2>Configuration</h2>")
-    cfg_rows = [[f"{section}.{k}", v] for section, values in cfg.to_dict().items()
-                for k, v in values.items()]
-    parts.append(table(["setting", "value"], cfg_rows))
-
+    is_image = len(model.data_shape) == 3
+    shape = "×".join(map(str, model.data_shape))
+    seconds = sum(r.get("seconds", 0) for r in history if np.isfinite(r.get("seconds", 0)))
+    trained = f" · {history[-1]['epoch']} epochs in {seconds:.1f} s" if history else ""
+    links = [("summary", "Summary"), ("configuration", "Configuration")]
+    links += [("training", "Training")] if history else []
+    links += [("evaluation", "Evaluation")] if ev is not None else []
+    links += [("latent", "Latent space")]
+    links += [("images", "Reconstructions and samples")] if is_image else (
+        [("features", "Features")] if x_show is not None else [])
+    parts = [f"<header><h1>vaekit run {esc(rd.path.name)}</h1>",
+             f'<p class="muted">data {esc(cfg.data.data)} · examples of shape {esc(shape)}'
+             f"{esc(sizes)} · {esc(describe_model(model, cfg))}{esc(trained)}</p>",
+             "<nav>" + "".join(f'<a href="#{k}">{v}</a>' for k, v in links) + "</nav></header>",
+             headline(history, ev, cfg, model.latent_dim, active, notes, str(rd.path)),
+             config_section(cfg)]
     if history:
-        parts.append("<h2>Training</h2>")
-        parts.append(figure(png(viz.loss_curves(history)),
-                            "Negative ELBO and its two terms per epoch, in nats per example."))
-        cols = [c for c in history[0] if c != "epoch"]
-        parts.append(table(["epoch", *cols], [[r["epoch"], *(fmt(r.get(c, "")) for c in cols)]
-                                              for r in history]))
-
-    ev = rd.read_evaluation()  # validated: a damaged evaluation.json is one clear error
+        parts.append(training_section(history, cfg))
     if ev is not None:
-        parts.append("<h2>Evaluation</h2>")
-        rows = [[k, fmt(v)] for k, v in ev.items() if k != "kl_per_dim"]
-        parts.append(table(["measure", "value"], rows))
-        parts.append('<p class="muted">Means per example in nats; log_likelihood is the '
-                     "importance-sampled log p(x), higher is better.</p>")
-
-    parts.append("<h2>Latent space</h2>")
-    snaps, labels = rd.latent_snapshots()
-    if snaps:
-        pick = sorted({snaps[i][0] for i in np.linspace(0, len(snaps) - 1, min(4, len(snaps))).astype(int)})
-        chosen = [s for s in snaps if s[0] in pick]
-        how = "the latent itself" if model.latent_dim <= 2 else f"projected by {method.upper()}"
-        parts.append(figure(png(viz.latent_maps(chosen, labels, method)),
-                            f"Posterior means of {len(chosen[0][1])} test examples at epochs "
-                            f"{', '.join(map(str, pick))} ({how}), coloured by label where there are labels."))
-    if model.latent_dim == 2 and len(model.data_shape) == 3 and not model.cond_dim:
-        parts.append(figure(grid_png(viz.manifold(model), 15),
-                            "Decoded manifold: decoder means over a 15 x 15 grid of z at Gaussian quantiles."))
-    parts.append(diag_html)
-
-    if len(model.data_shape) == 3:
-        parts.append("<h2>Reconstructions and samples</h2>")
-        for name, caption in (("reconstruction", "test inputs (top) above their reconstructions"),
-                              ("samples", "decoded draws from the prior (the same draws every epoch)")):
-            epochs = rd.image_epochs(name)
-            for e in sorted({epochs[0], epochs[-1]}) if epochs else []:
-                parts.append(figure(rd.read_image(name, e), f"Epoch {e}: {caption}."))
-        if x_show is not None and len(x_show) >= 2:
-            with torch.no_grad():
-                y2 = None if y_show is None else y_show[:2]
-                z = model.encode(x_show[:2], y2).mean
-                codes = viz.interpolation_codes(z[0], z[1], 10, spherical=False)
-                parts.append(figure(grid_png(model.decode(codes, None if y2 is None else y2[:1]).mean.float(), 10),
-                                    "Interpolation between the posterior means of the first two test "
-                                    "examples (10 steps)."))
-
+        parts.append(evaluation_section(ev, model.latent_dim))
+    parts.append(latent_section(rd, model, method, diag))
+    if is_image:
+        parts.append(images_section(rd, model, x_show, y_show))
+    elif x_show is not None:
+        parts.append(features_section(model, x_show, y_show, cfg.train.seed))
+    parts.append(f"<footer>{esc(rd.path.resolve())} · written by vaekit {esc(__version__)}</footer>")
     body = "\n".join(parts)
-    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>vaekit report: {esc(rd.path.name)}</title><style>{CSS}</style></head>"
             f"<body>\n{body}\n</body></html>\n")
-
-
-def png(fig) -> bytes:
-    return viz.png_bytes(fig)
 
 
 def write_report(run: str | Path, out: str | Path | None = None, data: Dataset | None = None,
@@ -197,3 +255,4 @@ def write_report(run: str | Path, out: str | Path | None = None, data: Dataset |
     out = Path(out) if out else RunDir(run).report
     atomic_write_text(out, build_report(run, data, method))
     return out
+

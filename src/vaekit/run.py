@@ -47,8 +47,10 @@ OWNED = re.compile(r"""(
   | images/(reconstruction|samples)_[0-9]+\.png
   | latent/(epoch_[0-9]+|labels)\.npy
   | tensorboard/events\.out\.tfevents\.[^/]+
+  | onnx/(encoder|decoder)\.onnx | onnx/export\.json
 )""", re.X)
-OWNED_DIRS = {"images", "latent", "tensorboard"}
+OWNED_DIRS = {"images", "latent", "tensorboard", "onnx"}
+CARD = "README.md"  # vaekit's model card only when it carries the card's marker (card.MARKER)
 TEMP = re.compile(r"(?P<dir>(?:[^/]+/)?)\.(?P<name>[^/]+)\.[A-Za-z0-9_]+\.tmp")  # fileio's temp files
 
 
@@ -58,6 +60,17 @@ def is_owned(rel: str) -> bool:
         return True
     m = TEMP.fullmatch(rel)
     return bool(m) and bool(OWNED.fullmatch(m["dir"] + m["name"]))
+
+
+def is_card(path: Path) -> bool:
+    """Whether ``path`` is a model card vaekit wrote (a user's README.md is never touched)."""
+    from .card import MARKER
+
+    try:
+        with open(path, "rb") as f:
+            return MARKER.encode() in f.read(64 * 1024)
+    except OSError:
+        return False
 
 
 class RunDir:
@@ -97,6 +110,8 @@ class RunDir:
                     walk(path, name)
                 elif stat.S_ISDIR(mode):
                     found.append(path + "/")
+                elif inner == CARD and stat.S_ISREG(mode) and is_card(self.path / path):
+                    continue
                 elif not (stat.S_ISREG(mode) and is_owned(inner)):
                     found.append(path)  # a symlink, FIFO, device, or a file of someone else's
         walk("", "")

@@ -12,7 +12,8 @@ from .errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, else Apple's MPS, else the CPU; a bare ``cuda`` gets its index.
+    """``auto`` picks CUDA when present, else the CPU (``mps`` must be asked for); a bare
+    ``cuda`` gets its index.
 
     A device that is asked for but missing is a ConfigError that says what is there.
     """

@@ -1,19 +1,34 @@
-"""Figures: loss curves, KL per dimension, latent maps, decoded manifolds, interpolations.
+"""Figures: loss curves, KL per dimension, latent maps, per-feature histograms, decoded manifolds,
+interpolations.
 
-matplotlib is imported here alone (and lazily), so training and the CLI start fast. Figures aim
-at print: titles, labelled axes, readable sizes, and colour maps that stay ordered in greyscale
-(viridis, with a marker shape per class as well).
+matplotlib is imported here alone (and lazily), so training and the CLI start fast. Figures are
+sized for a laptop screen: one figure inch is shown as 100 CSS pixels (:data:`CSS_PX_PER_INCH`)
+and rendered at twice that (:data:`REPORT_DPI`), so 10-point ticks stay 14 px tall and sharp on a
+high-density screen. The report lays the small panels out in a grid that reflows with the window,
+instead of one wide figure that shrinks until the minus signs vanish. Colours stay distinct in
+greyscale (viridis with a marker shape per class; line styles as well as colours per series).
 """
 
 from __future__ import annotations
 
 import io
+import math
 from typing import Sequence
 
 import numpy as np
 import torch
 
 MARKERS = "o^sDvP*Xh<"
+CSS_PX_PER_INCH = 100  # the report shows a figure inch as this many CSS pixels
+REPORT_DPI = 2 * CSS_PX_PER_INCH  # rendered at 2x: sharp on high-density screens
+# Okabe & Ito (2008) colour-blind-safe colours; each series also has its own line style.
+SERIES = {"train": ("#222222", "-", "o"), "val": ("#D55E00", ":", "^"), "test": ("#0072B2", "--", "s")}
+KEPT_COLOUR = "#666666"  # the early-stopping epoch's vertical line
+FEATURE_COLOURS = {"data": "#BBBBBB", "reconstruction": "#0072B2", "samples": "#D55E00"}
+STYLE = {"font.size": 11, "axes.titlesize": 11.5, "axes.labelsize": 11, "xtick.labelsize": 10,
+         "ytick.labelsize": 10, "legend.fontsize": 10, "axes.unicode_minus": True,  # U+2212
+         "font.family": "DejaVu Sans", "axes.spines.top": False, "axes.spines.right": False,
+         "figure.dpi": 110, "savefig.bbox": "tight", "savefig.pad_inches": 0.06}
 
 
 def _plt():
@@ -22,52 +37,72 @@ def _plt():
     matplotlib.use("Agg")  # files only: never needs a display
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
-                         "figure.dpi": 110, "savefig.bbox": "tight"})
+    plt.rcParams.update(STYLE)
     return plt
 
 
-def png_bytes(fig) -> bytes:
+def png_bytes(fig, dpi: float | None = None) -> bytes:
+    """The figure as PNG bytes (at ``dpi``, default the figure's own), and the figure closed."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", dpi=dpi or fig.dpi)
     _plt().close(fig)
     return buf.getvalue()
 
 
-def loss_curves(history: Sequence[dict]):
-    """Train and test loss, reconstruction and KL per epoch (nats per example)."""
-    plt = _plt()
+def _integer_epochs(ax) -> None:
     from matplotlib.ticker import MaxNLocator
 
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
+
+
+LOSS_TITLES = {"loss": "negative ELBO", "rec": "reconstruction −E[log p(x|z)]",
+               "kl": "KL(q(z|x) ‖ p(z))"}
+
+
+def loss_panel(history: Sequence[dict], key: str, title: str | None = None, legend: bool = True):
+    """One term (``loss``, ``rec`` or ``kl``) per epoch for each split that has it, in nats per
+    example; a dotted vertical line at the kept epoch when early stopping chose one. Without
+    ``legend`` the caller draws one key for all panels (:data:`SERIES` gives the styles)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(3.6, 2.7))
     epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    for ax, key, title in zip(axes, ("loss", "rec", "kl"),
-                              ("negative ELBO", "reconstruction  -E[log p(x|z)]", "KL(q(z|x) || p(z))")):
-        for split, style in (("train", "-o"), ("test", "--s")):
-            values = [r.get(f"{split}_{key}") for r in history]
-            if all(v is not None for v in values):
-                ax.plot(epochs, values, style, color="0.15" if split == "train" else "0.55",
-                        markersize=3, label=split)
-        ax.set_title(title)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("nats per example")
-        ax.grid(alpha=0.3)
-        ax.legend(frameon=False)
+    for split, (colour, line, marker) in SERIES.items():
+        values = [r.get(f"{split}_{key}", math.nan) for r in history]
+        if any(np.isfinite(v) for v in values):  # markers only while they stay apart
+            ax.plot(epochs, values, line, marker=marker if len(epochs) <= 30 else None,
+                    color=colour, markersize=3.5, linewidth=1.6, label=split)
+    kept = history[-1].get("best_epoch") if history else None
+    if kept and kept != history[-1]["epoch"]:
+        ax.axvline(kept, color=KEPT_COLOUR, linestyle=(0, (1, 2)), linewidth=1.2, label="kept")
+    ax.set_title(title or LOSS_TITLES[key])
+    _integer_epochs(ax)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per example")
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(frameon=False, handlelength=2.2)
     fig.tight_layout()
     return fig
 
 
 def kl_per_dim(kl: Sequence[float], active: Sequence[bool]):
     """Bar chart of the mean KL of each latent dimension; inactive units drawn hollow."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(kl) + 1.5), 3))
-    idx = np.arange(len(kl))
-    ax.bar(idx, kl, color=["0.25" if a else "white" for a in active], edgecolor="0.1")
-    ax.set_xticks(idx)
+    d = len(kl)
+    fig, ax = plt.subplots(figsize=(min(10.5, max(4.2, 0.28 * d + 1.8)), 2.7))
+    idx = np.arange(d)
+    ax.bar(idx, kl, color=["0.3" if a else "white" for a in active], edgecolor="0.1", linewidth=0.8)
+    if d <= 20:
+        ax.set_xticks(idx)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=16))
+    ax.set_xlim(-0.7, d - 0.3)
     ax.set_xlabel("latent dimension")
-    ax.set_ylabel("KL (nats per example)")
-    ax.set_title(f"KL per dimension: {int(sum(active))} of {len(kl)} units active")
+    ax.set_ylabel("KL (nats)")
+    ax.set_title(f"KL per dimension: {int(sum(active))} of {d} units active")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
@@ -88,39 +123,93 @@ def project_2d(z: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np.nd
     return PCA(2, random_state=seed).fit_transform(z), "PC"
 
 
-def latent_map(z: np.ndarray, labels: np.ndarray | None, title: str, method: str = "pca", ax=None):
+def class_colours(classes: Sequence) -> np.ndarray:
+    """One viridis colour per class, in class order (ordered in greyscale too)."""
+    return _plt().get_cmap("viridis")(np.linspace(0, 0.95, len(classes)))
+
+
+def latent_map(z: np.ndarray, labels: np.ndarray | None, title: str, method: str = "pca", ax=None,
+               legend: bool = True):
     """Scatter of posterior means in 2-D, coloured (and shaped) by label when there are labels."""
     plt = _plt()
     xy, axis = project_2d(z, method)
     fig = None
     if ax is None:
-        fig, ax = plt.subplots(figsize=(4.2, 4))
+        fig, ax = plt.subplots(figsize=(2.9, 2.8))
     if labels is None:
-        ax.scatter(xy[:, 0], xy[:, 1], s=4, color="0.2", alpha=0.6, linewidths=0)
+        ax.scatter(xy[:, 0], xy[:, 1], s=5, color="0.2", alpha=0.6, linewidths=0)
     else:
         classes = np.unique(labels)
-        colours = plt.get_cmap("viridis")(np.linspace(0, 0.95, len(classes)))
-        for c, colour, marker in zip(classes, colours, MARKERS * len(classes)):
+        for c, colour, marker in zip(classes, class_colours(classes), MARKERS * len(classes)):
             sel = labels == c
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=6, color=colour, marker=marker, alpha=0.7,
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=8, color=colour, marker=marker, alpha=0.75,
                        linewidths=0, label=str(c))
-        ax.legend(markerscale=2, fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1, 0.5))
+        if legend:
+            ax.legend(markerscale=2, frameon=False, loc="center left", bbox_to_anchor=(1, 0.5))
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=4))
     ax.set_title(title)
     ax.set_xlabel(f"{axis} 1")
     ax.set_ylabel(f"{axis} 2")
+    if fig is not None:
+        fig.tight_layout()
     return fig
 
 
-def latent_maps(snapshots: Sequence[tuple[int, np.ndarray]], labels: np.ndarray | None,
-                method: str = "pca"):
-    """Latent maps of several epochs side by side: how the clusters form."""
+def class_key(classes: Sequence):
+    """A legend strip alone: the colour and marker of each class, shared by the latent maps."""
+    from matplotlib.lines import Line2D
+
     plt = _plt()
-    n = len(snapshots)
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.8, 3.6), squeeze=False)
-    for ax, (epoch, z) in zip(axes[0], snapshots):
-        latent_map(z, labels, f"epoch {epoch}", method, ax=ax)
-        if ax is not axes[0][-1] and ax.get_legend():
-            ax.get_legend().remove()
+    colours = class_colours(classes)
+    handles = [Line2D([], [], linestyle="", marker=m, markersize=7, color=c, label=str(k))
+               for k, c, m in zip(classes, colours, MARKERS * len(classes))]
+    ncol = min(len(classes), 10)
+    fig = plt.figure(figsize=(min(10.5, 0.75 * ncol + 1.0), 0.32 * math.ceil(len(classes) / ncol) + 0.2))
+    fig.legend(handles=handles, loc="center", ncol=ncol, frameon=False, title=None,
+               handletextpad=0.3, columnspacing=1.2)
+    return fig
+
+
+def pick_features(x: np.ndarray, limit: int = 12, all_up_to: int = 16) -> np.ndarray:
+    """Indices of the features to show: all when there are at most ``all_up_to``, else the
+    ``limit`` with the largest standard deviation (in the data's units), in column order."""
+    d = x.shape[1]
+    if d <= all_up_to:
+        return np.arange(d)
+    order = np.argsort(-x.std(0), kind="stable")  # ties: the earlier column first
+    return np.sort(order[:limit])
+
+
+def feature_panel(data: np.ndarray, recon: np.ndarray, samples: np.ndarray, title: str):
+    """Histogram (as a density) of one feature: the data filled grey, its reconstructions a solid
+    line, decoded draws from the prior a dashed line, on the same bins."""
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _plt()
+    # Bins span all of the data, and the model's values but for their 1% tails at each end.
+    finite = [v[np.isfinite(v)] for v in (data, recon, samples)]
+    ends = [(v.min(), v.max()) if i == 0 else tuple(np.quantile(v, [0.01, 0.99]))
+            for i, v in enumerate(finite) if len(v)]
+    lo, hi = (min(e[0] for e in ends), max(e[1] for e in ends)) if ends else (0.0, 1.0)
+    if not hi > lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    bins = np.linspace(lo, hi, int(np.clip(1.5 * math.sqrt(len(data)), 10, 40)) + 1)
+    fig, ax = plt.subplots(figsize=(2.6, 2.0))
+    clip = lambda v: np.clip(v[np.isfinite(v)], lo, hi)  # noqa: E731  (tails into the edge bins)
+    tops = [ax.hist(clip(data), bins, density=True, color=FEATURE_COLOURS["data"], label="data")[0].max(),
+            ax.hist(clip(recon), bins, density=True, histtype="step", linewidth=1.7,
+                    color=FEATURE_COLOURS["reconstruction"], label="reconstruction")[0].max(),
+            ax.hist(clip(samples), bins, density=True, histtype="step", linewidth=1.7, linestyle="--",
+                    color=FEATURE_COLOURS["samples"], label="samples")[0].max()]
+    if np.isfinite(tops).all() and tops[0] > 0:  # a spike of the model's runs off the top instead
+        ax.set_ylim(0, 1.05 * min(max(tops), 2.5 * tops[0]))  # of flattening the data's bars
+    ax.set_title(title)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+    ax.set_yticks([])  # a density's scale says little here; the shapes are the point
+    ax.spines["left"].set_visible(False)
     fig.tight_layout()
     return fig
 

@@ -13,6 +13,7 @@ from .base import Dataset
 from . import cifar, svhn as svhn_files
 from .cifar import load_cifar10
 from .mnist import CACHE_NAME, load_mnist
+from .shapes import shapes_dataset
 from .svhn import load_svhn
 
 
@@ -77,6 +78,9 @@ DATASETS.register("binarized-mnist")(BuiltinDataset(
     (CACHE_NAME,)))
 DATASETS.register("digits")(BuiltinDataset(
     digits, "scikit-learn's 8x8 digits, 1,618 train / 179 test, 1x8x8, offline"))
+DATASETS.register("shapes")(BuiltinDataset(
+    shapes_dataset, "generated 2-D shapes, 5 known factors (shape, scale, rotation, x, y), "
+    "41,472 train / 4,608 test, 1x64x64 binary, offline"))
 DATASETS.register("svhn")(BuiltinDataset(
     svhn, "SVHN cropped house-number digits, 73,257 train / 26,032 test, 3x32x32, pixels/255",
     tuple(f"svhn/{name}" for name, _ in svhn_files.FILES.values())))
