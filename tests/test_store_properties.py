@@ -120,8 +120,11 @@ def check(rc: int, err: str, before: dict, after: dict, allowed: set[str]) -> No
 
 
 COMMANDS = {
-    "evaluate": (lambda run, out: ["evaluate", str(run), "-k", "3"], {"evaluation.json"}),
-    "evaluate-json": (lambda run, out: ["evaluate", str(run), "-k", "3", "--json"], {"evaluation.json"}),
+    # evaluate also rewrites the model card and refreshes an existing report
+    "evaluate": (lambda run, out: ["evaluate", str(run), "-k", "3"],
+                 {"evaluation.json", "README.md", "report.html"}),
+    "evaluate-json": (lambda run, out: ["evaluate", str(run), "-k", "3", "--json"],
+                      {"evaluation.json", "README.md", "report.html"}),
     "report": (lambda run, out: ["report", str(run)], {"report.html"}),
     "sample": (lambda run, out: ["sample", str(run), "-n", "4", "--out", str(out / "s.npy")], set()),
 }

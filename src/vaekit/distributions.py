@@ -81,7 +81,7 @@ class CholeskyNormal(MultivariateNormal):
         if noise is None:
             shape = self._extended_shape(torch.Size(sample_shape))
             noise = torch.randn(shape, generator=generator, dtype=self.loc.dtype, device=self.loc.device)
-        # (..., L, L) @ (..., L, 1): z = mu + L eps, 001_dfb53a5599fe0342.txt, "Reparameterization"
+        # (..., L, L) @ (..., L, 1): z = mu + L eps, the reparameterization trick, Kingma & Welling 2013
         return self.loc + torch.matmul(self._unbroadcasted_scale_tril, noise.unsqueeze(-1)).squeeze(-1)
 
 

@@ -99,7 +99,7 @@ class GaussianLikelihood(Likelihood):
 
     Fixed at ``obs_std``, or learned (``learn_obs_std``, starting at ``obs_std``) with its
     variance floored at ``min_obs_var`` so that it cannot collapse to zero
-    (002_0b1c8e9715ecc3b6.txt, "Lower bounding the Generative Model Variance").
+    (Shu 2018, "Density estimation: VAEs", "Lower bounding the generative model variance").
     """
 
     real_valued = True
@@ -169,7 +169,7 @@ class PredictedGaussianLikelihood(Likelihood):
 
     The decoder's first ``C`` channels (or ``d`` features) are the mean, the next ``C`` the raw
     log-variance; the variance is ``exp(raw) + min_obs_var``, floored so that the density cannot
-    grow without bound when the mean fits the data (002_0b1c8e9715ecc3b6.txt, "Lower bounding
+    grow without bound when the mean fits the data (Shu 2018, "Density estimation: VAEs", "Lower bounding
     the Generative Model Variance").
 
     Parameters

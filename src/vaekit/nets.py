@@ -110,7 +110,7 @@ class Body:
 
 @BODIES.register("mlp")
 class MLPBody(Body):
-    """The reference's fully connected pair (000_a95b26887c213f59.txt): 784-400-(20,20) / 20-400-784.
+    """The reference's fully connected pair (the MNIST VAE of the PyTorch examples, after Kingma & Welling 2013): 784-400-(20,20) / 20-400-784.
 
     The two posterior heads (mean, log-variance) are one ``Linear`` with twice the outputs:
     the same function, one matrix multiply instead of two.
@@ -167,7 +167,7 @@ def halved(data_shape: tuple[int, ...], times: int) -> tuple[int, int]:
 
 @BODIES.register("conv")
 class ConvBody(Body):
-    """Strided conv encoder and transposed-conv decoder (002_0b1c8e9715ecc3b6.txt).
+    """Strided conv encoder and transposed-conv decoder (as in Shu 2018, "Density estimation: VAEs").
 
     Encoder: conv 32/64/128, kernel 3, stride 2, then a dense layer (``hidden``, default 1024).
     Decoder: dense to 512 x ceil(H/8) x ceil(W/8), transposed conv 128/64/C, kernel 5,

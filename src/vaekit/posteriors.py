@@ -16,7 +16,7 @@ class DiagonalGaussianPosterior(nn.Module):
     """q(z|x) = N(mu, diag(exp(logvar) + min_var)) from the encoder's (mu, logvar).
 
     The variance floor keeps the density finite; an unbounded posterior variance is the
-    most common source of NaNs in VAEs (002_0b1c8e9715ecc3b6.txt, "Lower bounding the
+    most common source of NaNs in VAEs (Shu 2018, "Density estimation: VAEs", "Lower bounding the
     Inference Model Variance", which uses 1e-5).
     """
 
@@ -42,7 +42,7 @@ class CholeskyGaussianPosterior(nn.Module):
     the mean ``(L,)``, the raw diagonal ``(L,)``, and the strictly-lower entries of ``L``
     (row by row, ``torch.tril_indices(L, L, -1)`` order). The diagonal is
     ``L_ii = sqrt(exp(raw_i) + min_var)``: positive, so ``L L^T`` is positive definite, and
-    floored as in the diagonal family (001_dfb53a5599fe0342.txt, "Reparameterization").
+    floored as in the diagonal family (Kingma & Welling 2013, the reparameterization trick).
 
     Parameters
     ----------

@@ -82,7 +82,7 @@ class MixtureOfGaussiansPrior(nn.Module):
     """Learned mixture of ``K`` diagonal Gaussians, p(z) = sum_k pi_k N(mu_k, diag(sigma_k^2)).
 
     A multimodal prior the posterior can cluster into (the Gaussian-mixture family of
-    002_0b1c8e9715ecc3b6.txt, "Latent Variable Models", used as p(z)). Means start as N(0, 1)
+    Shu 2018, "Density estimation: variational autoencoders", latent variable models, used as p(z)). Means start as N(0, 1)
     draws so the components begin apart; log-scales and mixture logits start at 0 (unit
     scales, equal weights). Variances are floored at ``min_var`` so no component can collapse
     to a point of infinite density.
