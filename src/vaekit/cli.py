@@ -128,7 +128,7 @@ def train_in_world(args: argparse.Namespace, world) -> int:
         cfg.data.data = pipeline.data_location(args.data)
     out = args.out or pipeline.default_out(args.data)
     res = pipeline.train(cfg, out=out, resume=args.resume, overwrite=args.overwrite,
-                         given=() if args.resume else given, world=world)
+                         given=None if args.resume else given, world=world)
     say = pipeline.stderr if world.is_main else (lambda s: None)
     if res.history and world.is_main:
         last = res.history[-1]

@@ -149,7 +149,7 @@ def check_data(model: VAEModel, data: Dataset) -> None:
 
 # -- training ----------------------------------------------------------------------------------
 def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = None, *,
-          resume: bool = False, overwrite: bool = False, given: Collection[str] = (),
+          resume: bool = False, overwrite: bool = False, given: Collection[str] | None = None,
           world: World = World(), log: Log = stderr, progress: bool | None = None,
           epoch_log: bool = True) -> TrainResult:
     """Train the run ``cfg`` describes: fresh, or resumed from ``out``; in one process or in
@@ -165,8 +165,10 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
         The run directory; None trains in memory only.
     resume, overwrite : bool
         Continue the run in ``out``; replace the run in ``out``.
-    given : collection of str
-        Option names the user set explicitly (never changed by data-aware defaults).
+    given : collection of str, optional
+        Option names the user set explicitly: the others may be chosen from the data
+        (:mod:`vaekit.defaults`), as the CLI and the estimator do. None (the default) takes
+        ``cfg`` exactly as it is.
     log : callable
         Receives the plain-text lines (choices, epochs, notices).
 
@@ -188,7 +190,9 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     fingerprinted = isinstance(data.x_train, torch.Tensor) and cfg.data.data not in DATASETS
     choices: list[str] = []  # said once every check has passed, so an error stays one line
     if not resume:
-        choices = resolve_defaults(cfg, data, given)
+        choices = resolve_defaults(cfg, data, given) if given is not None else []
+        if cfg.model.conditional and not cfg.model.num_classes:
+            cfg.model.num_classes = num_classes(data)
         if fingerprinted:
             cfg.data.fingerprint = fingerprint(data)
     elif cfg.data.fingerprint and fingerprinted and fingerprint(data) != cfg.data.fingerprint:
