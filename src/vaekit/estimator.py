@@ -7,6 +7,7 @@ same model again. The parameter docs below are generated from the fields' help t
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ ESTIMATOR_DEFAULTS = {
     "test_fraction": 0.0,
 }
 PARAM_OF_FIELD = {"seed": "random_state"}
+FLOAT64_COPIES: "weakref.WeakKeyDictionary[VAEModel, VAEModel]" = weakref.WeakKeyDictionary()
 
 
 class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -173,9 +175,22 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                             f"shape {self.data_shape_}")
         return x
 
+    def _model_for(self, x: torch.Tensor) -> VAEModel:
+        """The model in ``x``'s precision: float64 input runs a float64 copy (made once), so
+        results do not depend on which rows share a call beyond float64 rounding."""
+        if x.dtype != torch.float64:
+            return self.model_
+        if self.model_ not in FLOAT64_COPIES:  # kept outside the estimator: transform changes no state
+            import copy
+
+            FLOAT64_COPIES[self.model_] = copy.deepcopy(self.model_).double().eval()
+        return FLOAT64_COPIES[self.model_]
+
     def _rows(self, X, y) -> tuple[torch.Tensor, torch.Tensor | None]:
         check_is_fitted(self, "model_")
         x = torch.from_numpy(self._x(X, reset=False)).to(self.model_.device)
+        if getattr(X, "dtype", None) == np.float64:  # keep the caller's precision
+            x = torch.from_numpy(np.asarray(X, np.float64).reshape(len(x), *self.data_shape_))
         labels = None
         if self.model_.cond_dim:
             if y is None:
@@ -226,13 +241,14 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     def transform(self, X, y=None) -> np.ndarray:
         """Posterior means E[z|x], ``(n, latent_dim)`` (``y``: labels, for a conditional model)."""
         x, labels = self._rows(X, y)
-        return self._out(posterior_means(self.model_, x, y=labels), X)
+        return self._out(posterior_means(self._model_for(x), x, y=labels), X)
 
     @torch.no_grad()
     def reconstruct(self, X, y=None) -> np.ndarray:
         """Decoder means at the posterior means, shaped like the fitted examples."""
         x, labels = self._rows(X, y)
-        return self._out(self.model_.reconstruct(x, labels), X)
+        model = self._model_for(x)
+        return self._out(model.reconstruct(x.to(model.device), labels), X)
 
     @torch.no_grad()
     def inverse_transform(self, Z, y=None) -> np.ndarray:
@@ -277,6 +293,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         from .evaluate import log_likelihood
 
         x, labels = self._rows(X, y)
+        x = x.float()  # importance sampling runs the model in its own precision
         seed = self.random_state if isinstance(self.random_state, (int, np.integer)) else 0
         g = torch.Generator(self.model_.device).manual_seed(int(seed))
         return log_likelihood(self.model_, x, int(n_importance), generator=g, y=labels).numpy()

@@ -28,7 +28,7 @@ def elbo_terms(model, x: torch.Tensor, batch_size: int = 1000, beta: float = 1.0
     With the default objective, the negative ELBO from one reparameterized sample per example;
     pass a seeded ``generator`` for a repeatable value, labels ``y`` for a conditional model.
     """
-    device = next(model.parameters()).device
+    device = model.device
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     was_training = model.training
     model.eval()
@@ -46,10 +46,11 @@ def elbo_terms(model, x: torch.Tensor, batch_size: int = 1000, beta: float = 1.0
 @torch.no_grad()
 def posterior_means(model, x: torch.Tensor, batch_size: int = 1000,
                     y: torch.Tensor | None = None) -> torch.Tensor:
-    """E_q[z|x] for every row of ``x``, in order: ``(n, latent_dim)``."""
-    device = next(model.parameters()).device
-    out = [model.encode(x[i: i + batch_size].to(device),
-                        None if y is None else y[i: i + batch_size]).mean.float().cpu()
+    """E_q[z|x] for every row of ``x``, in order: ``(n, latent_dim)``, float32 (float64 for a
+    float64 model)."""
+    dtype = torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
+    out = [model.encode(x[i: i + batch_size].to(model.device, dtype),
+                        None if y is None else y[i: i + batch_size]).mean.to(dtype).cpu()
            for i in range(0, len(x), batch_size)]
     return torch.cat(out) if out else torch.zeros(0, model.latent_dim)
 
