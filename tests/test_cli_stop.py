@@ -58,3 +58,21 @@ def test_an_empty_out_is_refused(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.startswith("error: --out needs a folder name") and len(err.splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_finds_its_data_from_any_folder_and_refuses_changed_contents(tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    np.save(work / "x.npy", np.random.default_rng(2).random((64, 6)).astype(np.float32))
+    monkeypatch.chdir(work)
+    assert main(["train", "x.npy", "--out", "run", "--epochs", "1", "--no-report", *SMALL]) == 0
+    cfg = RunDir(work / "run").read_config()[0]
+    assert cfg.data.data == str(work / "x.npy") and len(cfg.data.fingerprint) == 32
+    monkeypatch.chdir(tmp_path)  # elsewhere: the run's test split is found by its absolute path
+    assert main(["evaluate", str(work / "run"), "-k", "2"]) == 0
+    np.save(work / "x.npy", np.random.default_rng(3).random((64, 6)).astype(np.float32))
+    capsys.readouterr()
+    assert main(["train", str(work / "x.npy"), "--out", str(work / "run"), "--epochs", "2",
+                 "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "contents changed" in err and len(err.splitlines()) == 1
