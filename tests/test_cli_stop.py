@@ -76,3 +76,30 @@ def test_a_run_finds_its_data_from_any_folder_and_refuses_changed_contents(tmp_p
                  "--resume"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "contents changed" in err and len(err.splitlines()) == 1
+
+
+def test_a_run_whose_losses_are_not_finite_never_ends_done(tmp_path, capsys):
+    """Values near 1e30 under a fixed-scale Gaussian: every loss overflows; the run must stop
+    with one error line, never report "done" or keep a non-finite epoch."""
+    data = tmp_path / "huge.npy"
+    np.save(data, (1e30 * np.random.default_rng(4).random((40, 4))).astype(np.float32))
+    run = tmp_path / "run"
+    assert main(["train", str(data), "--out", str(run), "--epochs", "3", "--likelihood", "gaussian",
+                 "--preprocess", "none", "--obs-std", "1", "--no-report", *SMALL]) == 2
+    out, err = capsys.readouterr()
+    assert "done" not in out and err.strip().splitlines()[-1].startswith("error: training stopped")
+    assert not RunDir(run).has_checkpoint()
+
+
+def test_resume_cannot_shrink_a_finished_run_and_traverse_needs_dimensions(tmp_path, capsys):
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(5).random((40, 6)).astype(np.float32))
+    run = tmp_path / "run"
+    assert main(["train", str(data), "--out", str(run), "--epochs", "2", "--no-report", *SMALL]) == 0
+    before = (run / "config.json").read_bytes()
+    capsys.readouterr()
+    assert main(["train", str(data), "--out", str(run), "--epochs", "1", "--resume"]) == 2
+    assert "fewer than the 2 epochs" in capsys.readouterr().err
+    assert (run / "config.json").read_bytes() == before
+    assert main(["traverse", str(run), "--dims", ",", "--out", str(tmp_path / "t.png")]) == 2
+    assert "at least one dimension" in capsys.readouterr().err
