@@ -81,6 +81,8 @@ def add_option_flags(p: argparse.ArgumentParser) -> list[str]:
             kw["type"] = number(kind, m["low"], m["high"], m["low_open"])
         elif choices_of(f) is not None and not callable(m["choices"]):
             kw["choices"] = choices_of(f)
+        if m["const"] is not None:  # --flag alone takes the const value
+            kw |= dict(nargs="?", const=m["const"])
         p.add_argument("--" + name.replace("_", "-"), **kw)
         names.append(name)
     return names
@@ -146,6 +148,11 @@ def train_in_world(args: argparse.Namespace, world) -> int:
 
             print(f"report: {write_report(res.run_dir.path, data=res.data)}")
         write_card(res.run_dir.path, keep_foreign=True)  # a README.md of the user's stays
+        if res.config.train.mlflow:
+            from .tracking import log_files
+
+            log_files(res.run_dir.path, ["config.json", "model.safetensors", "metrics.jsonl",
+                                         "report.html", "README.md"])
     return 0
 
 

@@ -110,6 +110,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .fileio import json_dumps
     from .card import write_card
+    from .tracking import log_files
     from .disentangle import dataset_factors, disentanglement_scores
     from .evaluate import posterior_means
     from .pipeline import save_evaluation
@@ -132,6 +133,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with rd.lock():
         written = save_evaluation(rd, res)
         write_card(rd.path, keep_foreign=True)
+        log_files(rd.path, ["evaluation.json", "README.md"], metrics=res)  # when logged to MLflow
         refresh = rd.report.exists() and "evaluation.json" in written
         if refresh:
             from .report import write_report

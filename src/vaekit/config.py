@@ -51,7 +51,7 @@ def flag(name: str) -> str:
 def option(default: Any, help: str, *, choices: tuple[str, ...] | Callable[[], list[str]] | None = None,
            low: float | None = None, high: float | None = None, low_open: bool = False,
            scope: str = "all", resumable: bool = False, metavar: str | None = None,
-           auto: bool = False) -> Any:
+           auto: bool = False, const: str | None = None) -> Any:
     """A config field with what the CLI, the estimator and validation need to know.
 
     Parameters
@@ -65,10 +65,11 @@ def option(default: Any, help: str, *, choices: tuple[str, ...] | Callable[[], l
     resumable : may change when a run is resumed (``--epochs``, ``--device``, ...).
     auto : when not given, vaekit may choose the value from the data (:mod:`vaekit.defaults`)
         and says so in one line.
+    const : the value of the flag given without one (an optional-value flag).
     """
     return field(default=default, metadata=dict(
         help=help, choices=choices, low=low, high=high, low_open=low_open, scope=scope,
-        resumable=resumable, metavar=metavar, auto=auto))
+        resumable=resumable, metavar=metavar, auto=auto, const=const))
 
 
 def registry_names(module: str, name: str) -> Callable[[], list[str]]:
@@ -187,6 +188,10 @@ class TrainConfig:
                                   low=1, high=2**31 - 1)
     tensorboard: bool = option(False, "also log metrics and image grids to RUN/tensorboard "
                                "(pip install 'vaekit[tensorboard]')", scope="cli")
+    mlflow: str = option("", "log parameters, per-epoch metrics, the evaluation, the report and the "
+                         "model files to MLflow at this tracking URI; the flag alone: a local "
+                         "SQLite store in ./mlruns (pip install 'vaekit[mlflow]')", scope="cli",
+                         resumable=True, metavar="URI", const="local")
 
     def validate(self) -> None:
         check_fields(self)

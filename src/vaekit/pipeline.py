@@ -222,6 +222,11 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
             callbacks.append(RunDirWriter(rd, cfg, resume=resume))
             if cfg.train.tensorboard and world.is_main:
                 callbacks.append(TensorBoardLogger(rd))
+            if cfg.train.mlflow and world.is_main:
+                from .tracking import MLflowLogger, tracking_uri
+
+                cfg.train.mlflow = tracking_uri(cfg.train.mlflow)
+                callbacks.append(MLflowLogger(rd, cfg, cfg.train.mlflow))
         if epoch_log:
             callbacks.append(EpochLog(say))
         held = f" ({len(val[0])} more held out for validation)" if val is not None else ""

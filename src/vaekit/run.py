@@ -48,6 +48,7 @@ OWNED = re.compile(r"""(
   | latent/(epoch_[0-9]+|labels)\.npy
   | tensorboard/events\.out\.tfevents\.[^/]+
   | onnx/(encoder|decoder)\.onnx | onnx/export\.json
+  | mlflow\.json                                  # the MLflow run this run is logged to
 )""", re.X)
 OWNED_DIRS = {"images", "latent", "tensorboard", "onnx"}
 CARD = "README.md"  # vaekit's model card only when it carries the card's marker (card.MARKER)
