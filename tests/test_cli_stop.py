@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from vaekit.cli import main
 from vaekit.run import RunDir
@@ -103,3 +104,17 @@ def test_resume_cannot_shrink_a_finished_run_and_traverse_needs_dimensions(tmp_p
     assert (run / "config.json").read_bytes() == before
     assert main(["traverse", str(run), "--dims", ",", "--out", str(tmp_path / "t.png")]) == 2
     assert "at least one dimension" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:7", "mps"])
+def test_a_missing_device_is_one_line(tmp_path, capsys, device, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    if getattr(torch.backends, "mps", None) is not None:
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert main(["train", "digits", "--out", str(tmp_path / "r"), "--epochs", "1",
+                 "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: device {device} was asked for") and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
