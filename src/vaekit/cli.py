@@ -184,8 +184,12 @@ def build_parser() -> Parser:
     seed = number(int, 0, 2**63 - 1)
 
     t = sub.add_parser("train", parents=[common], help="train a VAE and write a run directory",
-                       description="Train a VAE on DATA. Defaults are the reference MNIST model "
-                                   "(mlp 784-400-20, bernoulli, Adam 1e-3, batch 128, 10 epochs).")
+                       description="Train a VAE on DATA. The defaults are the reference MNIST "
+                                   "model (mlp 784-400-20, bernoulli, Adam 1e-3, batch 128, 10 "
+                                   "epochs); options you do not give may be chosen from the data "
+                                   "(a table gets standardized features and a Gaussian, small "
+                                   "data more epochs with early stopping), each choice printed "
+                                   "with the flag that overrides it.")
     t.add_argument("data", metavar="DATA", help=data_help)
     t.add_argument("--out", help="run directory (default runs/<data>-<time>)")
     t.add_argument("--config", metavar="FILE.toml", help="TOML file whose keys are these flag names; "
