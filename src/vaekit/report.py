@@ -62,6 +62,7 @@ th, td { padding: 0.28rem 0.75rem; border-bottom: 1px solid #e2e2e2; text-align:
 th { background: #f1f3f5; font-weight: 600; border-bottom: 1px solid #c8c8c8; }
 .key { text-align: left; }
 td.key:not(:first-child) { white-space: normal; min-width: 10rem; }
+#evaluation + .scroll > table { width: 100%; }  /* so its unit column wraps on a narrow screen */
 .stat .error { font-size: 1.1rem; font-weight: 600; white-space: nowrap; }
 tr.changed td, tr.kept td { font-weight: 650; }
 tr.changed td:first-child, tr.kept td:first-child { box-shadow: inset 3px 0 #2f6fb0; }
