@@ -43,6 +43,7 @@ def test_values_are_type_checked(key, value, match):
     ("train", "seed", 2**70, "seed must be at most"),
     ("model", "latent_dim", 10**12, "latent_dim must be at most"),
     ("data", "test_fraction", 1.0, "test_fraction must be at most 0.99"),
+    ("model", "preprocess", "standardize", "needs data in \\[0, 1\\]"),
 ])
 def test_validation_names_the_problem(section, field, value, match):
     cfg = RunConfig()

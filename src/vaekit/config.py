@@ -140,6 +140,14 @@ class ModelConfig:
         if self.top_latent_dims and self.posterior != "diagonal":
             raise OptionError("top_latent_dims (a ladder VAE) needs posterior diagonal",
                               "top_latent_dims", "posterior")
+        if self.preprocess != "none":
+            from .likelihoods import LIKELIHOODS
+
+            if not LIKELIHOODS[self.likelihood].real_valued:
+                raise OptionError(f"preprocess {self.preprocess} maps data to real values, but "
+                                  f"likelihood {self.likelihood} needs data in [0, 1]; use preprocess "
+                                  "none or a real-valued likelihood (gaussian, laplace, "
+                                  "gaussian-predicted)", "preprocess", "likelihood")
         if self.top_latent_dims and self.prior == "vamp":
             raise OptionError("top_latent_dims (a ladder VAE) takes prior normal or mixture",
                               "top_latent_dims", "prior")

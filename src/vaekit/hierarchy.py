@@ -24,7 +24,6 @@ from torch.distributions import Distribution, Normal, kl_divergence
 
 from .config import ModelConfig
 from .distributions import DiagonalNormal, full_precision
-from .errors import ConfigError
 from .model import SampleTerms, VAEModel
 from .priors import PRIORS
 
@@ -50,10 +49,7 @@ class LadderVAE(VAEModel):
     """
 
     def build_latent(self, config: ModelConfig) -> None:
-        if config.posterior != "diagonal":
-            raise ConfigError("--top-latent-dims (a ladder VAE) needs --posterior diagonal")
-        if config.prior == "vamp":
-            raise ConfigError("--top-latent-dims (a ladder VAE) takes --prior normal or mixture")
+        # diagonal posterior and a normal or mixture prior: checked by ModelConfig.validate
         self.dims = (config.latent_dim, *config.top_latent_dims)  # bottom-up
         self.latent_dim = sum(self.dims)
         self.decoder_in_dim = self.dims[0]

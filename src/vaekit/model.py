@@ -21,7 +21,7 @@ from torch import nn
 from torch.distributions import Distribution, Independent, kl_divergence
 
 from .config import ModelConfig
-from .errors import ConfigError, DataError
+from .errors import DataError
 from .likelihoods import LIKELIHOODS
 from .nets import BODIES
 from .objectives import LossTerms, objective
@@ -66,20 +66,13 @@ class VAEModel(nn.Module):
         self.body = BODIES[config.arch](self.data_shape, config.hidden)
         self.likelihood = LIKELIHOODS[config.likelihood].from_config(self.data_shape, config)
         self.preprocess = build_preprocess(preprocess_name(config), self.data_shape)
-        if not self.preprocess.identity and not self.likelihood.real_valued:
-            raise ConfigError(f"--preprocess {preprocess_name(config)} maps data to real values, but "
-                              f"--likelihood {config.likelihood} needs data in [0, 1]; use "
-                              "--preprocess none or a real-valued likelihood (gaussian, laplace, "
-                              "gaussian-predicted)")
         self.build_latent(config)
         self.decoder = self.body.decoder(self.decoder_in_dim + self.cond_dim,
                                          self.likelihood.params_per_dim)
 
     def build_latent(self, config: ModelConfig) -> None:
-        """Encoder, posterior and prior of a single stochastic layer."""
-        if config.conditional and config.prior == "vamp":
-            raise ConfigError("--conditional does not combine with --prior vamp (its pseudo-inputs "
-                              "have no labels); use --prior normal or mixture")
+        """Encoder, posterior and prior of a single stochastic layer (the combination of parts
+        is checked by ``ModelConfig.validate``)."""
         posterior_cls = POSTERIORS[config.posterior]
         self.latent_dim = self.decoder_in_dim = config.latent_dim
         self.posterior = posterior_cls(config.latent_dim, min_var=config.min_var)

@@ -103,10 +103,7 @@ def resolve_defaults(cfg: RunConfig, data: Dataset, given: Collection[str]) -> l
     one line per choice, with the flag that overrides it."""
     from .defaults import resolve_auto
 
-    lines = resolve_auto(cfg, data.x_train, given)
-    if cfg.model.conditional and not cfg.model.num_classes:
-        cfg.model.num_classes = num_classes(data)
-    return lines
+    return resolve_auto(cfg, data.x_train, given)
 
 
 def num_classes(data: Dataset) -> int:
