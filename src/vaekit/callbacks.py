@@ -13,6 +13,7 @@ from .config import RunConfig
 from .data import Dataset
 from .errors import ConfigError
 from .evaluate import posterior_means
+from .fileio import drain_writes
 from .images import display_scale, save_grid
 from .run import RunDir
 from .train import Callback, Trainer
@@ -146,6 +147,7 @@ class TensorBoardLogger(Callback):
                 split, _, name = key.partition("_")
                 self.writer.add_scalar(f"{name}/{split}" if name else key, value, epoch)
         if data.is_image:
+            drain_writes()  # the epoch's images are in place
             for name in ("reconstruction", "samples"):
                 img = np.asarray(Image.open(self.rd.images / f"{name}_{epoch}.png").convert("RGB"))
                 self.writer.add_image(name, img, epoch, dataformats="HWC")

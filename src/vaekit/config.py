@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import tomllib
 import typing
@@ -310,7 +311,12 @@ def public_names(scope: str | None = None) -> list[str]:
 
 def field_kind(f: dataclasses.Field) -> type:
     """The field's value type: bool, int, float, str or tuple (of ints)."""
-    hint = typing.get_type_hints(SECTION_OWNER[f.name])[f.name]
+    return _kind(f.name)
+
+
+@functools.cache
+def _kind(name: str) -> type:
+    hint = typing.get_type_hints(SECTION_OWNER[name])[name]  # slow: read once per field
     options = (hint, *typing.get_args(hint)) if typing.get_origin(hint) is not tuple else (hint,)
     if any(h is tuple or typing.get_origin(h) is tuple for h in options):
         return tuple

@@ -59,8 +59,14 @@ def negative_elbo(model, x: torch.Tensor, beta: float = 1.0,
         Reparameterized samples per example.
     """
     t = model.terms(x, y, k, generator, noise)
-    rec, kl = -t.log_px.mean(0), t.kl.mean(0)
-    return LossTerms(rec + beta * kl, rec, kl, None if t.kl_dims is None else t.kl_dims.mean(0))
+    rec, kl = -sample_mean(t.log_px), sample_mean(t.kl)
+    loss = rec + kl if beta == 1 else rec + beta * kl  # the same numbers, one kernel fewer
+    return LossTerms(loss, rec, kl, None if t.kl_dims is None else sample_mean(t.kl_dims))
+
+
+def sample_mean(t: torch.Tensor) -> torch.Tensor:
+    """Mean over the leading sample dimension; with one sample, that sample (a view, exact)."""
+    return t[0] if t.shape[0] == 1 else t.mean(0)
 
 
 @OBJECTIVES.register("iwae")
@@ -78,8 +84,8 @@ def negative_iwae(model, x: torch.Tensor, beta: float = 1.0,
     t = model.terms(x, y, k, generator, noise, weights=True)
     log_w = t.log_px + beta * t.log_ratio  # (k, batch)
     loss = -(torch.logsumexp(log_w, 0) - math.log(k))
-    kl_dims = None if t.kl_dims is None else t.kl_dims.mean(0)
-    return LossTerms(loss, -t.log_px.mean(0), t.kl.mean(0), kl_dims)
+    kl_dims = None if t.kl_dims is None else sample_mean(t.kl_dims)
+    return LossTerms(loss, -sample_mean(t.log_px), sample_mean(t.kl), kl_dims)
 
 
 def kl_weight(beta: float, warmup_epochs: int, epoch: int, step: int, steps: int) -> float:

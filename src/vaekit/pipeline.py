@@ -22,6 +22,7 @@ from .config import MAX_SIZE, OptionError, RunConfig, option_fields
 from .data import DATASETS, Dataset, load_data, load_rows
 from .distributed import World
 from .errors import DataError, RunDirError
+from .fileio import deferred_sync
 from .model import VAEModel
 from .run import RunDir
 from .runtime import resolve_device
@@ -235,7 +236,8 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
             f"of shape {data.shape}, {sum(p.numel() for p in model.parameters()):,} parameters, "
             f"{trainer.device} {trainer.precision}{procs}{where}")
         try:
-            history = trainer.fit(data, callbacks, val)
+            with deferred_sync():  # fsync and rename in a background thread, in order
+                history = trainer.fit(data, callbacks, val)
         except BaseException:
             if rd is not None and world.is_main and rd.rollback():
                 say(f"the run that --overwrite was replacing in {rd.path} is restored")

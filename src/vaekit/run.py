@@ -27,8 +27,8 @@ from . import __version__, checkpoint
 from .checkpoint import state_tensors
 from .config import RunConfig
 from .errors import RunDirError
-from .fileio import (atomic_write_bytes, atomic_write_text, exclusive_lock, json_dumps,
-                     read_regular, write_json)
+from .fileio import (atomic_write_bytes, atomic_write_text, drain_writes, exclusive_lock,
+                     json_dumps, read_regular, write_json)
 from .model import VAEModel
 from .zoo import build_model
 from .store import (FORMAT_VERSION, JSON_LIMIT, METRICS_LIMIT, RUN_FORMAT, check_evaluation,
@@ -313,6 +313,7 @@ class RunDir:
         """
         atomic_write_bytes(self.checkpoint, checkpoint.encode(epoch, model, optimizer, generators, meta))
         if self.staging.exists():
+            drain_writes()  # the new checkpoint is in place before the old run is deleted
             self.commit()
 
     # -- reading ----------------------------------------------------------------------------
