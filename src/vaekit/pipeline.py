@@ -352,14 +352,84 @@ def check_label(model: VAEModel, label: int | None) -> None:
                           f"{model.cond_dim - 1}", "label")
 
 
-def sample(model: VAEModel, n: int, seed: int | torch.Generator, label: int | None = None
-           ) -> torch.Tensor:
-    """Decoder means of ``n`` prior draws (of class ``label``), float32 on the CPU."""
+def sample(model: VAEModel, n: int, seed: int | torch.Generator, label: int | None = None,
+           sampler: Any = None) -> torch.Tensor:
+    """Decoder means of ``n`` draws (of class ``label``), float32 on the CPU: codes from the
+    prior, or from ``sampler`` (a :class:`vaekit.samplers.Sampler`, see :func:`run_sampler`)."""
     check_label(model, label)
     g = seed if isinstance(seed, torch.Generator) else torch.Generator(model.device).manual_seed(seed)
     y = None if label is None else torch.full((n,), label, device=model.device)
-    return model.generate(n, g, y).float().cpu()
+    if sampler is None:
+        return model.generate(n, g, y).float().cpu()
+    with torch.no_grad():
+        return model.decode(sampler.codes(n, g), y).mean.float().cpu()
+
+
+# -- samplers and the sample-quality metric ------------------------------------------------------
+def training_rows(cfg: RunConfig, log: Log = stderr) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The rows a run was trained on (its training split less its validation part), with their
+    labels where the data has them; refused if a user's data changed since training."""
+    if cfg.data.data == "array":  # the estimator's name for data that never were a file
+        raise DataError("this run was saved from Python (VAE.save) and its training data are not "
+                        "on disk: fit the sampler with VAE.fit_sampler(X, sampler=...), then save")
+    data = load_data(cfg.data.data, cfg.data.test_fraction, log=log, stream=cfg.data.stream)
+    if not isinstance(data.x_train, torch.Tensor):
+        raise DataError(f"{cfg.data.data} is streamed; fitting a sampler needs data that fit in memory")
+    if cfg.data.fingerprint and cfg.data.data not in DATASETS and fingerprint(data) != cfg.data.fingerprint:
+        raise DataError(f"{data.name} is not the data this run was trained on (its contents changed)")
+    data, _ = validation_split(data, cfg.data.val_fraction)
+    return data.x_train, data.y_train
+
+
+def fit_sampler(name: str, model: VAEModel, x: torch.Tensor, y: torch.Tensor | None = None,
+                seed: int = 0, log: Log = stderr):
+    """Fit sampler ``name`` (:mod:`vaekit.samplers`) to the codes of rows ``x``; a two-stage
+    VAE is trained by :func:`train`."""
+    from .samplers import fit_sampler as fit
+
+    return fit(name, model, x, y if model.cond_dim else None, seed, train, log)
+
+
+def run_sampler(run: str | Path, model: VAEModel, cfg: RunConfig, name: str, fit: str = "missing",
+                log: Log = stderr):
+    """Sampler ``name`` of a run: the stored one (checked), or fitted to the run's training rows
+    and stored (``fit``: ``missing`` fits one that is absent, stale or damaged; ``always``
+    refits; ``never`` raises a RunDirError instead). Fitting holds the run's lock."""
+    from . import samplers
+
+    rd = RunDir(run)
+    if not samplers.SAMPLERS[name].fitted:  # the prior: nothing to fit or store
+        return samplers.SAMPLERS[name](model)
+    with rd.lock() if fit != "never" else contextlib.nullcontext():
+        why = "a refit was asked for"
+        if fit != "always":
+            try:
+                found, why = samplers.load(rd.path, name, model)
+            except RunDirError as e:
+                if fit == "never":
+                    raise
+                found, why = None, f"it is damaged ({e})"
+            if found is not None:
+                return found
+        if fit == "never":
+            raise RunDirError(f"the {name} sampler of {rd.path} cannot be used: {why}; fit it "
+                              f"with: vaekit fit-sampler {rd.path} --sampler {name}")
+        if why != "a refit was asked for":
+            log(f"the {name} sampler is fitted now ({why}); it is stored in {rd.path / samplers.FOLDER}")
+        x, y = training_rows(cfg, log)
+        s = fit_sampler(name, model, x, y, cfg.train.seed, log)
+        samplers.save(rd.path, s)
+        return s
+
+
+def metric_classifier(cfg: RunConfig, device: torch.device | str = "cpu", log: Log = stderr):
+    """The feature network of the sample-quality metric for a run's data
+    (:func:`vaekit.featurenet.classifier_for`: cached, or trained once)."""
+    from .featurenet import classifier_for
+
+    data = load_data(cfg.data.data, cfg.data.test_fraction, log=log)
+    return classifier_for(data, device, log)
 
 
 __all__ = ["TrainResult", "train", "resume_config", "load_run", "rows", "check_rows", "check_data",
-           "sample"]
+           "sample", "training_rows", "fit_sampler", "run_sampler", "metric_classifier"]
