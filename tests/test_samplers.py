@@ -128,10 +128,10 @@ def test_fitted_samplers_are_stored_validated_and_owned(run, capsys):
     rec = json.loads(record.read_text())
     json.dumps(rec)
     record.write_text(json.dumps({**rec, "extra": 1}))
-    with pytest.raises(RunDirError, match="not a vaekit sampler record"):
+    with pytest.raises(RunDirError, match="does not have the keys vaekit writes"):
         samplers.load(run, "expost", model)
     record.write_text(json.dumps({**rec, "n_fit": "many"}))
-    with pytest.raises(RunDirError, match="'n_fit' must be a int"):
+    with pytest.raises(RunDirError, match="'n_fit' must be int"):
         samplers.load(run, "expost", model)
     record.write_text(json.dumps(rec))
     with torch.no_grad():
@@ -200,7 +200,7 @@ def test_evaluate_samples_measures_keeps_and_reports(run, capsys):
     assert set(quality.read(run)["results"]) == {"prior"}
     capsys.readouterr()
     (run / "sample_quality.json").write_text(json.dumps({**doc, "k": "three"}))
-    with pytest.raises(RunDirError, match="'k' must be a int"):
+    with pytest.raises(RunDirError, match="'k' must be int"):
         quality.read(run)
     assert cli("report", run) == 2
     one_error(capsys.readouterr().err, "sample_quality.json")

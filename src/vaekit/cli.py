@@ -250,11 +250,13 @@ def build_parser() -> Parser:
                         "(default all)")
     s.add_argument("--out", required=True, help="FILE.npy or FILE.csv")
     s = run_command("evaluate", "ELBO, importance-sampled log p(x) with its standard error, "
-                    "active units and KL per dimension", cmd_evaluate, "optional")
+                    "active units and KL per dimension; with --samples, sample quality",
+                    cmd_evaluate, "optional")
     s.add_argument("--split", choices=SPLITS, default="test", help="part of DATA (default test)")
     s.add_argument("--importance-samples", "-k", type=number(int, 1, 10**6), default=1000, metavar="K",
                    help="importance samples per example (default 1000)")
-    s.add_argument("--seed", type=seed, default=0, help="seed for the samples (default 0)")
+    s.add_argument("--seed", type=seed, default=0, help="seed for the importance samples and, with "
+                   "--samples, of the draws (draw r uses seed + r; default 0)")
     s.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     s.add_argument("--samples", type=number(int, 4, 10**6), metavar="N",
                    help="also measure sample quality with N generated examples per draw: "

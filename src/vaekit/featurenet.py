@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import re
 import time
 from dataclasses import dataclass
@@ -249,14 +248,9 @@ def load(base: Path, data: Dataset, classes: int) -> Classifier:
 
 
 def check_record(record: Any) -> None:
-    if not isinstance(record, dict) or set(record) != set(RECORD_KEYS):
-        raise CacheDamaged("its JSON record does not have the keys of a vaekit classifier")
-    for key, kind in RECORD_KEYS.items():
-        v = record[key]
-        ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-              if kind is float else isinstance(v, kind) and not isinstance(v, bool))
-        if not ok:
-            raise CacheDamaged(f"'{key}' in its record must be a {kind.__name__}")
+    from .store import check_schema
+
+    check_schema(record, RECORD_KEYS, "its JSON record", "not what vaekit writes", CacheDamaged)
     if record["format"] != FORMAT or record["version"] != VERSION or record["kind"] not in ("image", "vector"):
         raise CacheDamaged("its record is not of this vaekit's classifier format")
     if not re.fullmatch(r"[0-9a-f]{64}", record["sha256"]):

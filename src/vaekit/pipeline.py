@@ -394,32 +394,12 @@ def run_sampler(run: str | Path, model: VAEModel, cfg: RunConfig, name: str, fit
                 log: Log = stderr):
     """Sampler ``name`` of a run: the stored one (checked), or fitted to the run's training rows
     and stored (``fit``: ``missing`` fits one that is absent, stale or damaged; ``always``
-    refits; ``never`` raises a RunDirError instead). Fitting holds the run's lock."""
-    from . import samplers
+    refits; ``never`` raises a RunDirError instead); see :func:`vaekit.samplers.obtain`."""
+    from .samplers import obtain
 
-    rd = RunDir(run)
-    if not samplers.SAMPLERS[name].fitted:  # the prior: nothing to fit or store
-        return samplers.SAMPLERS[name](model)
-    with rd.lock() if fit != "never" else contextlib.nullcontext():
-        why = "a refit was asked for"
-        if fit != "always":
-            try:
-                found, why = samplers.load(rd.path, name, model)
-            except RunDirError as e:
-                if fit == "never":
-                    raise
-                found, why = None, f"it is damaged ({e})"
-            if found is not None:
-                return found
-        if fit == "never":
-            raise RunDirError(f"the {name} sampler of {rd.path} cannot be used: {why}; fit it "
-                              f"with: vaekit fit-sampler {rd.path} --sampler {name}")
-        if why != "a refit was asked for":
-            log(f"the {name} sampler is fitted now ({why}); it is stored in {rd.path / samplers.FOLDER}")
-        x, y = training_rows(cfg, log)
-        s = fit_sampler(name, model, x, y, cfg.train.seed, log)
-        samplers.save(rd.path, s)
-        return s
+    def fitter():
+        return fit_sampler(name, model, *training_rows(cfg, log), cfg.train.seed, log)
+    return obtain(RunDir(run), model, name, fit, fitter, log)
 
 
 def metric_classifier(cfg: RunConfig, device: torch.device | str = "cpu", log: Log = stderr):

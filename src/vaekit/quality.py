@@ -17,7 +17,6 @@ are kept in ``sample_quality.json``, one entry per sampler, validated whenever r
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -134,23 +133,13 @@ ENTRY = {METRIC: float, f"{METRIC}_sd": float, "precision": float, "precision_sd
          "recall_draws": list, "sampler": str}
 
 
+REDO = "run 'vaekit evaluate RUN --samples N' again to rewrite it"
+
+
 def _typed(d: Any, schema: dict[str, type], where: str) -> None:
-    if not isinstance(d, dict) or set(d) != set(schema):
-        got = sorted(d)[:8] if isinstance(d, dict) else type(d).__name__
-        raise RunDirError(f"{where} does not have the keys of a vaekit sample-quality result (got "
-                          f"{got}); run 'vaekit evaluate RUN --samples N' again to rewrite it")
-    for key, kind in schema.items():
-        v = d[key]
-        if kind is float:
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        elif kind is list:
-            ok = isinstance(v, list) and all(isinstance(e, (int, float)) and not isinstance(e, bool)
-                                             and math.isfinite(e) for e in v)
-        else:
-            ok = isinstance(v, kind) and not isinstance(v, bool)
-        if not ok:
-            raise RunDirError(f"{where}: '{key}' must be a {kind.__name__}; run 'vaekit evaluate "
-                              "RUN --samples N' again to rewrite it")
+    from .store import check_schema
+
+    check_schema(d, schema, where, REDO)
 
 
 def check(d: Any, where: str) -> dict[str, Any]:
@@ -158,8 +147,7 @@ def check(d: Any, where: str) -> dict[str, Any]:
     from .samplers import SAMPLERS
 
     if not isinstance(d, dict) or d.get("format") != FORMAT or d.get("version") != VERSION:
-        raise RunDirError(f"{where} is not a vaekit sample-quality file of version {VERSION}; run "
-                          "'vaekit evaluate RUN --samples N' again to rewrite it")
+        raise RunDirError(f"{where} is not a vaekit sample-quality file of version {VERSION}; {REDO}")
     _typed({k: v for k, v in d.items() if k not in ("format", "version", "metric", "results")},
            SETTINGS, where)
     _typed(d["classifier"], CLASSIFIER, f"{where} (classifier)")

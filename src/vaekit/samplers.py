@@ -132,7 +132,7 @@ class ExPostSampler(Sampler):
     """A full-covariance Gaussian mixture on the codes (Ghosh et al. 2020, Sec. 4)."""
 
     name = "expost"
-    CANDIDATES = (1, 2, 5, 10, 20, 50)  # components tried, in order, until held-out fit drops twice
+    CANDIDATES = (1, 2, 5, 10, 20, 50, 100)  # tried in order, until the held-out fit drops twice
 
     def __init__(self, model: VAEModel, weights: torch.Tensor, means: torch.Tensor,
                  covariances: torch.Tensor, record: dict[str, Any] | None = None) -> None:
@@ -164,11 +164,13 @@ class ExPostSampler(Sampler):
         for k in cls.CANDIDATES:
             if k > len(fit_rows) // 2:
                 break
+            t0 = time.perf_counter()
             gm = SkMixture(k, covariance_type="full", max_iter=300, random_state=seed).fit(z[fit_rows])
             score = float(gm.score(z[held_rows])) if len(held_rows) else float(gm.score(z[fit_rows]))
             tried.append(k)
             scores.append(score)
-            log(f"  expost: {k} components, held-out log-likelihood {score:.3f} nats per code")
+            log(f"  expost: {k} components, held-out log-likelihood {score:.3f} nats per code "
+                f"({time.perf_counter() - t0:.1f} s)")
             if best is None or score > best[0]:
                 best, drops = (score, gm), 0
             else:
@@ -209,9 +211,9 @@ class TwoStageSampler(Sampler):
     """
 
     name = "two-stage"
-    OPTIONS = {"arch": "mlp", "hidden": (512, 512), "likelihood": "gaussian", "learn_obs_std": True,
-               "preprocess": "none", "epochs": 100, "patience": 10, "val_fraction": HELD_OUT_FRACTION,
-               "batch_size": 128, "lr": 1e-3, "precision": "fp32"}
+    OPTIONS = {"arch": "mlp", "hidden": (256, 256), "likelihood": "gaussian", "learn_obs_std": True,
+               "preprocess": "none", "epochs": 80, "lr_schedule": "cosine", "patience": 10,
+               "val_fraction": HELD_OUT_FRACTION, "batch_size": 128, "lr": 1e-3, "precision": "fp32"}
 
     def __init__(self, model: VAEModel, stage2: VAEModel, config, record=None) -> None:
         super().__init__(model, record)
@@ -332,19 +334,44 @@ def load(run: Path, name: str, model: VAEModel) -> tuple[Sampler | None, str]:
     return s, ""
 
 
+def obtain(rd, model: VAEModel, name: str, fit: str, fitter: Callable[[], Sampler], log: Log) -> Sampler:
+    """Sampler ``name`` of the run ``rd`` (a :class:`vaekit.run.RunDir`): the stored one, or
+    ``fitter()``'s, stored (``fit``: ``missing``, ``always`` or ``never``, as in
+    :func:`vaekit.pipeline.run_sampler`). Fitting and storing hold the run's lock."""
+    import contextlib
+
+    if not SAMPLERS[name].fitted:  # the prior: nothing to fit or store
+        return SAMPLERS[name](model)
+    with rd.lock() if fit != "never" else contextlib.nullcontext():
+        why = ""
+        if fit != "always":
+            try:
+                found, why = load(rd.path, name, model)
+            except RunDirError as e:
+                if fit == "never":
+                    raise
+                found, why = None, f"it is damaged ({e})"
+            if found is not None:
+                return found
+        if fit == "never":
+            raise RunDirError(f"the {name} sampler of {rd.path} cannot be used: {why}; fit it "
+                              f"with: vaekit fit-sampler {rd.path} --sampler {name}")
+        if why:
+            log(f"the {name} sampler is fitted now ({why}); it is stored in {rd.path / FOLDER}")
+        s = fitter()
+        save(rd.path, s)
+        return s
+
+
 def check_record(rec: Any, name: str, where: str) -> None:
     """The record's keys and types (exactly :data:`RECORD_KEYS`), or a RunDirError."""
+    from .store import check_schema
+
     again = "fit it again with vaekit fit-sampler"
-    if not isinstance(rec, dict) or set(rec) != set(RECORD_KEYS):
-        raise RunDirError(f"{where} is not a vaekit sampler record (its keys differ); {again}")
-    for key, kind in RECORD_KEYS.items():
-        v = rec[key]
-        ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-              if kind is float else isinstance(v, kind) and not isinstance(v, bool))
-        if not ok:
-            raise RunDirError(f"{where}: '{key}' must be a {kind.__name__}; {again}")
+    check_schema(rec, RECORD_KEYS, where, again)
     if (rec["format"], rec["version"], rec["sampler"]) != (FORMAT, VERSION, name):
         raise RunDirError(f"{where} is not a record of this vaekit's {name} sampler; {again}")
 
 
-__all__ = ["SAMPLERS", "Sampler", "fit_sampler", "latent_codes", "load", "save", "weights_digest"]
+__all__ = ["SAMPLERS", "Sampler", "fit_sampler", "latent_codes", "load", "obtain", "save",
+           "weights_digest"]
