@@ -366,13 +366,18 @@ def sample(model: VAEModel, n: int, seed: int | torch.Generator, label: int | No
 
 
 # -- samplers and the sample-quality metric ------------------------------------------------------
+def run_data(cfg: RunConfig, log: Log = stderr, stream: bool = False) -> Dataset:
+    """The data a run was trained on, loaded again by its name or path."""
+    if cfg.data.data == "array":  # the estimator's name for data that never were a file
+        raise DataError("this run was saved from Python (VAE.save) and its data are not on disk; "
+                        "use the estimator: VAE.fit_sampler(X, sampler=...), then save")
+    return load_data(cfg.data.data, cfg.data.test_fraction, log=log, stream=stream)
+
+
 def training_rows(cfg: RunConfig, log: Log = stderr) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The rows a run was trained on (its training split less its validation part), with their
     labels where the data has them; refused if a user's data changed since training."""
-    if cfg.data.data == "array":  # the estimator's name for data that never were a file
-        raise DataError("this run was saved from Python (VAE.save) and its training data are not "
-                        "on disk: fit the sampler with VAE.fit_sampler(X, sampler=...), then save")
-    data = load_data(cfg.data.data, cfg.data.test_fraction, log=log, stream=cfg.data.stream)
+    data = run_data(cfg, log, stream=cfg.data.stream)
     if not isinstance(data.x_train, torch.Tensor):
         raise DataError(f"{cfg.data.data} is streamed; fitting a sampler needs data that fit in memory")
     if cfg.data.fingerprint and cfg.data.data not in DATASETS and fingerprint(data) != cfg.data.fingerprint:
@@ -407,8 +412,7 @@ def metric_classifier(cfg: RunConfig, device: torch.device | str = "cpu", log: L
     (:func:`vaekit.featurenet.classifier_for`: cached, or trained once)."""
     from .featurenet import classifier_for
 
-    data = load_data(cfg.data.data, cfg.data.test_fraction, log=log)
-    return classifier_for(data, device, log)
+    return classifier_for(run_data(cfg, log), device, log)
 
 
 __all__ = ["TrainResult", "train", "resume_config", "load_run", "rows", "check_rows", "check_data",

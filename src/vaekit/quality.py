@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .errors import RunDirError
+from .errors import DataError, RunDirError
 from .sample_metrics import frechet_distance, gaussian_stats, precision_recall
 
 K_NEIGHBOURS = 3  # Kynkäänniemi et al. 2019 use k = 3
@@ -60,7 +60,8 @@ def measure(features: Callable[[torch.Tensor], torch.Tensor], reference: torch.T
     """
     ref = features(reference).double()
     if len(ref) <= k or n <= k:
-        raise ValueError(f"need more than k = {k} reference rows and samples, got {len(ref)} and {n}")
+        raise DataError(f"sample quality needs more than k = {k} reference rows and samples, got "
+                        f"{len(ref)} and {n}")
     mu, cov = gaussian_stats(ref)
     fd, prec, rec = [], [], []
     for r in range(draws):
@@ -104,7 +105,7 @@ def measure_samplers(model, classifier, reference: torch.Tensor, samplers: dict[
                      ) -> dict[str, dict[str, Any]]:
     """:func:`measure` for each sampler of ``samplers`` (name -> Sampler), as result entries."""
     if model.cond_dim and (labels is None or not len(labels)):
-        raise ValueError("a conditional model needs the reference rows' labels")
+        raise DataError("a conditional model's samples need labels: give labelled reference rows")
     dev = classifier.shift.device
     feats = lambda x: classifier.features(x.to(dev))  # noqa: E731
     return {name: measure(feats, reference, model_draw(model, s, labels), n, draws, seed,
