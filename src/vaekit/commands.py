@@ -82,7 +82,8 @@ def sample_quality(args: argparse.Namespace, model, cfg, x, y) -> tuple[dict, di
     fitted = {name: run_sampler(args.run, model, cfg, name, log=say) for name in args.sampler}
     say(f"sample quality: {args.draws} draws of {args.samples} samples from "
         f"{', '.join(fitted)} against {len(x)} rows")
-    results = quality.measure_samplers(model, clf, x, fitted, args.samples, args.draws, args.seed, y)
+    results = quality.measure_samplers(model, clf, x, fitted, args.samples, args.draws, args.seed, y,
+                                       log=say)
     settings = quality.settings(clf, args.data or cfg.data.data, args.split if args.data else "test",
                                 len(x), args.samples, args.draws, args.seed)
     return settings, results

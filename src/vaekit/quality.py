@@ -101,16 +101,24 @@ def model_draw(model, sampler, labels: torch.Tensor | None = None, batch_size: i
 
 
 def measure_samplers(model, classifier, reference: torch.Tensor, samplers: dict[str, Any], n: int,
-                     draws: int = DRAWS, seed: int = 0, labels: torch.Tensor | None = None
-                     ) -> dict[str, dict[str, Any]]:
-    """:func:`measure` for each sampler of ``samplers`` (name -> Sampler), as result entries."""
+                     draws: int = DRAWS, seed: int = 0, labels: torch.Tensor | None = None,
+                     log: Callable[[str], None] = lambda s: None) -> dict[str, dict[str, Any]]:
+    """:func:`measure` for each sampler of ``samplers`` (name -> Sampler), as result entries;
+    ``log`` gets a line as each sampler is done."""
+    import time
+
     if model.cond_dim and (labels is None or not len(labels)):
         raise DataError("a conditional model's samples need labels: give labelled reference rows")
     dev = classifier.shift.device
     feats = lambda x: classifier.features(x.to(dev))  # noqa: E731
-    return {name: measure(feats, reference, model_draw(model, s, labels), n, draws, seed,
-                          device=model.device) | {"sampler": s.describe()}
-            for name, s in samplers.items()}
+    out = {}
+    for name, s in samplers.items():
+        t0 = time.perf_counter()
+        out[name] = measure(feats, reference, model_draw(model, s, labels), n, draws, seed,
+                            device=model.device) | {"sampler": s.describe()}
+        log(f"  {name}: classifier FD {out[name][METRIC]:.2f} ± {out[name][METRIC + '_sd']:.2f} "
+            f"({time.perf_counter() - t0:.0f} s)")
+    return out
 
 
 def settings(classifier, data: str, split: str, n_reference: int, n: int, draws: int,
