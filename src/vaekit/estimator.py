@@ -295,17 +295,17 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS.names())}, got {name!r}")
         if name == "prior":
             return None
-        fitted = self.samplers_.get(name)
-        if fitted is not None and fitted.model is self.model_:
-            return fitted
-        run = self._run_path
-        if run is None:
+        if name not in self.samplers_ and self._run_path is None:  # (a new fit empties samplers_)
             raise DataError(f"the {name} sampler is not fitted: call fit_sampler(X, sampler="
                             f"'{name}') with the training data first")
-        self.samplers_ = {**self.samplers_,
-                          name: pipeline.run_sampler(run, self.model_, self.config_, name,
-                                                     log=print if self.verbose else (lambda s: None))}
+        if name not in self.samplers_:  # loaded from a run: the run's own, fitted there if need be
+            self.samplers_[name] = pipeline.run_sampler(self._run_path, self.model_, self.config_,
+                                                        name, log=self._log)
         return self.samplers_[name]
+
+    def _log(self, line: str) -> None:
+        if self.verbose:
+            print(line)
 
     def fit_sampler(self, X, y=None, sampler: str = "expost") -> "VAE":
         """Fit a sampler of codes to the codes of ``X`` (the training data); returns self.
@@ -321,9 +321,8 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         if not isinstance(sampler, str) or sampler not in SAMPLERS or sampler == "prior":
             raise ConfigError(f"sampler must be expost or two-stage, got {sampler!r}")
         seed = self.config_.train.seed
-        fitted = pipeline.fit_sampler(sampler, self.model_, x.float(), labels, seed,
-                                      log=print if self.verbose else (lambda s: None))
-        self.samplers_ = {**self.samplers_, sampler: fitted}
+        self.samplers_[sampler] = pipeline.fit_sampler(sampler, self.model_, x.float(), labels,
+                                                       seed, log=self._log)
         return self
 
     def score_samples(self, X, y=None, n_importance: int = 1000) -> np.ndarray:
@@ -368,8 +367,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             from .samplers import save as save_sampler
 
             for fitted in self.samplers_.values():
-                if fitted.model is self.model_:
-                    save_sampler(rd.path, fitted)
+                save_sampler(rd.path, fitted)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "VAE":
