@@ -140,7 +140,7 @@ class ExPostSampler(Sampler):
         self.weights, self.means, self.covariances = weights, means, covariances
         from .distributions import CholeskyNormal, GaussianMixture
 
-        # float64 on the CPU (MPS has no float64), so draws are the same on every device
+        # float64 on the CPU (MPS has no float64); the draws then move to the model's device
         self.mixture = GaussianMixture(weights.log(), CholeskyNormal(means, torch.linalg.cholesky(covariances)))
 
     def codes(self, n: int, generator: torch.Generator) -> torch.Tensor:
