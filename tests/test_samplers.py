@@ -95,7 +95,6 @@ def test_expost_draws_have_the_mixtures_moments():
 # -- the two-stage VAE -------------------------------------------------------------------------
 def test_two_stage_is_a_vaekit_vae_trained_by_the_pipeline():
     model = tiny_model(latent=3)
-    codes = torch.randn(600, 3, generator=torch.Generator().manual_seed(0)) * 2 + 1
     s = pipeline.fit_sampler("two-stage", model, torch.rand(600, 4), seed=2, log=lambda s: None)
     assert isinstance(s.stage2, VAEModel)
     m = s.config.model
@@ -104,7 +103,6 @@ def test_two_stage_is_a_vaekit_vae_trained_by_the_pipeline():
     assert 1 <= d["best_epoch"] <= d["epochs"] <= 4 and np.isfinite(d["held_out_loss"])
     assert s.record["n_fit"] + s.record["n_held_out"] == 600 and s.record["n_held_out"] == 60
     assert s.codes(7, torch.Generator().manual_seed(0)).shape == (7, 3)
-    del codes
 
 
 # -- in the run directory ----------------------------------------------------------------------
@@ -126,7 +124,6 @@ def test_fitted_samplers_are_stored_validated_and_owned(run, capsys):
     pipeline.run_sampler(run, model, cfg, "expost", log=print)  # damaged: fitted again
     assert "it is damaged" in capsys.readouterr().out
     rec = json.loads(record.read_text())
-    json.dumps(rec)
     record.write_text(json.dumps({**rec, "extra": 1}))
     with pytest.raises(RunDirError, match="does not have the keys vaekit writes"):
         samplers.load(run, "expost", model)
