@@ -39,17 +39,54 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .pipeline import load_run, sample
     from .run import write_npy
 
+    from .pipeline import check_label, run_sampler
+
     out = check_out(args.out, (".png", ".npy"))
-    model, _ = load_run(args.run, args.device)
+    model, cfg = load_run(args.run, args.device)
     if out.suffix.lower() == ".png" and len(model.data_shape) != 3:
         raise ConfigError("this model's data are not images; write samples to a .npy file")
-    x = sample(model, args.n, args.seed, args.label)
+    check_label(model, args.label)  # before a sampler is fitted
+    fitted = None if args.sampler == "prior" else run_sampler(args.run, model, cfg, args.sampler, log=say)
+    x = sample(model, args.n, args.seed, args.label, fitted)
     if out.suffix.lower() == ".png":
         save_grid(x, out, nrow=math.ceil(math.sqrt(args.n)))
     else:
         write_npy(out, x.numpy())
-    print(f"wrote {args.n} samples to {out}")
+    print(f"wrote {args.n} samples ({args.sampler} sampler) to {out}")
     return 0
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_fit_sampler(args: argparse.Namespace) -> int:
+    from .pipeline import load_run, run_sampler
+
+    model, cfg = load_run(args.run, args.device)
+    s = run_sampler(args.run, model, cfg, args.sampler, fit="always", log=say)
+    print(f"fitted the {args.sampler} sampler of {args.run} ({s.describe()}) in "
+          f"{s.record['seconds']:.1f} s")
+    return 0
+
+
+def sample_quality(args: argparse.Namespace, model, cfg, x, y) -> tuple[dict, dict]:
+    """The sample-quality metric of each of ``args.sampler`` against the rows ``x``:
+    ``(settings, results)`` for :func:`vaekit.quality.merge`."""
+    from . import quality
+    from .pipeline import metric_classifier, run_sampler
+
+    if model.cond_dim and y is None:
+        raise DataError("a conditional model's samples need labels: evaluate on labelled rows")
+    clf = metric_classifier(cfg, model.device, say)
+    fitted = {name: run_sampler(args.run, model, cfg, name, log=say) for name in args.sampler}
+    say(f"sample quality: {args.draws} draws of {args.samples} samples from "
+        f"{', '.join(fitted)} against {len(x)} rows")
+    results = quality.measure_samplers(model, clf, x, fitted, args.samples, args.draws, args.seed, y,
+                                       log=say)
+    settings = quality.settings(clf, args.data or cfg.data.data, args.split if args.data else "test",
+                                len(x), args.samples, args.draws, args.seed)
+    return settings, results
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
@@ -125,6 +162,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         close()
     res = {"data": args.data or cfg.data.data, "split": args.split if args.data else "test", **res}
+    measured = sample_quality(args, model, cfg, x, y) if args.samples else None
     found = dataset_factors(res["data"], res["split"], log=lambda s: print(s, file=sys.stderr))
     if found is not None:  # data with known factors (the built-in shapes): MIG and DCI
         res |= disentanglement_scores(posterior_means(model, x, y=y).numpy(), found[0],
@@ -132,9 +170,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     rd = RunDir(args.run)
     with rd.lock():
         written = save_evaluation(rd, res)
+        quality_doc = None
+        if measured is not None:
+            from .quality import FILE, merge
+
+            quality_doc = merge(rd.path, *measured)
+            written.append(FILE)
         write_card(rd.path, keep_foreign=True)
         log_files(rd.path, ["evaluation.json", "README.md"], metrics=res)  # when logged to MLflow
-        refresh = rd.report.exists() and "evaluation.json" in written
+        refresh = rd.report.exists() and ("evaluation.json" in written or measured is not None)
         if refresh:
             from .report import write_report
 
@@ -142,8 +186,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     kept = "" if "evaluation.json" in written else " (evaluation.json keeps its larger K)"
     print(f"saved {', '.join(written)}{kept}{'; report.html refreshed' if refresh else ''}",
           file=sys.stderr)
-    if args.json:
-        print(json_dumps(res))  # NaN and inf as null: the output stays JSON
+    if args.json:  # NaN and inf as null: the output stays JSON
+        print(json_dumps(res if quality_doc is None else {**res, "sample_quality": quality_doc}))
         return 0
     rows = [("examples", f"{res['n_examples']}"),
             ("log p(x)", f"{res['log_likelihood']:.3f} +- {res['log_likelihood_stderr']:.3f} "
@@ -166,6 +210,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           "is better")
     for name, value in rows:
         print(f"  {name:<13} {value}")
+    if quality_doc is not None:
+        from .quality import describe_metric, table_lines
+
+        print(f"sample quality ({describe_metric(quality_doc)}):")
+        for line in table_lines(quality_doc):
+            print(f"  {line}")
     return 0
 
 

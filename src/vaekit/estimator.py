@@ -66,6 +66,8 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         Number of values per example.
     feature_names_in_ : ndarray of str
         Column names, when ``X`` was a DataFrame with string column names.
+    samplers_ : dict
+        Samplers of codes fitted by :meth:`fit_sampler` (name -> :class:`vaekit.samplers.Sampler`).
 
     Examples
     --------
@@ -232,6 +234,8 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.data_shape_ = model.data_shape
         self.n_features_in_ = int(np.prod(model.data_shape))
         self._n_features_out = model.latent_dim
+        self.samplers_: dict = {}
+        self._run_path: Path | None = None
 
     def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
         """``fit(X, y)`` then ``transform(X, y)``."""
@@ -262,18 +266,64 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         return self._out(model.decode(z.to(model.device), labels).mean, Z)
 
     @torch.no_grad()
-    def sample(self, n: int = 1, random_state: int | None = None, label: int | None = None) -> np.ndarray:
-        """Decoder means of ``n`` prior draws, ``(n, *data_shape)``; of class ``label`` when conditional."""
+    def sample(self, n: int = 1, random_state: int | None = None, label: int | None = None,
+               sampler: str = "prior") -> np.ndarray:
+        """Decoder means of ``n`` draws, ``(n, *data_shape)``; of class ``label`` when conditional.
+
+        ``sampler`` says where the codes come from: ``prior`` (p(z)), or ``expost`` / ``two-stage``
+        (a density fitted to the training codes, :mod:`vaekit.samplers`), fitted by
+        :meth:`fit_sampler`, or, for an estimator loaded from a run directory, the run's own
+        (fitted and stored there on first use, as ``vaekit sample`` does).
+        """
         check_is_fitted(self, "model_")
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ConfigError(f"n must be a positive number of samples, got {n!r}")
+        fitted = self._sampler(sampler)
         g = torch.Generator(self.model_.device)
         g.manual_seed(int(random_state)) if random_state is not None else g.seed()
         try:
-            return pipeline.sample(self.model_, int(n), g, label).numpy()
+            return pipeline.sample(self.model_, int(n), g, label, fitted).numpy()
         except ConfigError as e:
             raise DataError(str(e).replace("give label L", "pass label=L").replace(
                 "label needs", "label applies to")) from None
+
+    def _sampler(self, name: str):
+        """The fitted sampler ``name`` (None for the prior)."""
+        from .samplers import SAMPLERS
+
+        if not isinstance(name, str) or name not in SAMPLERS:
+            raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS.names())}, got {name!r}")
+        if name == "prior":
+            return None
+        if name not in self.samplers_ and self._run_path is None:  # (a new fit empties samplers_)
+            raise DataError(f"the {name} sampler is not fitted: call fit_sampler(X, sampler="
+                            f"'{name}') with the training data first")
+        if name not in self.samplers_:  # loaded from a run: the run's own, fitted there if need be
+            self.samplers_[name] = pipeline.run_sampler(self._run_path, self.model_, self.config_,
+                                                        name, log=self._log)
+        return self.samplers_[name]
+
+    def _log(self, line: str) -> None:
+        if self.verbose:
+            print(line)
+
+    def fit_sampler(self, X, y=None, sampler: str = "expost") -> "VAE":
+        """Fit a sampler of codes to the codes of ``X`` (the training data); returns self.
+
+        ``expost``: a Gaussian mixture on the codes, its components chosen on a held-out 10%
+        (Ghosh et al. 2020); ``two-stage``: a second VAE on the codes (Dai & Wipf 2019). Kept in
+        ``samplers_`` and written by :meth:`save`; ``sample(..., sampler=...)`` draws from it.
+        ``y``: labels, for a conditional model.
+        """
+        from .samplers import SAMPLERS
+
+        x, labels = self._rows(X, y)
+        if not isinstance(sampler, str) or sampler not in SAMPLERS or sampler == "prior":
+            raise ConfigError(f"sampler must be expost or two-stage, got {sampler!r}")
+        seed = self.config_.train.seed
+        self.samplers_[sampler] = pipeline.fit_sampler(sampler, self.model_, x.float(), labels,
+                                                       seed, log=self._log)
+        return self
 
     def score_samples(self, X, y=None, n_importance: int = 1000) -> np.ndarray:
         """Importance-sampled log p(x) per row in nats (higher is more typical).
@@ -311,7 +361,13 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         mixed with the new model).
         """
         check_is_fitted(self, "model_")
-        RunDir(path).save(self.config_, self.data_shape_, self.model_, overwrite=overwrite)
+        rd = RunDir(path)
+        with rd.lock():
+            rd.save(self.config_, self.data_shape_, self.model_, overwrite=overwrite)
+            from .samplers import save as save_sampler
+
+            for fitted in self.samplers_.values():
+                save_sampler(rd.path, fitted)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "VAE":
@@ -321,6 +377,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         params = {PARAM_OF_FIELD.get(n, n): flat[n] for n, _, _ in iter_options("estimator")}
         est = cls(**{**params, "device": device})
         est._set_fitted(model, cfg)
+        est._run_path = Path(path)  # where sample(sampler=...) finds or stores fitted samplers
         return est
 
     def __sklearn_tags__(self) -> Any:

@@ -354,14 +354,68 @@ def check_label(model: VAEModel, label: int | None) -> None:
                           f"{model.cond_dim - 1}", "label")
 
 
-def sample(model: VAEModel, n: int, seed: int | torch.Generator, label: int | None = None
-           ) -> torch.Tensor:
-    """Decoder means of ``n`` prior draws (of class ``label``), float32 on the CPU."""
+def sample(model: VAEModel, n: int, seed: int | torch.Generator, label: int | None = None,
+           sampler: Any = None) -> torch.Tensor:
+    """Decoder means of ``n`` draws (of class ``label``), float32 on the CPU: codes from the
+    prior, or from ``sampler`` (a :class:`vaekit.samplers.Sampler`, see :func:`run_sampler`)."""
     check_label(model, label)
     g = seed if isinstance(seed, torch.Generator) else torch.Generator(model.device).manual_seed(seed)
     y = None if label is None else torch.full((n,), label, device=model.device)
-    return model.generate(n, g, y).float().cpu()
+    if sampler is None:
+        return model.generate(n, g, y).float().cpu()
+    with torch.no_grad():
+        return model.decode(sampler.codes(n, g), y).mean.float().cpu()
+
+
+# -- samplers and the sample-quality metric ------------------------------------------------------
+def run_data(cfg: RunConfig, log: Log = stderr, stream: bool = False) -> Dataset:
+    """The data a run was trained on, loaded again by its name or path."""
+    if cfg.data.data == "array":  # the estimator's name for data that never were a file
+        raise DataError("this run was saved from Python (VAE.save) and its data are not on disk; "
+                        "use the estimator: VAE.fit_sampler(X, sampler=...), then save")
+    return load_data(cfg.data.data, cfg.data.test_fraction, log=log, stream=stream)
+
+
+def training_rows(cfg: RunConfig, log: Log = stderr) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The rows a run was trained on (its training split less its validation part), with their
+    labels where the data has them; refused if a user's data changed since training."""
+    data = run_data(cfg, log, stream=cfg.data.stream)
+    if not isinstance(data.x_train, torch.Tensor):
+        raise DataError(f"{cfg.data.data} is streamed; fitting a sampler needs data that fit in memory")
+    if cfg.data.fingerprint and cfg.data.data not in DATASETS and fingerprint(data) != cfg.data.fingerprint:
+        raise DataError(f"{data.name} is not the data this run was trained on (its contents changed)")
+    data, _ = validation_split(data, cfg.data.val_fraction)
+    return data.x_train, data.y_train
+
+
+def fit_sampler(name: str, model: VAEModel, x: torch.Tensor, y: torch.Tensor | None = None,
+                seed: int = 0, log: Log = stderr):
+    """Fit sampler ``name`` (:mod:`vaekit.samplers`) to the codes of rows ``x``; a two-stage
+    VAE is trained by :func:`train`."""
+    from .samplers import fit_sampler as fit
+
+    return fit(name, model, x, y if model.cond_dim else None, seed, train, log)
+
+
+def run_sampler(run: str | Path, model: VAEModel, cfg: RunConfig, name: str, fit: str = "missing",
+                log: Log = stderr):
+    """Sampler ``name`` of a run: the stored one (checked), or fitted to the run's training rows
+    and stored (``fit``: ``missing`` fits one that is absent, stale or damaged; ``always``
+    refits; ``never`` raises a RunDirError instead); see :func:`vaekit.samplers.obtain`."""
+    from .samplers import obtain
+
+    def fitter():
+        return fit_sampler(name, model, *training_rows(cfg, log), cfg.train.seed, log)
+    return obtain(RunDir(run), model, name, fit, fitter, log)
+
+
+def metric_classifier(cfg: RunConfig, device: torch.device | str = "cpu", log: Log = stderr):
+    """The feature network of the sample-quality metric for a run's data
+    (:func:`vaekit.featurenet.classifier_for`: cached, or trained once)."""
+    from .featurenet import classifier_for
+
+    return classifier_for(run_data(cfg, log), device, log)
 
 
 __all__ = ["TrainResult", "train", "resume_config", "load_run", "rows", "check_rows", "check_data",
-           "sample"]
+           "sample", "training_rows", "fit_sampler", "run_sampler", "metric_classifier"]

@@ -74,6 +74,7 @@ figcaption, .caption { color: #444; font-size: 0.9rem; margin-top: 0.35rem; }
         grid-template-columns: repeat(auto-fill, minmax(min(100%, var(--cell)), 1fr)); }
 .grid figure { margin: 0; }
 .curves { --cell: 300px; } .latent { --cell: 250px; } .features { --cell: 235px; }
+.samples { --cell: 240px; }
 .key-strip { text-align: center; }
 .legend { font-size: 0.92rem; margin: 0.3rem 0 0.6rem; }
 .legend .item { display: inline-block; margin-right: 1.1rem; white-space: nowrap; }
@@ -191,6 +192,10 @@ def build_report(run: str | Path, data: Dataset | None = None, method: str = "pc
     model, cfg = rd.load_model()
     history = rd.read_metrics()
     ev = rd.read_evaluation()  # validated: a damaged evaluation.json is one clear error
+    from .quality import read as read_quality
+    from .report_quality import quality_section
+
+    quality = quality_section(rd.path, model, read_quality(rd.path), cfg.train.seed)
     notes = training_notes(history, cfg, str(rd.path))
 
     # Diagnostics on the test split (training split when there is none).
@@ -227,6 +232,7 @@ def build_report(run: str | Path, data: Dataset | None = None, method: str = "pc
     links += [("latent", "Latent space")]
     links += [("images", "Reconstructions and samples")] if is_image else (
         [("features", "Features")] if x_show is not None else [])
+    links += [("sample-quality", "Sample quality")] if quality else []
     parts = [f"<header><h1>vaekit run {esc(rd.path.name)}</h1>",
              f'<p class="muted">data {esc(cfg.data.data)} · examples of shape {esc(shape)}'
              f"{esc(sizes)} · {esc(describe_model(model, cfg))}{esc(trained)}</p>",
@@ -242,6 +248,8 @@ def build_report(run: str | Path, data: Dataset | None = None, method: str = "pc
         parts.append(images_section(rd, model, x_show, y_show))
     elif x_show is not None:
         parts.append(features_section(model, x_show, y_show, cfg.train.seed))
+    if quality:
+        parts.append(quality)
     parts.append(f"<footer>{esc(rd.path.resolve())} · written by vaekit {esc(__version__)}</footer>")
     body = "\n".join(parts)
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'

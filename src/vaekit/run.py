@@ -49,8 +49,10 @@ OWNED = re.compile(r"""(
   | tensorboard/events\.out\.tfevents\.[^/]+
   | onnx/(encoder|decoder)\.onnx | onnx/export\.json
   | mlflow\.json                                  # the MLflow run this run is logged to
+  | samplers/[a-z][a-z0-9-]*\.(safetensors|json)  # fitted samplers of codes (vaekit.samplers)
+  | sample_quality\.json                          # the sample-quality metric (vaekit.quality)
 )""", re.X)
-OWNED_DIRS = {"images", "latent", "tensorboard", "onnx"}
+OWNED_DIRS = {"images", "latent", "tensorboard", "onnx", "samplers"}
 CARD = "README.md"  # vaekit's model card only when it carries the card's marker (card.MARKER)
 TEMP = re.compile(r"(?P<dir>(?:[^/]+/)?)\.(?P<name>[^/]+)\.[A-Za-z0-9_]+\.tmp")  # fileio's temp files
 
