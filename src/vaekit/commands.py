@@ -23,15 +23,24 @@ def check_out(path: str, suffixes: Sequence[str]) -> Path:
     return out
 
 
-def run_rows(args: argparse.Namespace, images: str | None = None):
-    """The model of RUN, its configuration, and the checked rows of DATA (or its test split)."""
-    from .pipeline import load_run, rows
+def run_data(args: argparse.Namespace, images: str | None = None):
+    """The model of RUN, its configuration, and the checked rows of DATA (or its test split)
+    with their labels and known factors (:class:`vaekit.pipeline.Rows`, tensors on the model's
+    device)."""
+    from .pipeline import data_rows, load_run
 
     model, cfg = load_run(args.run, args.device)
     if images and len(model.data_shape) != 3:
         raise ConfigError(f"this model's data are not images, so {images} cannot be drawn")
-    x, y = rows(model, cfg, args.data, args.split)
-    return model, cfg, x.to(model.device), None if y is None else y.to(model.device)
+    r = data_rows(model, cfg, args.data, args.split)
+    to = (lambda t: None if t is None else t.to(model.device))
+    return model, cfg, type(r)(r.x.to(model.device), to(r.y), to(r.labels), r.factors, r.factor_names)
+
+
+def run_rows(args: argparse.Namespace, images: str | None = None):
+    """The model of RUN, its configuration, and the checked rows of DATA (or its test split)."""
+    model, cfg, r = run_data(args, images)
+    return model, cfg, r.x, r.y
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -111,12 +120,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .fileio import json_dumps
     from .card import write_card
     from .tracking import log_files
-    from .disentangle import dataset_factors, disentanglement_scores
+    from .disentangle import disentanglement_scores
     from .evaluate import posterior_means
     from .pipeline import save_evaluation
     from .run import RunDir
 
-    model, cfg, x, y = run_rows(args)
+    model, cfg, r = run_data(args)
+    x, y = r.x, r.y
     if len(x) == 0:
         raise DataError("no examples to evaluate")
     update, close = progress_bar(len(x), f"log p(x), K={args.importance_samples}")
@@ -125,9 +135,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         close()
     res = {"data": args.data or cfg.data.data, "split": args.split if args.data else "test", **res}
-    found = dataset_factors(res["data"], res["split"], log=lambda s: print(s, file=sys.stderr))
-    if found is not None:  # data with known factors (the built-in shapes): MIG and DCI
-        res |= disentanglement_scores(posterior_means(model, x, y=y).numpy(), found[0],
+    if r.factors is not None:  # data with known factors (shapes, an .npz with f_*): MIG and DCI
+        res |= disentanglement_scores(posterior_means(model, x, y=y).numpy(), r.factors,
                                       random_state=args.seed)  # flat keys: mig, dci_*, n_rows
     rd = RunDir(args.run)
     with rd.lock():

@@ -22,7 +22,7 @@ from .distributed import World
 from .errors import VaekitError
 from .evaluate import elbo_terms
 from .model import VAEModel
-from .objectives import kl_weight, summed_loss
+from .objectives import kl_weight, reported_loss, summed_loss
 from .runtime import autocast_for, make_adam, resolve_device, resolve_precision, scheduled_lr
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation noise never touches the training generators
@@ -138,6 +138,8 @@ class Trainer:
             train = self.train_epoch(x_train, data.binarize, epoch, y_train)
             row: dict[str, Any] = {"epoch": epoch, "train_loss": train[0], "train_rec": train[1],
                                    "train_kl": train[2], "skipped_steps": self.skipped_steps}
+            if math.isfinite(train[3]):  # the objective estimates a total correlation (tcvae)
+                row["train_tc"] = train[3]
             for part, xe, ye in parts:
                 if not len(xe):
                     continue
@@ -146,6 +148,7 @@ class Trainer:
                                 self.eval_generator(), y=ye, objective=self.config.objective,
                                 k=self.config.k)
                 row |= {f"{part}_loss": ev["loss"], f"{part}_rec": ev["rec"], f"{part}_kl": ev["kl"]}
+                row |= {f"{part}_tc": ev["tc"]} if "tc" in ev else {}
             row["seconds"] = round(time.perf_counter() - t0, 4)
             self.check_finite(row)
             self.history.append(row)
@@ -172,7 +175,8 @@ class Trainer:
 
     def train_epoch(self, x: torch.Tensor, binarize: bool, epoch: int,
                     y: torch.Tensor | None = None) -> list[float]:
-        """One pass over ``x``; returns the epoch's mean [loss, rec, kl] over all processes.
+        """One pass over ``x``; returns the epoch's mean [loss, rec, kl, tc] over all processes
+        (tc NaN unless the objective estimates a total correlation).
 
         Each step takes the next global batch of the epoch's permutation (``batch_size`` per
         process times the number of processes) and draws its binarization and reparameterization
@@ -185,9 +189,9 @@ class Trainer:
         model.train()
         n, gbs = len(x), self.config.batch_size * world.size
         perm = torch.randperm(n, generator=self.shuffle_gen).to(self.device)
-        # Per-example rec and kl in epoch order, NaN where another process (or a skipped NaN
-        # step) has them; summed once at the end, so the host never waits inside the loop.
-        rec_kl = torch.full((2, n), float("nan"), device=self.device)
+        # Per-example rec, kl (and tc) in epoch order, NaN where another process (or a skipped
+        # NaN step) has them; summed once at the end, so the host never waits inside the loop.
+        rec_kl = torch.full((3, n), float("nan"), device=self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         skipped = torch.zeros((), device=self.device)  # non-finite steps this epoch
         bar = self.bar(n, epoch)
@@ -217,6 +221,8 @@ class Trainer:
                 self.check_divergence(epoch)
             rec_kl[0, i + lo: i + hi] = terms.rec.detach()
             rec_kl[1, i + lo: i + hi] = terms.kl.detach()
+            if terms.tc is not None:
+                rec_kl[2, i + lo: i + hi] = terms.tc.detach()
             if bar is not None:
                 bar.update(g)
                 if step % 50 == 0:
@@ -228,8 +234,8 @@ class Trainer:
         sums = torch.stack([rec_kl.nan_to_num(0.0, 0.0, 0.0).double().sum(1),
                             finite.double().sum(1)])
         world.all_reduce(sums)
-        rec, kl = (sums[0] / sums[1]).tolist()
-        return [rec + beta * kl, rec, kl]
+        rec, kl, tc = (sums[0] / sums[1]).tolist()  # tc: 0/0, NaN, without a TC
+        return [reported_loss(rec, kl, beta, None if math.isnan(tc) else tc), rec, kl, tc]
 
     def out_of_time(self, elapsed: float) -> bool:
         """Whether one more epoch, as long as the last, would end past ``max_minutes``.
