@@ -231,23 +231,43 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_interpolate(args: argparse.Namespace) -> int:
     import torch
 
+    from .evaluate import posterior_means
     from .images import save_grid
-    from .viz import interpolation_codes
+    from .viz import class_representative, morph
 
     out = check_out(args.out, (".png",))
-    model, _, x, y = run_rows(args, "an interpolation")
+    by_label = args.from_label is not None or args.to_label is not None
+    if by_label and (args.i is not None or args.j is not None):
+        raise ConfigError("give the ends as rows (--from I --to J) or as classes (--from-label L "
+                          "--to-label L), not both")
+    if (args.i is None or args.j is None) and not (args.from_label is not None
+                                                   and args.to_label is not None):
+        raise ConfigError("give both ends: --from I --to J (rows), or --from-label L --to-label L "
+                          "(a typical example of each class)")
+    model, _, r = run_data(args, "an interpolation")
+    x, y = r.x, r.y
+    if by_label:
+        if r.labels is None:
+            raise DataError(f"{args.data or 'the run data'} has no labels, so --from-label and "
+                            "--to-label cannot pick examples; give rows with --from and --to")
+        codes = posterior_means(model, x, y=y).to(r.labels.device)
+        present = torch.unique(r.labels).tolist()
+        for name, c in (("--from-label", args.from_label), ("--to-label", args.to_label)):
+            if c not in present:
+                raise ConfigError(f"{name} {c}: no row has this label (the labels here are "
+                                  f"{', '.join(map(str, present[:20]))}{', ...' if len(present) > 20 else ''})")
+        args.i, args.j = (class_representative(codes, r.labels, c)
+                          for c in (args.from_label, args.to_label))
     for name, i in (("--from", args.i), ("--to", args.j)):
         if not 0 <= i < len(x):
             raise ConfigError(f"{name} {i} is out of range: the data has rows 0 to {len(x) - 1}")
-    with torch.no_grad():
-        ends = x[[args.i, args.j]]
-        z = model.encode(ends, None if y is None else y[[args.i, args.j]]).mean
-        # a conditional model decodes the path with the first input's label
-        path = model.decode(interpolation_codes(z[0], z[1], args.steps, args.spherical),
-                            None if y is None else y[args.i: args.i + 1]).mean
-    save_grid(torch.cat([ends[:1], path, ends[1:]]), out, nrow=args.steps + 2)
-    print(f"wrote input {args.i}, {args.steps} decoded {'spherical' if args.spherical else 'linear'} "
-          f"steps and input {args.j} to {out}")
+    ends = [args.i, args.j]
+    save_grid(morph(model, x[ends], None if y is None else y[ends], args.steps, args.spherical),
+              out, nrow=args.steps + 2)
+    kind = "spherical" if args.spherical else "linear"
+    which = (f"class {args.from_label} (row {args.i})", f"class {args.to_label} (row {args.j})"
+             ) if by_label else (f"input {args.i}", f"input {args.j}")
+    print(f"wrote {which[0]}, {args.steps} decoded {kind} steps and {which[1]} to {out}")
     return 0
 
 

@@ -23,6 +23,7 @@ from .errors import ConfigError, DataError
 from .evaluate import posterior_means
 from .model import VAEModel
 from .run import RunDir
+from .viz import class_representative, morph
 
 # Where the estimator's default differs from the CLI's, and why. Options vaekit may choose from
 # the data (``auto`` fields) default to "auto": a value passed explicitly, even the CLI's default,
@@ -260,6 +261,68 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         labels = None if not self.model_.cond_dim else torch.from_numpy(as_labels(y, len(z)))
         model = self.model_
         return self._out(model.decode(z.to(model.device), labels).mean, Z)
+
+    @torch.no_grad()
+    def interpolate(self, X, y=None, *, from_index: int | None = None, to_index: int | None = None,
+                    from_label: int | None = None, to_label: int | None = None, steps: int = 10,
+                    spherical: bool = False) -> np.ndarray:
+        """Decoder means along the path between two examples' posterior means.
+
+        The ends are rows of ``X`` (``from_index``, ``to_index``), or typical examples of two
+        classes of ``y`` (``from_label``, ``to_label``): of each class, the row whose posterior
+        mean is nearest the mean posterior mean of the class (:func:`vaekit.viz.class_representative`).
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d) or (n, C, H, W)
+            The rows to choose the ends from.
+        y : array-like of shape (n,), optional
+            Class labels: needed to choose by label, and by a conditional model (which decodes
+            the path with the first end's label).
+        from_index, to_index : int, optional
+            Rows of ``X``.
+        from_label, to_label : int, optional
+            Classes of ``y``, instead of rows.
+        steps : int
+            Points on the path, ends included.
+        spherical : bool
+            Spherical instead of linear interpolation (White 2016).
+
+        Returns
+        -------
+        np.ndarray
+            ``(steps, *data_shape)``: the first row decodes the first end's code, the last row
+            the second's.
+        """
+        by_label = from_label is not None or to_label is not None
+        if by_label == (from_index is not None or to_index is not None) or (
+                (from_label is None or to_label is None) if by_label else
+                (from_index is None or to_index is None)):
+            raise ConfigError("give the ends as from_index and to_index, or as from_label and "
+                              "to_label")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ConfigError(f"steps must be a positive number of points, got {steps!r}")
+        x, labels = self._rows(X, y)
+        model = self._model_for(x)
+        if by_label:
+            if y is None:
+                raise DataError("from_label and to_label choose examples by class: pass the "
+                                "labels y as well")
+            classes = torch.from_numpy(as_labels(y, len(x)))
+            codes = posterior_means(model, x, y=labels)
+            ends = []
+            for name, c in (("from_label", from_label), ("to_label", to_label)):
+                if not bool((classes == c).any()):
+                    raise DataError(f"{name} {c}: no row of y has this label")
+                ends.append(class_representative(codes, classes, int(c)))
+        else:
+            ends = [int(from_index), int(to_index)]
+            for name, i in zip(("from_index", "to_index"), ends):
+                if not 0 <= i < len(x):
+                    raise DataError(f"{name} {i} is out of range: X has rows 0 to {len(x) - 1}")
+        decoded = morph(model, x[ends], None if labels is None else labels[ends], int(steps),
+                        bool(spherical))
+        return self._out(decoded[1:-1], X)
 
     @torch.no_grad()
     def sample(self, n: int = 1, random_state: int | None = None, label: int | None = None) -> np.ndarray:
