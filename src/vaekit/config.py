@@ -168,8 +168,9 @@ class TrainConfig:
                             "weights the total correlation of the codes alone, Chen et al. 2018)",
                             choices=registry_names("objectives", "OBJECTIVES"))
     k: int = option(1, "samples per example in the training objective", low=1, high=2**16)
-    beta: float = option(1.0, "weight of the KL term (beta-VAE, Higgins et al. 2017); 1 is the "
-                         "ELBO", low=0, high=1e6)
+    beta: float = option(1.0, "weight of the KL term (beta-VAE, Higgins et al. 2017), or with "
+                         "objective tcvae of the total correlation alone; 1 is the ELBO",
+                         low=0, high=1e6)
     kl_warmup: int = option(0, "ramp the KL weight linearly from 0 to beta over this many epochs, "
                             "step by step (0: off); metrics still report the true ELBO",
                             low=0, high=10**7, metavar="EPOCHS")
