@@ -190,7 +190,7 @@ TRAVERSAL_STEPS = 9
 
 def traversal_section(model, x_show, y_show, diag: dict | None) -> str:
     """Latent traversals: one row per latent dimension, ordered by KL (largest first), the
-    dimension swept over its test codes' 2nd..98th percentile around the first test example."""
+    dimension swept over its test codes' 2nd..98th percentile around a typical test example."""
     import torch
 
     if x_show is None or not len(x_show) or diag is None:
@@ -202,9 +202,10 @@ def traversal_section(model, x_show, y_show, diag: dict | None) -> str:
     q = torch.quantile(codes[:, dims].double(), torch.tensor([0.02, 0.98], dtype=torch.float64), dim=0)
     values = torch.stack([torch.linspace(float(lo), float(hi), TRAVERSAL_STEPS)
                           for lo, hi in zip(q[0], q[1])]).to(codes.dtype)
-    sweep = viz.dimension_sweep(codes[0], dims, values).to(model.device)
+    base = viz.typical_row(codes)
+    sweep = viz.dimension_sweep(codes[base], dims, values).to(model.device)
     with torch.no_grad():
-        images = model.decode(sweep, None if y_show is None else y_show[:1]).mean.float().cpu()
+        images = model.decode(sweep, None if y_show is None else y_show[base: base + 1]).mean.float().cpu()
     what = "KL" if kl is not None else "var E[z|x]"
     names = [f"z{d}  {what} {key[d]:.2f}" for d in dims]
     more = (f" (the {TRAVERSAL_ROWS} of {model.latent_dim} with the largest {what})"
@@ -212,7 +213,8 @@ def traversal_section(model, x_show, y_show, diag: dict | None) -> str:
     caption = (f"Each row varies one latent dimension{more}, ordered by its mean "
                f"{'KL' if kl is not None else 'posterior-mean variance'} over the test examples, "
                "from the 2nd to the 98th percentile of its test codes, with the other dimensions "
-               "at the first test example's posterior mean; the images are decoder means. A "
+               "at the code of a typical test example (the one whose posterior mean is nearest "
+               "the mean code); the images are decoder means. A "
                "dimension that holds one factor of the data changes one thing along its row; "
                "an inactive one changes nothing.")
     return ('<h2 id="traversals">Latent traversals</h2>'

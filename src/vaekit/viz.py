@@ -323,14 +323,20 @@ def dimension_sweep(z: torch.Tensor, dims: Sequence[int], values: torch.Tensor) 
     return codes
 
 
+def typical_row(codes: torch.Tensor) -> int:
+    """The row whose code is nearest (Euclidean) the mean code: a typical example, cheaper than
+    the medoid. Ties go to the first such row."""
+    c = codes.double()
+    return int(torch.argmin(((c - c.mean(0)) ** 2).sum(1)))
+
+
 def class_representative(codes: torch.Tensor, labels: torch.Tensor, label: int) -> int:
-    """The row of class ``label`` whose code is nearest (Euclidean) the mean code of its class:
-    a typical member, cheaper than the medoid. Ties go to the first such row."""
+    """The row of class ``label`` whose code is nearest the mean code of its class
+    (:func:`typical_row` among the class's rows)."""
     rows = torch.nonzero(labels == label).flatten()
     if len(rows) == 0:
         raise ValueError(f"no row has label {label}")
-    members = codes[rows].double()
-    return int(rows[torch.argmin(((members - members.mean(0)) ** 2).sum(1))])
+    return int(rows[typical_row(codes[rows])])
 
 
 def morph_classes(labels: Sequence[int]) -> tuple[int, int]:
