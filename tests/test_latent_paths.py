@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from sklearn.decomposition import PCA
 
-from vaekit import viz
+from vaekit import morph, viz
 from vaekit.callbacks import LATENT_MAP_POINTS, latent_map_rows
 from vaekit.cli import main
 
@@ -81,16 +81,16 @@ def test_shared_limits_hold_every_point():
 def test_class_representative_by_hand():
     codes = torch.tensor([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0], [2.0, 0.0], [9.0, 1.0]])
     labels = torch.tensor([0, 0, 1, 0, 1])
-    assert viz.class_representative(codes, labels, 0) == 1  # class mean (1, 0): row 1 itself
-    assert viz.class_representative(codes, labels, 1) == 2  # tie at distance 0.707: the first row
+    assert morph.class_representative(codes, labels, 0) == 1  # class mean (1, 0): row 1 itself
+    assert morph.class_representative(codes, labels, 1) == 2  # tie at distance 0.707: the first row
     with pytest.raises(ValueError, match="no row has label 7"):
-        viz.class_representative(codes, labels, 7)
+        morph.class_representative(codes, labels, 7)
 
 
 @pytest.mark.parametrize("labels,want", [(range(10), (3, 8)), ([0, 1, 2, 2], (0, 2)), ([8, 3, 5], (3, 8)),
                                          ([4, 9, 3], (3, 9))])
 def test_morph_classes(labels, want):
-    assert viz.morph_classes(labels) == want
+    assert morph.morph_classes(labels) == want
 
 
 def test_dimension_sweep_by_hand():
@@ -149,7 +149,8 @@ def test_interpolate_by_label_needs_labelled_data(run3d, tmp_path, capsys):
     np.save(tmp_path / "x.npy", load_data("digits").x_test.numpy())
     assert main(["interpolate", str(run3d), str(tmp_path / "x.npy"), "--from-label", "3",
                  "--to-label", "8", "--out", str(tmp_path / "x.png")]) == 2
-    assert "has no labels" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "these rows have no labels, so --from-label and --to-label" in err[0]
 
 
 def test_estimator_interpolates_between_class_representatives(run3d):

@@ -229,11 +229,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    import torch
-
-    from .evaluate import posterior_means
     from .images import save_grid
-    from .viz import class_representative, morph
+    from .morph import interpolation_ends, morph
 
     out = check_out(args.out, (".png",))
     by_label = args.from_label is not None or args.to_label is not None
@@ -245,28 +242,14 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         raise ConfigError("give both ends: --from I --to J (rows), or --from-label L --to-label L "
                           "(a typical example of each class)")
     model, _, r = run_data(args, "an interpolation")
-    x, y = r.x, r.y
-    if by_label:
-        if r.labels is None:
-            raise DataError(f"{args.data or 'the run data'} has no labels, so --from-label and "
-                            "--to-label cannot pick examples; give rows with --from and --to")
-        codes = posterior_means(model, x, y=y).to(r.labels.device)
-        present = torch.unique(r.labels).tolist()
-        for name, c in (("--from-label", args.from_label), ("--to-label", args.to_label)):
-            if c not in present:
-                raise ConfigError(f"{name} {c}: no row has this label (the labels here are "
-                                  f"{', '.join(map(str, present[:20]))}{', ...' if len(present) > 20 else ''})")
-        args.i, args.j = (class_representative(codes, r.labels, c)
-                          for c in (args.from_label, args.to_label))
-    for name, i in (("--from", args.i), ("--to", args.j)):
-        if not 0 <= i < len(x):
-            raise ConfigError(f"{name} {i} is out of range: the data has rows 0 to {len(x) - 1}")
-    ends = [args.i, args.j]
-    save_grid(morph(model, x[ends], None if y is None else y[ends], args.steps, args.spherical),
-              out, nrow=args.steps + 2)
+    ends = ((args.from_label, args.to_label), ("--from-label", "--to-label")) if by_label else (
+        (args.i, args.j), ("--from", "--to"))
+    i, j = interpolation_ends(model, r.x, r.y, r.labels, *ends[0], by_label, ends[1])
+    save_grid(morph(model, r.x[[i, j]], None if r.y is None else r.y[[i, j]], args.steps,
+                    args.spherical), out, nrow=args.steps + 2)
     kind = "spherical" if args.spherical else "linear"
-    which = (f"class {args.from_label} (row {args.i})", f"class {args.to_label} (row {args.j})"
-             ) if by_label else (f"input {args.i}", f"input {args.j}")
+    which = (f"class {args.from_label} (row {i})", f"class {args.to_label} (row {j})"
+             ) if by_label else (f"input {i}", f"input {j}")
     print(f"wrote {which[0]}, {args.steps} decoded {kind} steps and {which[1]} to {out}")
     return 0
 

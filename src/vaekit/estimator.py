@@ -23,7 +23,7 @@ from .errors import ConfigError, DataError
 from .evaluate import posterior_means
 from .model import VAEModel
 from .run import RunDir
-from .viz import class_representative, morph
+from .morph import interpolation_ends, morph
 
 # Where the estimator's default differs from the CLI's, and why. Options vaekit may choose from
 # the data (``auto`` fields) default to "auto": a value passed explicitly, even the CLI's default,
@@ -268,21 +268,18 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                     spherical: bool = False) -> np.ndarray:
         """Decoder means along the path between two examples' posterior means.
 
-        The ends are rows of ``X`` (``from_index``, ``to_index``), or typical examples of two
-        classes of ``y`` (``from_label``, ``to_label``): of each class, the row whose posterior
-        mean is nearest the mean posterior mean of the class (:func:`vaekit.viz.class_representative`).
-
         Parameters
         ----------
         X : array-like of shape (n, d) or (n, C, H, W)
             The rows to choose the ends from.
         y : array-like of shape (n,), optional
-            Class labels: needed to choose by label, and by a conditional model (which decodes
-            the path with the first end's label).
+            Class labels: to choose by label, and for a conditional model (which decodes the
+            path with the first end's label).
         from_index, to_index : int, optional
-            Rows of ``X``.
+            The ends as rows of ``X``.
         from_label, to_label : int, optional
-            Classes of ``y``, instead of rows.
+            The ends as classes of ``y``: of each, the row whose posterior mean is nearest the
+            class's mean posterior mean (:func:`vaekit.morph.class_representative`).
         steps : int
             Points on the path, ends included.
         spherical : bool
@@ -295,31 +292,21 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             the second's.
         """
         by_label = from_label is not None or to_label is not None
-        if by_label == (from_index is not None or to_index is not None) or (
-                (from_label is None or to_label is None) if by_label else
-                (from_index is None or to_index is None)):
+        if by_label == (from_index is not None or to_index is not None) or None in (
+                (from_label, to_label) if by_label else (from_index, to_index)):
             raise ConfigError("give the ends as from_index and to_index, or as from_label and "
                               "to_label")
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
             raise ConfigError(f"steps must be a positive number of points, got {steps!r}")
+        if by_label and y is None:
+            raise DataError("from_label and to_label choose examples by class: pass the labels y")
         x, labels = self._rows(X, y)
         model = self._model_for(x)
-        if by_label:
-            if y is None:
-                raise DataError("from_label and to_label choose examples by class: pass the "
-                                "labels y as well")
-            classes = torch.from_numpy(as_labels(y, len(x)))
-            codes = posterior_means(model, x, y=labels)
-            ends = []
-            for name, c in (("from_label", from_label), ("to_label", to_label)):
-                if not bool((classes == c).any()):
-                    raise DataError(f"{name} {c}: no row of y has this label")
-                ends.append(class_representative(codes, classes, int(c)))
-        else:
-            ends = [int(from_index), int(to_index)]
-            for name, i in zip(("from_index", "to_index"), ends):
-                if not 0 <= i < len(x):
-                    raise DataError(f"{name} {i} is out of range: X has rows 0 to {len(x) - 1}")
+        classes = None if y is None else torch.from_numpy(as_labels(y, len(x)))
+        ends = interpolation_ends(model, x, labels, classes,
+                                  *((from_label, to_label) if by_label else (from_index, to_index)),
+                                  by_label, ("from_label", "to_label") if by_label else
+                                  ("from_index", "to_index"))
         decoded = morph(model, x[ends], None if labels is None else labels[ends], int(steps),
                         bool(spherical))
         return self._out(decoded[1:-1], X)

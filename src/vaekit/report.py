@@ -25,6 +25,7 @@ from .data import Dataset
 from .evaluate import posterior_means
 from .fileio import atomic_write_text
 from .images import grid_png
+from .morph import interpolation_ends, morph, morph_classes, typical_row
 from .report_sections import (collapse_note, config_section, esc, evaluation_section,
                               features_section, fig_img, headline, img, kept_row, num,
                               objective_words, training_notes, training_section)
@@ -157,7 +158,7 @@ def latent_section(rd: RunDir, model, method: str, diag: dict | None) -> str:
 
 def images_section(rd: RunDir, model, x_show, y_show, labels=None) -> str:
     """Reconstructions and samples over epochs, and a morph: between the representatives of two
-    classes (3 and 8 where both exist, :func:`viz.morph_classes`) when the data has ``labels``,
+    classes (3 and 8 where both exist, :func:`vaekit.morph.morph_classes`) when the data has ``labels``,
     else between the first two test examples."""
     tiles = []
     for name, caption in (("reconstruction", "test inputs (top) above their reconstructions"),
@@ -171,12 +172,11 @@ def images_section(rd: RunDir, model, x_show, y_show, labels=None) -> str:
         return "".join(out)
     ends, words = [0, 1], "the first two test examples"
     if labels is not None and len(np.unique(labels.numpy())) >= 2:
-        a, b = viz.morph_classes(labels.tolist())
-        codes = posterior_means(model, x_show, y=y_show)
-        ends = [viz.class_representative(codes, labels, c) for c in (a, b)]
+        a, b = morph_classes(labels.tolist())
+        ends = interpolation_ends(model, x_show, y_show, labels, a, b, True, ("", ""))
         words = (f"a typical test example of class {a} and one of class {b} (each the example "
                  "whose posterior mean is nearest its class's mean code)")
-    png = grid_png(viz.morph(model, x_show[ends], None if y_show is None else y_show[ends], 10), 12)
+    png = grid_png(morph(model, x_show[ends], None if y_show is None else y_show[ends], 10), 12)
     caption = (f"Morph from {words}: the two inputs at the ends, between them the decoder means "
                "at 10 points on the straight line between their posterior means.")
     out.append(f"<figure>{img(png, 'morph', pixels=True)}<figcaption>{esc(caption)}"
@@ -202,7 +202,7 @@ def traversal_section(model, x_show, y_show, diag: dict | None) -> str:
     q = torch.quantile(codes[:, dims].double(), torch.tensor([0.02, 0.98], dtype=torch.float64), dim=0)
     values = torch.stack([torch.linspace(float(lo), float(hi), TRAVERSAL_STEPS)
                           for lo, hi in zip(q[0], q[1])]).to(codes.dtype)
-    base = viz.typical_row(codes)
+    base = typical_row(codes)
     sweep = viz.dimension_sweep(codes[base], dims, values).to(model.device)
     with torch.no_grad():
         images = model.decode(sweep, None if y_show is None else y_show[base: base + 1]).mean.float().cpu()

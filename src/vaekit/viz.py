@@ -323,31 +323,6 @@ def dimension_sweep(z: torch.Tensor, dims: Sequence[int], values: torch.Tensor) 
     return codes
 
 
-def typical_row(codes: torch.Tensor) -> int:
-    """The row whose code is nearest (Euclidean) the mean code: a typical example, cheaper than
-    the medoid. Ties go to the first such row."""
-    c = codes.double()
-    return int(torch.argmin(((c - c.mean(0)) ** 2).sum(1)))
-
-
-def class_representative(codes: torch.Tensor, labels: torch.Tensor, label: int) -> int:
-    """The row of class ``label`` whose code is nearest the mean code of its class
-    (:func:`typical_row` among the class's rows)."""
-    rows = torch.nonzero(labels == label).flatten()
-    if len(rows) == 0:
-        raise ValueError(f"no row has label {label}")
-    return int(rows[typical_row(codes[rows])])
-
-
-def morph_classes(labels: Sequence[int]) -> tuple[int, int]:
-    """The two classes of the report's morph: 3 and 8 where both are present (the morph of the
-    reference texts), else the lowest and the highest label."""
-    present = sorted({int(v) for v in labels})
-    if len(present) < 2:
-        raise ValueError("a morph between classes needs at least two classes")
-    return (3, 8) if {3, 8} <= set(present) else (present[0], present[-1])
-
-
 def traversal_figure(images: torch.Tensor, row_labels: Sequence[str], steps: int):
     """Decoded traversals as one figure: a row of ``steps`` images per latent dimension, each
     row named on the left (``row_labels``), images drawn pixel for pixel (no smoothing)."""
@@ -367,13 +342,3 @@ def traversal_figure(images: torch.Tensor, row_labels: Sequence[str], steps: int
         side.set_visible(False)
     fig.tight_layout()
     return fig
-
-
-def morph(model, ends, y_ends, steps: int, spherical: bool = False):
-    """Two inputs ``ends`` with the decoded path between their posterior means between them:
-    ``(steps + 2, *data_shape)``; a conditional model decodes the path with the first label."""
-    with torch.no_grad():
-        z = model.encode(ends, y_ends).mean
-        path = model.decode(interpolation_codes(z[0], z[1], steps, spherical),
-                            None if y_ends is None else y_ends[:1]).mean
-    return torch.cat([ends[:1].to(path.dtype), path, ends[1:].to(path.dtype)]).float().cpu()

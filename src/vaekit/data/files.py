@@ -100,7 +100,12 @@ def load_path(path: str | os.PathLike, test_fraction: float = 0.1) -> Dataset:
 
 
 def load_rows(path: str | os.PathLike, split: str = "test") -> tuple[np.ndarray, np.ndarray | None]:
-    """Return rows of a data file in file order, unsplit, with their labels if any.
+    """The rows ``x`` and labels ``y`` (or None) of :func:`load_part`."""
+    return load_part(path, split)[:2]
+
+
+def load_part(path: str | os.PathLike, split: str = "test") -> Part:
+    """Return rows of a data file in file order, unsplit, with their labels and factors if any.
 
     Parameters
     ----------
@@ -113,10 +118,10 @@ def load_rows(path: str | os.PathLike, split: str = "test") -> tuple[np.ndarray,
 
     Returns
     -------
-    x : numpy.ndarray
-        ``(n, *shape)`` float32, scaled as in :func:`load_path`.
-    y : numpy.ndarray or None
-        ``(n,)`` int64 labels, or None where the input has none.
+    Part
+        ``x`` ``(n, *shape)`` float32, scaled as in :func:`load_path`; ``y`` ``(n,)`` int64
+        labels or None; ``factors`` ``(n, F)`` int64 where the ``.npz`` has ``f_train`` (and
+        ``f_test`` for a test part) for every part returned, else None; ``factor_names``.
 
     Raises
     ------
@@ -125,12 +130,6 @@ def load_rows(path: str | os.PathLike, split: str = "test") -> tuple[np.ndarray,
     ConfigError
         ``split`` is not one of the three names.
     """
-    return load_part(path, split)[:2]
-
-
-def load_part(path: str | os.PathLike, split: str = "test") -> Part:
-    """:func:`load_rows` with the rows' factor values where the file has them (a ``.npz`` with
-    ``f_train``, and ``f_test`` if it has ``x_test``): a :class:`Part`."""
     if split not in ("test", "train", "all"):
         raise ConfigError(f"split must be 'test', 'train' or 'all', got {split!r}")
     path = Path(path)
