@@ -27,6 +27,14 @@ def shown_split(data: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
     return (data.x_test, data.y_test) if len(data.x_test) else (data.x_train, data.y_train)
 
 
+def latent_map_rows(n: int) -> slice | torch.Tensor:
+    """The rows whose codes the latent maps keep: all, or :data:`LATENT_MAP_POINTS` evenly spaced
+    ones, so that data sorted by class (or a generated grid, like ``shapes``) is pictured whole."""
+    if n <= LATENT_MAP_POINTS:
+        return slice(0, n)
+    return torch.linspace(0, n - 1, LATENT_MAP_POINTS, dtype=torch.float64).round().long()
+
+
 class RunDirWriter(Callback):
     """Writes a run directory: ``config.json`` at the start, then every epoch the images,
     the latent map, the weights, the checkpoint (one atomic unit) and the metrics.
@@ -58,10 +66,10 @@ class RunDirWriter(Callback):
         x_show, y_show = shown_split(data)
         if data.is_image:
             write_images(rd, model, epoch, x_show, y_show, trainer.config.seed)
-        n = min(len(x_show), LATENT_MAP_POINTS)
-        y_in = y_show[:n] if model.cond_dim else None
-        rd.write_latent(epoch, posterior_means(model, x_show[:n], y=y_in),
-                        None if y_show is None else y_show[:n])
+        rows = latent_map_rows(len(x_show))
+        y_in = y_show[rows] if model.cond_dim else None
+        rd.write_latent(epoch, posterior_means(model, x_show[rows], y=y_in),
+                        None if y_show is None else y_show[rows])
         if row.get("best_epoch", epoch) == epoch:  # model.safetensors holds the kept weights
             rd.write_model(model)
         rd.write_checkpoint(epoch, model, trainer.optimizer, trainer.generators(),

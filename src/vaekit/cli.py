@@ -297,10 +297,16 @@ def build_parser() -> Parser:
     r.add_argument("--projection", choices=("pca", "tsne"), default="pca",
                    help="2-D projection of latent maps when the latent has more dimensions (default pca)")
     r.set_defaults(func=cmd_report)
-    s = run_command("interpolate", "decode the path between two inputs' posterior means",
+    s = run_command("interpolate", "decode the path between two inputs' posterior means: two rows, "
+                    "or typical examples of two classes (--from-label 3 --to-label 8)",
                     cmd_interpolate, "optional")
-    s.add_argument("--from", dest="i", type=int, required=True, metavar="I", help="row of the first input")
-    s.add_argument("--to", dest="j", type=int, required=True, metavar="J", help="row of the second input")
+    s.add_argument("--from", dest="i", type=int, metavar="I", help="row of the first input")
+    s.add_argument("--to", dest="j", type=int, metavar="J", help="row of the second input")
+    s.add_argument("--from-label", type=int, metavar="L",
+                   help="instead of --from: the typical example of class L, the one whose posterior "
+                        "mean is nearest the mean code of its class in the rows used")
+    s.add_argument("--to-label", type=int, metavar="L", help="instead of --to: the typical example "
+                   "of class L, chosen the same way")
     s.add_argument("--steps", type=number(int, 1, 1000), default=10, help="decoded points (default 10)")
     s.add_argument("--spherical", action="store_true", help="spherical instead of linear interpolation")
     s.add_argument("--split", choices=SPLITS, default="test", help="part of DATA (default test)")

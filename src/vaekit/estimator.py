@@ -23,6 +23,7 @@ from .errors import ConfigError, DataError
 from .evaluate import posterior_means
 from .model import VAEModel
 from .run import RunDir
+from .morph import interpolation_ends, morph
 
 # Where the estimator's default differs from the CLI's, and why. Options vaekit may choose from
 # the data (``auto`` fields) default to "auto": a value passed explicitly, even the CLI's default,
@@ -264,6 +265,55 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         labels = None if not self.model_.cond_dim else torch.from_numpy(as_labels(y, len(z)))
         model = self.model_
         return self._out(model.decode(z.to(model.device), labels).mean, Z)
+
+    @torch.no_grad()
+    def interpolate(self, X, y=None, *, from_index: int | None = None, to_index: int | None = None,
+                    from_label: int | None = None, to_label: int | None = None, steps: int = 10,
+                    spherical: bool = False) -> np.ndarray:
+        """Decoder means along the path between two examples' posterior means.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d) or (n, C, H, W)
+            The rows to choose the ends from.
+        y : array-like of shape (n,), optional
+            Class labels: to choose by label, and for a conditional model (which decodes the
+            path with the first end's label).
+        from_index, to_index : int, optional
+            The ends as rows of ``X``.
+        from_label, to_label : int, optional
+            The ends as classes of ``y``: of each, the row whose posterior mean is nearest the
+            class's mean posterior mean (:func:`vaekit.morph.class_representative`).
+        steps : int
+            Points on the path, ends included.
+        spherical : bool
+            Spherical instead of linear interpolation (White 2016).
+
+        Returns
+        -------
+        np.ndarray
+            ``(steps, *data_shape)``: the first row decodes the first end's code, the last row
+            the second's.
+        """
+        by_label = from_label is not None or to_label is not None
+        if by_label == (from_index is not None or to_index is not None) or None in (
+                (from_label, to_label) if by_label else (from_index, to_index)):
+            raise ConfigError("give the ends as from_index and to_index, or as from_label and "
+                              "to_label")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ConfigError(f"steps must be a positive number of points, got {steps!r}")
+        if by_label and y is None:
+            raise DataError("from_label and to_label choose examples by class: pass the labels y")
+        x, labels = self._rows(X, y)
+        model = self._model_for(x)
+        classes = None if y is None else torch.from_numpy(as_labels(y, len(x)))
+        ends = interpolation_ends(model, x, labels, classes,
+                                  *((from_label, to_label) if by_label else (from_index, to_index)),
+                                  by_label, ("from_label", "to_label") if by_label else
+                                  ("from_index", "to_index"))
+        decoded = morph(model, x[ends], None if labels is None else labels[ends], int(steps),
+                        bool(spherical))
+        return self._out(decoded[1:-1], X)
 
     @torch.no_grad()
     def sample(self, n: int = 1, random_state: int | None = None, label: int | None = None,

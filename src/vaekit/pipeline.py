@@ -8,6 +8,7 @@ run directory's rules) is made here once, for every entry point.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import sys
 import time
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from .config import MAX_SIZE, OptionError, RunConfig, option_fields
-from .data import DATASETS, Dataset, load_data, load_rows
+from .data import DATASETS, Dataset, load_data, load_part
 from .distributed import World
 from .errors import DataError, RunDirError
 from .fileio import deferred_sync
@@ -305,8 +306,8 @@ def validation_split(data: Dataset, fraction: float
     if len(val) == 0:
         return data, None
     part = (lambda a, i: None if a is None else a[i])
-    rest = Dataset(data.name, data.x_train[train], data.x_test, part(data.y_train, train),
-                   data.y_test, data.binarize)
+    rest = dataclasses.replace(data, x_train=data.x_train[train], y_train=part(data.y_train, train),
+                               f_train=part(data.f_train, train))  # the rest (test part) as it is
     return rest, (data.x_train[val], part(data.y_train, val))
 
 
@@ -320,25 +321,46 @@ def load_run(path: str | Path, device: str = "auto") -> tuple[VAEModel, RunConfi
     return RunDir(path).load_model(resolve_device(device))
 
 
-def rows(model: VAEModel, cfg: RunConfig, data: str | None, split: str
-         ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Rows of ``data`` (a name or path; None: the run's own test split), checked against the
-    model, with their labels when the model is conditional (else None): ``(x, y)``."""
+@dataclass
+class Rows:
+    """Checked rows of a run's data: ``x`` ``(n, *data_shape)``; ``y``, the labels the model
+    reads (a conditional model's, else None); and what the data knows about each row:
+    ``labels`` ``(n,)`` int64 and ``factors`` ``(n, F)`` int64 (with ``factor_names``), or None."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+    labels: torch.Tensor | None
+    factors: np.ndarray | None
+    factor_names: tuple[str, ...] | None
+
+
+def data_rows(model: VAEModel, cfg: RunConfig, data: str | None, split: str) -> Rows:
+    """Rows of ``data`` (a name or path; None: the run's own test split) checked against the
+    model, with their labels and known factors where the data has them (:class:`Rows`)."""
     if data is None:
         ds = load_data(cfg.data.data, cfg.data.test_fraction, log=stderr, stream=cfg.data.stream)
-        x, y = ds.x_test, ds.y_test
+        x, y, f, names = ds.x_test, ds.y_test, ds.f_test, ds.factor_names
         x = x[:] if not isinstance(x, torch.Tensor) else x  # the test split, read whole
         if len(x) == 0:
             raise DataError(f"the run's data {cfg.data.data} has no test split (test_fraction 0); "
                             "give DATA, with --split train to use training rows")
+        f = None if f is None else f.numpy()
         what = f"{cfg.data.data} (test part)"
     else:
-        xa, ya = load_rows(data, split)
-        x, y = torch.from_numpy(xa), None if ya is None else torch.from_numpy(np.asarray(ya, np.int64))
-        what = data
-    y = y if model.cond_dim else None
-    check_rows(model, x, y, what)
-    return x, None if y is None else y.long()
+        part = load_part(data, split, log=stderr)
+        x, y = torch.from_numpy(part.x), None if part.y is None else torch.from_numpy(part.y)
+        f, names, what = part.factors, part.factor_names, data
+    y = None if y is None else y.long()
+    check_rows(model, x, y if model.cond_dim else None, what)
+    return Rows(x, y if model.cond_dim else None, y, f, names if f is not None else None)
+
+
+def rows(model: VAEModel, cfg: RunConfig, data: str | None, split: str
+         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rows of ``data`` (a name or path; None: the run's own test split), checked against the
+    model, with their labels when the model is conditional (else None): ``(x, y)``."""
+    r = data_rows(model, cfg, data, split)
+    return r.x, r.y
 
 
 def check_label(model: VAEModel, label: int | None) -> None:
@@ -417,5 +439,6 @@ def metric_classifier(cfg: RunConfig, device: torch.device | str = "cpu", log: L
     return classifier_for(run_data(cfg, log), device, log)
 
 
-__all__ = ["TrainResult", "train", "resume_config", "load_run", "rows", "check_rows", "check_data",
-           "sample", "training_rows", "fit_sampler", "run_sampler", "metric_classifier"]
+__all__ = ["TrainResult", "Rows", "train", "resume_config", "load_run", "rows", "data_rows",
+           "check_rows", "check_data", "sample", "training_rows", "fit_sampler", "run_sampler",
+           "metric_classifier"]

@@ -22,7 +22,7 @@ from .distributed import World
 from .errors import VaekitError
 from .evaluate import elbo_terms
 from .model import VAEModel
-from .objectives import kl_weight, summed_loss
+from .objectives import kl_weight, reported_loss, summed_loss
 from .precision import LowPrecisionCopy
 from .runtime import (AdamStep, autocast_for, denormals_flushed, make_adam, resolve_device,
                       resolve_precision, scheduled_lr)
@@ -149,6 +149,8 @@ class Trainer:
                 train = self.train_epoch(x_train, data.binarize, epoch, y_train)
             row: dict[str, Any] = {"epoch": epoch, "train_loss": train[0], "train_rec": train[1],
                                    "train_kl": train[2], "skipped_steps": self.skipped_steps}
+            if math.isfinite(train[3]):  # the objective estimates a total correlation (tcvae)
+                row["train_tc"] = train[3]
             for part, xe, ye in parts:
                 if not len(xe):
                     continue
@@ -157,6 +159,7 @@ class Trainer:
                                 self.eval_generator(), y=ye, objective=self.config.objective,
                                 k=self.config.k)
                 row |= {f"{part}_loss": ev["loss"], f"{part}_rec": ev["rec"], f"{part}_kl": ev["kl"]}
+                row |= {f"{part}_tc": ev["tc"]} if "tc" in ev else {}
             row["seconds"] = round(time.perf_counter() - t0, 4)
             self.check_finite(row)
             self.history.append(row)
@@ -183,7 +186,8 @@ class Trainer:
 
     def train_epoch(self, x: torch.Tensor, binarize: bool, epoch: int,
                     y: torch.Tensor | None = None) -> list[float]:
-        """One pass over ``x``; returns the epoch's mean [loss, rec, kl] over all processes.
+        """One pass over ``x``; returns the epoch's mean [loss, rec, kl, tc] over all processes
+        (tc NaN unless the objective estimates a total correlation).
 
         Each step takes the next global batch of the epoch's permutation (``batch_size`` per
         process times the number of processes) and draws its binarization and reparameterization
@@ -200,9 +204,7 @@ class Trainer:
             self.adam_step.invalidate()  # ... and the optimizer state
         n, gbs = len(x), self.config.batch_size * world.size
         perm = torch.randperm(n, generator=self.shuffle_gen).to(self.device)
-        # Per-example rec and kl in epoch order, NaN where another process (or a skipped NaN
-        # step) has them; summed once at the end, so the host never waits inside the loop.
-        parts: list[torch.Tensor] = []  # this process's (rec, kl) of each step, in order
+        parts: list[tuple] = []  # this process's (rec, kl, tc or None) of each step, in order
         params = [p for p in self.model.parameters() if p.requires_grad]
         starts = range(0, n, gbs)
         bads: list[torch.Tensor] = []  # 1.0 where a step was skipped
@@ -233,7 +235,8 @@ class Trainer:
             bads.append(self.guarded_step(loss, params))
             if step % CHECK_EVERY == CHECK_EVERY - 1 or i + gbs >= n:  # a rare host sync
                 self.check_divergence(epoch, bads, done=i + gbs >= n)
-            parts += (terms.rec.detach(), terms.kl.detach())
+            parts.append((terms.rec.detach(), terms.kl.detach(),
+                          None if terms.tc is None else terms.tc.detach()))
             if bar is not None:
                 bar.update(g)
                 if step % 50 == 0:
@@ -241,16 +244,23 @@ class Trainer:
         if bar is not None:
             bar.close()
         self.skipped_steps = int(torch.stack(bads).sum()) if bads else 0
-        # Per-example rec and kl in epoch order, summed once here, so the host never waits
-        # inside the loop; rows of a skipped non-finite step do not count.
-        rec_kl = torch.stack([torch.cat(parts[0::2]), torch.cat(parts[1::2])]) if parts else \
-            torch.zeros(2, 0, device=self.device)
-        finite = torch.isfinite(rec_kl)
+        rec_kl = self.epoch_terms(parts)
+        finite = torch.isfinite(rec_kl)  # rows of a skipped non-finite step do not count
         sums = torch.stack([rec_kl.nan_to_num(0.0, 0.0, 0.0).double().sum(1),
                             finite.double().sum(1)])
         world.all_reduce(sums)
-        rec, kl = (sums[0] / sums[1]).tolist()
-        return [rec + beta * kl, rec, kl]
+        rec, kl, tc = (sums[0] / sums[1]).tolist()  # tc: 0/0, NaN, without a TC
+        return [reported_loss(rec, kl, beta, None if math.isnan(tc) else tc), rec, kl, tc]
+
+    def epoch_terms(self, parts: list[tuple]) -> torch.Tensor:
+        """This process's per-example rec, kl and tc in epoch order, ``(3, rows)``, summed once
+        at the end of the epoch so the host never waits inside the loop (tc NaN without one)."""
+        if not parts:
+            return torch.zeros(3, 0, device=self.device)
+        rec, kl = (torch.cat([p[j] for p in parts]) for j in (0, 1))
+        tcs = [p[2] for p in parts]
+        tc = torch.cat(tcs) if all(t is not None for t in tcs) else torch.full_like(rec, float("nan"))
+        return torch.stack([rec, kl, tc])
 
     def out_of_time(self, elapsed: float) -> bool:
         """Whether one more epoch, as long as the last, would end past ``max_minutes``.
