@@ -66,21 +66,24 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
         raise VaekitError(f"cannot write {path}: {e.strerror or e}") from None
-    f = None
     try:
         os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; give the usual permissions
-        f = os.fdopen(fd, "wb")
-        f.write(data)
-        f.flush()
         if _deferred is not None:
-            _deferred.put(f, tmp, path)
+            f = os.fdopen(fd, "wb")
+            try:
+                f.write(data)
+                f.flush()
+            except BaseException:
+                f.close()
+                raise
+            _deferred.put(f, tmp, path)  # it closes the file
             return
-        with f:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        if f is not None:
-            f.close()
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):
             raise VaekitError(f"cannot write {path}: {e.strerror or e}") from None

@@ -149,7 +149,8 @@ class AdamStep:
     torch.optim regroups the tensors by device and dtype and rebuilds the lists on every step,
     about as long as the fused kernel itself for a model of a few hundred thousand weights.
     Anything this does not cover (several parameter groups or devices, amsgrad, a state not yet
-    made) takes ``optimizer.step()`` itself; both give the same numbers bit for bit (tested).
+    made, step hooks to call) takes ``optimizer.step()`` itself; both give the same numbers bit
+    for bit (tested).
 
     Parameters
     ----------
@@ -181,12 +182,21 @@ class AdamStep:
         return (params, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
                 [s["step"] for s in states])
 
+    def hooked(self) -> bool:
+        """Whether step hooks watch this optimizer (then ``step()`` itself runs, so they fire)."""
+        from torch.optim import optimizer as base
+
+        return bool(getattr(self.optimizer, "_optimizer_step_pre_hooks", None)
+                    or getattr(self.optimizer, "_optimizer_step_post_hooks", None)
+                    or getattr(base, "_global_optimizer_pre_hooks", None)
+                    or getattr(base, "_global_optimizer_post_hooks", None))
+
     def __call__(self, found_inf: torch.Tensor) -> None:
         """One Adam step, skipped where ``found_inf`` (a 0-d float tensor) is 1."""
         if self.lists is None:
             self.lists = self.gather()
         opt = self.optimizer
-        grads = None if self.lists is None else [p.grad for p in self.lists[0]]
+        grads = None if self.lists is None or self.hooked() else [p.grad for p in self.lists[0]]
         if grads is None or any(g is None for g in grads):
             opt.found_inf = found_inf
             opt.step()
