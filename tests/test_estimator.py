@@ -62,9 +62,9 @@ def fitted(blobs_m) -> VAE:
 ALL_PARAMS = dict(arch="mlp", hidden=(16, 8), latent_dim=3, top_latent_dims=(2,), posterior="full-covariance",
                   prior="mixture", prior_components=7, likelihood="gaussian", preprocess="standardize",
                   mixtures=3, obs_std=0.5,
-                  learn_obs_std=True, min_obs_var=1e-4, min_var=1e-3, conditional=True, epochs=4,
+                  learn_obs_std=True, min_obs_var=1e-4, min_var=1e-3, pixel_weight=0.5, conditional=True, epochs=4,
                   batch_size=7, lr=3e-3, lr_schedule="cosine", objective="iwae", k=3, beta=0.25,
-                  kl_warmup=2, free_bits=0.5, clip_grad=5.0, max_skips=3, max_minutes=1.5,
+                  kl_warmup=2, free_bits=0.5, gamma=0.3, clip_grad=5.0, max_skips=3, max_minutes=1.5,
                   random_state=11, device="cpu", precision="fp32", patience=3, eval_batch_size=50,
                   test_fraction=0.2, val_fraction=0.1, verbose=True)
 

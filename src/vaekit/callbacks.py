@@ -51,7 +51,8 @@ class RunDirWriter(Callback):
             meta = self.rd.read_checkpoint(trainer.model, trainer.optimizer, trainer.generators(),
                                            expect={"lr": trainer.config.lr,
                                                    "lr_schedule": trainer.config.lr_schedule,
-                                                   "epochs": trainer.config.epochs})
+                                                   "epochs": trainer.config.epochs},
+                                           extra=trainer.extra_optimizers())
             trainer.restore(meta["epoch"], meta["history"])
             if trainer.epoch >= trainer.config.epochs:
                 trainer.log(f"run already finished {trainer.epoch} epochs; raise --epochs to "
@@ -73,7 +74,8 @@ class RunDirWriter(Callback):
         if row.get("best_epoch", epoch) == epoch:  # model.safetensors holds the kept weights
             rd.write_model(model)
         rd.write_checkpoint(epoch, model, trainer.optimizer, trainer.generators(),
-                            {"precision": trainer.precision, "history": trainer.history})
+                            {"precision": trainer.precision, "history": trainer.history},
+                            trainer.extra_optimizers())
         rd.write_metrics(trainer.history)
 
 
@@ -180,4 +182,8 @@ class EpochLog(Callback):
         if "test_loss" in row:
             line += (f"  test {row['test_loss']:.4f} (rec {row['test_rec']:.2f}, "
                      f"kl {row['test_kl']:.2f})")
+        if "dis_loss" in row:  # a VAE-GAN's discriminator (vaekit.vaegan_update)
+            line += (f"  -log p(x|z) {row['pixel_rec']:.2f}; D(x) {row['dis_real']:.2f}, D(x~) "
+                     f"{row['dis_recon']:.2f}, D(x_p) {row['dis_prior']:.2f}, paused "
+                     f"{row['dis_paused']:.0%}/{row['gan_paused']:.0%}")
         self.log(line + f"  {row['seconds']:.1f}s")

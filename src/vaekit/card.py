@@ -21,6 +21,7 @@ from . import __version__
 from .config import RunConfig
 from .errors import ConfigError, RunDirError, VaekitError
 from .fileio import atomic_write_text, read_regular
+from .objectives import loss_words, trains_likelihood
 from .run import RunDir
 from .store import read_json
 
@@ -145,7 +146,7 @@ def front_matter(name: str, cfg: RunConfig, last: dict | None, ev: dict | None,
     if last is not None:
         key = loss_key(last)
         split = key.split("_")[0]
-        if finite(last.get(key)):
+        if finite(last.get(key)) and trains_likelihood(cfg.train.objective):
             metrics.append(("negative_elbo", f"{split} loss (negative ELBO, nats per example, "
                             f"epoch {last['epoch']})", last[key], (data, split)))
     if ev is not None:
@@ -153,7 +154,8 @@ def front_matter(name: str, cfg: RunConfig, last: dict | None, ev: dict | None,
         k = ev.get("importance_samples")
         for key, label in (("log_likelihood", f"log p(x), importance-sampled with K={k} (nats per example)"),
                            ("log_likelihood_stderr", "standard error of log p(x) (nats)"),
-                           ("elbo", "ELBO (nats per example)"), ("bits_per_dim", "bits per dimension")):
+                           ("elbo", "ELBO (nats per example)"), ("bits_per_dim", "bits per dimension"),
+                           ("reconstruction_mse", "reconstruction error (mean squared error per value)")):
             if finite(ev.get(key)):
                 metrics.append((key, label, ev[key], where))
     if metrics:
@@ -175,8 +177,11 @@ def body(rd: RunDir, cfg: RunConfig, shape: tuple[int, ...], history: list[dict]
 
     m, name = cfg.model, rd.path.resolve().name
     layers = f"{m.latent_dim}" + "".join(f"+{d}" for d in m.top_latent_dims)
+    what = ("A VAE-GAN (Larsen et al. 2016: a variational autoencoder whose reconstructions are "
+            "measured in the features of a discriminator trained against them)"
+            if cfg.train.objective == "vaegan" else "A variational autoencoder")
     out = [f"# vaekit model: {md(name)}", "",
-           f"A variational autoencoder trained with vaekit: {code(m.arch)} body, a "
+           f"{what} trained with vaekit: {code(m.arch)} body, a "
            f"{layers}-dimensional latent code with a {code(m.prior)} prior and {code(m.posterior)} "
            f"posterior, and a {code(m.likelihood)} likelihood"
            + (", conditioned on class labels." if m.conditional else "."), ""]
@@ -205,8 +210,9 @@ def body(rd: RunDir, cfg: RunConfig, shape: tuple[int, ...], history: list[dict]
     out += ["", "## Final metrics", ""]
     if history:
         last = history[-1]
-        out += [f"After epoch {last['epoch']} of {cfg.train.epochs}; losses are the negative ELBO "
-                "per example in nats (lower is better), as in `metrics.jsonl`.", "",
+        out += [f"After epoch {last['epoch']} of {cfg.train.epochs}; losses are the "
+                f"{loss_words(cfg.train)}, per example in nats (lower is better), as in "
+                "`metrics.jsonl`.", "",
                 "| metric | value |", "|---|---|"]
         out += [f"| {code(k)} | {num(v)} |" for k, v in last.items() if k != "epoch"]
         if "best_epoch" in last:
@@ -219,11 +225,19 @@ def body(rd: RunDir, cfg: RunConfig, shape: tuple[int, ...], history: list[dict]
         k, n = ev.get("importance_samples"), ev.get("n_examples")
         out += [f"On {md(data_label(str(ev.get('data', cfg.data.data))))} ({md(ev.get('split', 'test'))}"
                 f" split, {num(n)} examples); per example, in nats; higher log p(x) is better.", "",
-                "| measure | value |", "|---|---|",
-                f"| log p(x) | {num(ev.get('log_likelihood'), 3)} ± {num(ev.get('log_likelihood_stderr'), 3)}"
-                f" (standard error; K = {num(k)} importance samples) |",
-                f"| ELBO | {num(ev.get('elbo'), 3)} |",
-                f"| active units | {num(ev.get('active_units'))} of {m.latent_dim + sum(m.top_latent_dims)} |"]
+                "| measure | value |", "|---|---|"]
+        if trains_likelihood(cfg.train.objective):
+            out += [f"| log p(x) | {num(ev.get('log_likelihood'), 3)} ± "
+                    f"{num(ev.get('log_likelihood_stderr'), 3)} (standard error; K = {num(k)} "
+                    "importance samples) |", f"| ELBO | {num(ev.get('elbo'), 3)} |"]
+        else:
+            out.append(f"| log p(x), ELBO | not reported: objective {code(cfg.train.objective)} never "
+                       "fitted the decoder's likelihood |")
+        if finite(ev.get("reconstruction_mse")):
+            out.append(f"| reconstruction error | {num(ev['reconstruction_mse'], 5)} (mean squared "
+                       "error per value) |")
+        out.append(f"| active units | {num(ev.get('active_units'))} of "
+                   f"{m.latent_dim + sum(m.top_latent_dims)} |")
         if finite(ev.get("bits_per_dim")):
             out.append(f"| bits per dimension | {num(ev['bits_per_dim'])} |")
     else:

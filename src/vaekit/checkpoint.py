@@ -1,8 +1,9 @@
 """The resumable checkpoint: one ``checkpoint.safetensors``, written atomically.
 
-Weights (``model.*``), optimizer state (``optim.<param>.<name>``) and RNG states (``rng.<name>``)
-are its tensors; everything else (epoch, param groups, history, precision, ...) is JSON in its
-safetensors metadata. One file is one atomic unit: a kill at any moment leaves the previous
+Weights (``model.*``), optimizer state (``optim.<param>.<name>``; an objective's own optimizers,
+such as the VAE-GAN's discriminator's, ``optim_<optimizer>.<param>.<name>``) and RNG states
+(``rng.<name>``) are its tensors; everything else (epoch, param groups, history, precision, ...)
+is JSON in its safetensors metadata. One file is one atomic unit: a kill at any moment leaves the previous
 checkpoint or the new one, never weights of one epoch with metadata of another.
 
 Reading validates every piece against the model, optimizer and generators it is about to
@@ -39,19 +40,31 @@ def state_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def encode(epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-           generators: dict[str, torch.Generator], meta: dict[str, Any]) -> bytes:
-    """The bytes of ``checkpoint.safetensors`` for the state after ``epoch``."""
-    opt_state = optimizer.state_dict()
+           generators: dict[str, torch.Generator], meta: dict[str, Any],
+           extra: dict[str, torch.optim.Optimizer] | None = None) -> bytes:
+    """The bytes of ``checkpoint.safetensors`` for the state after ``epoch``; ``extra`` are
+    optimizers besides ``optimizer``, by name (their records under ``extra_optimizers``)."""
     tensors = {f"model.{k}": v for k, v in state_tensors(model).items()}
-    for i, st in opt_state["state"].items():
-        for k, v in st.items():
-            tensors[f"optim.{i}.{k}"] = v.detach().cpu().contiguous()
+    record = {**meta, "epoch": epoch, **optimizer_record(optimizer, "optim", tensors)}
+    if extra:
+        record["extra_optimizers"] = {name: optimizer_record(opt, f"optim_{name}", tensors)
+                                      for name, opt in extra.items()}
     for name, g in generators.items():
         tensors[f"rng.{name}"] = g.get_state().cpu()
-    record = {**meta, "epoch": epoch, "param_groups": opt_state["param_groups"],
-              "optim_state": sorted(int(i) for i in opt_state["state"])}
     return st_save(tensors, {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
                              "meta": json_dumps(record)})
+
+
+def optimizer_record(optimizer: torch.optim.Optimizer, prefix: str,
+                     tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Add ``optimizer``'s per-parameter state to ``tensors`` as ``<prefix>.<param>.<name>``;
+    returns its JSON part (``param_groups``, ``optim_state``: the parameters with state)."""
+    opt_state = optimizer.state_dict()
+    for i, st in opt_state["state"].items():
+        for k, v in st.items():
+            tensors[f"{prefix}.{i}.{k}"] = v.detach().cpu().contiguous()
+    return {"param_groups": opt_state["param_groups"],
+            "optim_state": sorted(int(i) for i in opt_state["state"])}
 
 
 def _plain(v: Any) -> Any:
@@ -75,11 +88,13 @@ def read_meta(metadata: dict[str, str], path: Path) -> dict[str, Any]:
 
 def decode(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path,
            model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-           generators: dict[str, torch.Generator], expect: dict[str, Any]) -> dict[str, Any]:
+           generators: dict[str, torch.Generator], expect: dict[str, Any],
+           extra: dict[str, torch.optim.Optimizer] | None = None) -> dict[str, Any]:
     """Validate a checkpoint completely, then restore it; returns its metadata.
 
     ``expect`` holds what the run's configuration says: ``lr``, ``lr_schedule`` and
-    ``epochs`` (the most epochs the checkpoint may have finished).
+    ``epochs`` (the most epochs the checkpoint may have finished). ``extra`` are the
+    optimizers besides ``optimizer`` the checkpoint must hold, by name (as :func:`encode`).
     """
     meta = read_meta(metadata, path)
     epoch = meta.get("epoch")
@@ -94,25 +109,37 @@ def decode(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Pat
 
     model_t = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     check_tensors(model_t, model.state_dict(), f"{path} (model tensors)")
-    groups, state = check_optimizer(tensors, meta, path, optimizer, expect)
+    extra = extra or {}
+    saved = meta.get("extra_optimizers", {})
+    if not isinstance(saved, dict) or set(saved) != set(extra) or not all(
+            isinstance(r, dict) for r in saved.values()):
+        what = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+        raise RunDirError(f"{path} holds the optimizers {what} besides the model's, but this run "
+                          f"trains with {sorted(extra)}; the checkpoint does not belong to this run")
+    loads = [(optimizer, check_optimizer(tensors, meta, path, optimizer, expect))]
+    loads += [(opt, check_optimizer(tensors, saved[name], path, opt, expect, f"optim_{name}"))
+              for name, opt in extra.items()]
     rng = check_generators(tensors, path, generators)
-    other = sorted(k for k in tensors if not k.startswith(("model.", "optim.", "rng.")))
+    prefixes = ("model.", "optim.", "rng.", *(f"optim_{name}." for name in extra))
+    other = sorted(k for k in tensors if not k.startswith(prefixes))
     if other:
         raise RunDirError(f"{path} has tensors vaekit does not write: {other[:3]}")
 
-    # Everything is valid: only now touch the model, optimizer and generators.
+    # Everything is valid: only now touch the model, optimizers and generators.
     model.load_state_dict(model_t)
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    for opt, (groups, state) in loads:
+        opt.load_state_dict({"state": state, "param_groups": groups})
     for name, g in generators.items():
         g.set_state(rng[name])
-    for key in ("param_groups", "optim_state"):
-        meta.pop(key)
+    for key in ("param_groups", "optim_state", "extra_optimizers"):
+        meta.pop(key, None)
     return meta
 
 
 def check_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path,
-                    optimizer: torch.optim.Optimizer, expect: dict[str, Any]):
-    """The param groups and per-parameter state to load, checked against ``optimizer``."""
+                    optimizer: torch.optim.Optimizer, expect: dict[str, Any], prefix: str = "optim"):
+    """The param groups and per-parameter state to load, checked against ``optimizer``: its
+    record ``meta`` (``param_groups``, ``optim_state``) and its ``<prefix>.*`` tensors."""
     current = optimizer.state_dict()["param_groups"]
     params = [p for g in optimizer.param_groups for p in g["params"]]
     saved = meta.get("param_groups")
@@ -154,14 +181,14 @@ def check_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path
         keys = keys | {"max_exp_avg_sq"}
     state: dict[int, dict[str, torch.Tensor]] = {}
     for k, v in tensors.items():
-        if k.startswith("optim."):
+        if k.startswith(prefix + "."):
             _, i, name = k.split(".", 2) if k.count(".") >= 2 else (None, "", "")
             if not i.isdigit() or int(i) not in listed:
                 raise RunDirError(f"{path}: optimizer tensor '{k}' is not one of parameters {listed[:8]}")
             state.setdefault(int(i), {})[name] = v
     if sorted(state) != listed:
         gone = sorted(set(listed) - set(state))
-        raise RunDirError(f"{path} has no optimizer state for parameters {gone[:8]} (optim.* tensors "
+        raise RunDirError(f"{path} has no optimizer state for parameters {gone[:8]} ({prefix}.* tensors "
                           "are missing); the checkpoint is incomplete and cannot be resumed exactly")
     for i, st in state.items():
         p = params[i]
@@ -169,7 +196,7 @@ def check_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path
             raise RunDirError(f"{path}: optimizer state of parameter {i} has {sorted(st)}, expected "
                               f"{sorted(keys or {'step'})}")
         for name, t in st.items():
-            where = f"{path}: optimizer tensor 'optim.{i}.{name}'"
+            where = f"{path}: optimizer tensor '{prefix}.{i}.{name}'"
             if name == "step":
                 if t.ndim != 0 or not t.dtype.is_floating_point or not (
                         math.isfinite(float(t)) and float(t) >= 0):

@@ -161,16 +161,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import posterior_means
     from .pipeline import save_evaluation
     from .run import RunDir
+    from .evaluate import evaluate_without_likelihood
+    from .objectives import trains_likelihood
 
     model, cfg, r = run_data(args)
     x, y = r.x, r.y
     if len(x) == 0:
         raise DataError("no examples to evaluate")
-    update, close = progress_bar(len(x), f"log p(x), K={args.importance_samples}")
-    try:
-        res = evaluate(model, x, args.importance_samples, seed=args.seed, progress=update, y=y)
-    finally:
-        close()
+    density = trains_likelihood(cfg.train.objective)
+    if density:
+        update, close = progress_bar(len(x), f"log p(x), K={args.importance_samples}")
+        try:
+            res = evaluate(model, x, args.importance_samples, seed=args.seed, progress=update, y=y)
+        finally:
+            close()
+    else:  # a VAE-GAN: no density to estimate (see evaluate_without_likelihood)
+        res = evaluate_without_likelihood(model, x, seed=args.seed, y=y)
     res = {"data": args.data or cfg.data.data, "split": args.split if args.data else "test", **res}
     measured = sample_quality(args, model, cfg, x, y) if args.samples else None
     if r.factors is not None:  # data with known factors (shapes, an .npz with f_*): MIG and DCI
@@ -198,13 +204,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:  # NaN and inf as null: the output stays JSON
         print(json_dumps(res if quality_doc is None else {**res, "sample_quality": quality_doc}))
         return 0
-    rows = [("examples", f"{res['n_examples']}"),
-            ("log p(x)", f"{res['log_likelihood']:.3f} +- {res['log_likelihood_stderr']:.3f} "
-                         f"nats (K = {res['importance_samples']} importance samples)"),
-            ("ELBO", f"{res['elbo']:.3f} nats = -(rec {res['rec']:.3f} + KL {res['kl']:.3f})"),
-            ("KL estimator", res["kl_estimator"]),
-            ("active units", f"{res['active_units']} of {model.latent_dim} "
-                             "(Cov_x E[z_d|x] > 0.01)")]
+    rows = [("examples", f"{res['n_examples']}")]
+    if density:
+        rows += [("log p(x)", f"{res['log_likelihood']:.3f} +- {res['log_likelihood_stderr']:.3f} "
+                              f"nats (K = {res['importance_samples']} importance samples)"),
+                 ("ELBO", f"{res['elbo']:.3f} nats = -(rec {res['rec']:.3f} + KL {res['kl']:.3f})")]
+    else:
+        rows += [("log p(x), ELBO", f"not reported: objective {cfg.train.objective} never fitted the "
+                                    "decoder's likelihood, so they would not measure this model"),
+                 ("KL", f"{res['kl']:.3f} nats")]
+    rows += [("reconstruction", f"{res['reconstruction_mse']:.6g} mean squared error per value "
+                                "(decoder mean at the posterior mean)"),
+             ("KL estimator", res["kl_estimator"]),
+              ("active units", f"{res['active_units']} of {model.latent_dim} "
+                              "(Cov_x E[z_d|x] > 0.01)")]
     if res["bits_per_dim"] is not None:
         rows.append(("bits/dim", f"{res['bits_per_dim']:.4f}"))
     if res["kl_per_dim"] is not None:
@@ -215,8 +228,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rows.append(("DCI", f"disentanglement {d['dci_disentanglement']:.3f}, completeness "
                             f"{d['dci_completeness']:.3f}, informativeness "
                             f"{d['dci_informativeness']:.3f} (Eastwood & Williams 2018)"))
-    print(f"evaluation of {args.run} on {res['data']} ({res['split']}); per example, higher log p(x) "
-          "is better")
+    print(f"evaluation of {args.run} on {res['data']} ({res['split']}); per example"
+          + (", higher log p(x) is better" if density else ""))
     for name, value in rows:
         print(f"  {name:<13} {value}")
     if quality_doc is not None:
@@ -233,9 +246,11 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     from .evaluate import log_likelihood
     from .fileio import atomic_write_text
+    from .objectives import check_density
 
     out = check_out(args.out, (".csv",))
-    model, _, x, y = run_rows(args)
+    model, cfg, x, y = run_rows(args)
+    check_density(cfg.train.objective, "score")
     g = torch.Generator(model.device).manual_seed(args.seed)
     update, close = progress_bar(len(x), f"log p(x), K={args.importance_samples}")
     try:

@@ -184,6 +184,9 @@ def html_page(runs: Sequence[dict[str, Any]]) -> str:
     img = ("<p>No run has finished an epoch yet.</p>" if png is None else
            f'<img alt="loss curves of the compared runs" src="data:image/png;base64,'
            f'{base64.b64encode(png).decode()}">')
+    hybrid = (" A VAE-GAN's loss (objective vaegan) is measured in its own discriminator's "
+              "features: it compares with no other run, and it has no log p(x)."
+              if any(r["options"].get("objective") == "vaegan" for r in runs) else "")
     note = ("" if c["differing_options"] else
             "<p>No configuration option differs between these runs.</p>")
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -191,7 +194,7 @@ def html_page(runs: Sequence[dict[str, Any]]) -> str:
             f"<style>{CSS}</style></head><body>\n<h1>Comparison of {len(rows)} runs</h1>\n"
             f"{grid}{note}\n<p class=\"muted\">Losses are the negative ELBO per example in nats "
             "(lower is better); log p(x) is importance-sampled with K samples (higher is better), "
-            "with its standard error.</p>\n<h2>Loss per epoch</h2>\n"
+            f"with its standard error.{hybrid}</p>\n<h2>Loss per epoch</h2>\n"
             f"{img}\n</body></html>\n")
 
 

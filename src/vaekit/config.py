@@ -123,6 +123,10 @@ class ModelConfig:
                                 "(Lower bounding the generative model variance)", low=0)
     min_var: float = option(1e-5, "floor on the posterior variance, so that log q(z|x) stays "
                             "bounded", low=0)
+    pixel_weight: float = option(
+        1.0, "objective vaegan: weight of the likelihood's own reconstruction term -log p(x|z) "
+        "beside the one in the discriminator's features (0: the features alone, as Larsen et al. "
+        "2016; docs/vaegan.md)", low=0, high=1e6)
     conditional: bool = option(False, "a conditional VAE (Sohn et al. 2015): the labels feed the "
                                "encoder and the decoder; sample with a label")
     num_classes: int = option(0, "classes of a conditional model, from the training labels",
@@ -165,8 +169,11 @@ class TrainConfig:
                               "over the epochs, step by step (Loshchilov & Hutter 2017)",
                               choices=("constant", "cosine"), auto=True)
     objective: str = option("elbo", "elbo (averaged over k samples), iwae (the importance-"
-                            "weighted bound with k samples, Burda et al. 2015) or tcvae (beta "
-                            "weights the total correlation of the codes alone, Chen et al. 2018)",
+                            "weighted bound with k samples, Burda et al. 2015), tcvae (beta "
+                            "weights the total correlation of the codes alone, Chen et al. 2018) "
+                            "or vaegan (the VAE-GAN, Larsen et al. 2016: reconstructions measured "
+                            "in the features of a discriminator trained against them; "
+                            "docs/vaegan.md)",
                             choices=registry_names("objectives", "OBJECTIVES"))
     k: int = option(1, "samples per example in the training objective", low=1, high=2**16)
     beta: float = option(1.0, "weight of the KL term (beta-VAE, Higgins et al. 2017), or with "
@@ -178,6 +185,9 @@ class TrainConfig:
     free_bits: float = option(0.0, "free bits (Kingma et al. 2016): each latent dimension's "
                               "batch-mean KL is penalised only above this many nats (0: off)",
                               low=0, high=1e6, metavar="NATS")
+    gamma: float = option(0.1, "objective vaegan: weight gamma of the reconstruction term "
+                          "against the GAN term in the decoder's loss (Larsen et al. 2016); "
+                          "chosen on MNIST validation data, docs/vaegan.md", low=0, high=1e6)
     clip_grad: float = option(0.0, "clip the gradient norm to this value (0: off)", low=0,
                               metavar="NORM")
     max_skips: int = option(20, "steps with a non-finite loss or gradient are skipped and "
@@ -214,6 +224,9 @@ class TrainConfig:
         if self.objective == "tcvae" and self.kl_warmup:
             raise OptionError("kl_warmup applies to objectives elbo and iwae: tcvae weights the "
                               "total correlation, not the KL", "kl_warmup", "objective")
+        if self.objective == "vaegan" and self.k != 1:
+            raise OptionError("objective vaegan takes one code per example; leave k at 1",
+                              "k", "objective")
 
 
 @dataclass
@@ -263,6 +276,8 @@ class RunConfig:
         if self.train.patience and not self.data.val_fraction:
             raise OptionError("patience (early stopping) needs a validation split: set val_fraction, "
                               "e.g. 0.1", "patience", "val_fraction")
+        if self.train.objective == "vaegan":
+            check_vaegan(self)
         if self.data.val_fraction and self.data.stream:
             raise OptionError("val_fraction does not combine with stream yet", "val_fraction",
                               "stream")
@@ -305,6 +320,23 @@ class RunConfig:
     def flat(self) -> dict[str, Any]:
         """``{field name: value}`` over all sections."""
         return {name: getattr(getattr(self, s), name) for name, (s, _) in option_fields().items()}
+
+
+def check_vaegan(cfg: RunConfig) -> None:
+    """The options objective vaegan does not combine with (docs/vaegan.md says why)."""
+    m = cfg.model
+    if m.arch == "linear":
+        raise OptionError("objective vaegan needs a body with a hidden layer, whose features "
+                          "measure reconstructions: use arch mlp, conv or resnet", "arch", "objective")
+    for name, on, why in (
+            ("conditional", m.conditional, "its discriminator takes no labels"),
+            ("top_latent_dims", bool(m.top_latent_dims), "it decodes one latent layer"),
+            ("val_fraction", bool(cfg.data.val_fraction), "its loss is measured in the features "
+             "of a discriminator that changes every step, so no epoch's validation loss is "
+             "comparable with another's and none can be kept as the best")):
+        if on:
+            raise OptionError(f"{name} does not combine with objective vaegan: {why}", name,
+                              "objective")
 
 
 # -- field metadata, shared by validation, the CLI and the estimator -----------------------------

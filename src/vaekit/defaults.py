@@ -171,6 +171,8 @@ def resolve_auto(cfg, x_train, given: Collection[str]) -> list[str]:
     list of str
         Plain lines such as ``likelihood: gaussian-predicted (...); override with --likelihood``.
     """
+    from .objectives import trains_likelihood
+
     given = normalise(given)
     m, t = cfg.model, cfg.train
     p = profile(x_train)
@@ -206,7 +208,9 @@ def resolve_auto(cfg, x_train, given: Collection[str]) -> list[str]:
                                              "rather than Adam's noise floor")
     if "epochs" not in given and epochs_for(p.n, t.batch_size, t.epochs) != t.epochs:
         d = cfg.data
-        if "val_fraction" not in given and not d.val_fraction and not getattr(d, "stream", False):
+        # (not for a VAE-GAN: its validation loss is in a changing feature space, no epoch is best)
+        if "val_fraction" not in given and not d.val_fraction and not getattr(d, "stream", False) \
+                and trains_likelihood(t.objective):
             d.val_fraction = round(min(MAX_VAL_FRACTION, max(VAL_FRACTION, MIN_VAL_ROWS / p.n)), 3)
             say("val_fraction", f"{d.val_fraction:g}", "a long run on small data can overfit: "
                 "the epoch with the best loss on these held-out training rows is kept")

@@ -81,11 +81,13 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                  posterior: str = "diagonal", prior: str = "normal", prior_components: int = 10,
                  likelihood: str = "auto", preprocess: str = "auto", mixtures: int = 5,
                  obs_std: float = 1.0, learn_obs_std: bool | str = "auto",
-                 min_obs_var: float = 1e-6, min_var: float = 1e-5, conditional: bool = False,
+                 min_obs_var: float = 1e-6, min_var: float = 1e-5, pixel_weight: float = 1.0,
+                 conditional: bool = False,
                  epochs: int | str = "auto", batch_size: int = 128, lr: float | str = "auto",
                  lr_schedule: str = "auto", objective: str = "elbo", k: int = 1,
                  beta: float = 1.0, kl_warmup: int = 0, free_bits: float = 0.0,
-                 clip_grad: float = 0.0, max_skips: int = 20, max_minutes: float | str = "auto",
+                 gamma: float = 0.1, clip_grad: float = 0.0, max_skips: int = 20,
+                 max_minutes: float | str = "auto",
                  random_state: int | np.random.RandomState | None = None, device: str = "auto",
                  precision: str = "auto", patience: int | str = "auto",
                  eval_batch_size: int = 1000, test_fraction: float = 0.0,
@@ -104,6 +106,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.learn_obs_std = learn_obs_std
         self.min_obs_var = min_obs_var
         self.min_var = min_var
+        self.pixel_weight = pixel_weight
         self.conditional = conditional
         self.epochs = epochs
         self.batch_size = batch_size
@@ -114,6 +117,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.beta = beta
         self.kl_warmup = kl_warmup
         self.free_bits = free_bits
+        self.gamma = gamma
         self.clip_grad = clip_grad
         self.max_skips = max_skips
         self.max_minutes = max_minutes
@@ -391,8 +395,10 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             Importance samples per row (Burda et al. 2015); more is tighter and slower.
         """
         from .evaluate import log_likelihood
+        from .objectives import check_density
 
         x, labels = self._rows(X, y)
+        check_density(self.config_.train.objective, "score_samples")
         x = x.float()  # importance sampling runs the model in its own precision
         seed = self.random_state if isinstance(self.random_state, (int, np.integer)) else 0
         g = torch.Generator(self.model_.device).manual_seed(int(seed))

@@ -197,6 +197,13 @@ class VAEModel(nn.Module):
         qz = self.infer(x, y) if state is None else state
         z = qz.rsample((k,), generator=generator, noise=noise)  # (k, b, latent)
         log_px = self.decode(z, y).log_prob(x)  # x broadcast over samples: (k, b)
+        return SampleTerms(log_px, *self.kl_terms(qz, z, prior, weights))
+
+    def kl_terms(self, qz: Distribution, z: torch.Tensor, prior: Distribution | None = None,
+                 weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``kl``, ``kl_dims`` and ``log_ratio`` of :class:`SampleTerms` for codes ``z``
+        ``(k, b, latent)`` drawn from ``qz``; arguments as :meth:`terms`."""
+        k = z.shape[0]
         pz = self.prior() if prior is None else prior
         log_ratio = pz.log_prob(z) - qz.log_prob(z) if weights or not self.prior_dist.analytic_kl else None
         kl_dims = None
@@ -207,7 +214,7 @@ class VAEModel(nn.Module):
             kl = kl_dims.sum(-1)
         else:
             kl = kl_divergence(qz, pz).expand(k, -1)
-        return SampleTerms(log_px, kl, kl_dims, log_ratio)
+        return kl, kl_dims, log_ratio
 
     def forward(self, x: torch.Tensor, beta: float = 1.0,
                 generator: torch.Generator | None = None,

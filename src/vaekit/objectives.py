@@ -34,7 +34,7 @@ class LossTerms(NamedTuple):
 
 
 def objective(name: str) -> Callable:
-    """The objective function registered as ``name`` (``elbo`` or ``iwae``)."""
+    """The objective function registered as ``name`` (``elbo``, ``iwae`` or ``vaegan``)."""
     return OBJECTIVES[name]
 
 
@@ -126,6 +126,51 @@ def reported_loss(rec: float, kl: float, beta: float, tc: float | None = None) -
     """The objective at the target weight ``beta`` from mean terms, as the metrics report it:
     ``rec + beta * kl``, or with a total correlation (``tcvae``) ``rec + kl + (beta - 1) * tc``."""
     return rec + beta * kl if tc is None else rec + kl + (beta - 1) * tc
+
+
+@OBJECTIVES.register("vaegan")
+def negative_feature_elbo(model, x: torch.Tensor, beta: float = 1.0,
+                          generator: torch.Generator | None = None,
+                          noise: torch.Tensor | None = None, y: torch.Tensor | None = None,
+                          k: int = 1) -> LossTerms:
+    """The VAE-GAN's encoder loss (Larsen et al. 2016): ``rec + beta * kl`` with ``rec`` the
+    negative Gaussian log-likelihood of the discriminator's features of ``x`` around those of
+    its reconstruction; see :func:`vaekit.vaegan.feature_terms`. Not a bound on log p(x)."""
+    from .vaegan import feature_terms
+
+    return feature_terms(model, x, beta, generator, noise, y, k)
+
+
+negative_feature_elbo.trains_likelihood = False  # type: ignore[attr-defined]
+
+
+def trains_likelihood(name: str) -> bool:
+    """Whether objective ``name`` fits the decoder's likelihood p(x|z) to the data, so that the
+    ELBO and log p(x) measure the model (False for ``vaegan``, whose reconstruction term lives
+    in a discriminator's features: its pixel likelihood was never trained)."""
+    return getattr(OBJECTIVES[name], "trains_likelihood", True)
+
+
+def loss_words(train) -> str:
+    """What the per-epoch loss of a run trained with ``train`` (a TrainConfig) is, in words."""
+    if train.objective == "iwae":
+        return f"negative IWAE bound, k = {train.k}"
+    if train.objective == "tcvae":
+        return f"negative beta-TCVAE objective, beta = {train.beta:g}"
+    if train.objective == "vaegan":
+        return ("VAE-GAN encoder loss: reconstruction in the discriminator's features + KL; not "
+                "an ELBO, and not comparable between epochs, as the discriminator changes")
+    return "negative ELBO" + (f", averaged over k = {train.k} samples" if train.k > 1 else "")
+
+
+def check_density(name: str, what: str) -> None:
+    """ConfigError unless objective ``name`` trained a density, which ``what`` needs."""
+    if not trains_likelihood(name):
+        from .errors import ConfigError
+
+        raise ConfigError(f"{what} needs log p(x), which a model trained with objective {name} "
+                          "does not have: its decoder's likelihood was never fitted (vaekit "
+                          "evaluate reports its reconstruction error instead)")
 
 
 def kl_weight(beta: float, warmup_epochs: int, epoch: int, step: int, steps: int) -> float:

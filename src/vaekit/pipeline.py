@@ -200,7 +200,7 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     cfg.validate()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)  # weight initialisation, the same in every process
-        model = build_model(cfg.model, data.shape)
+        model = build_model(cfg.model, data.shape, cfg.train.objective)
     check_data(model, data)
     data, val = validation_split(data, cfg.data.val_fraction)
     cfg.data.n_train, cfg.data.n_test = len(data.x_train), len(data.x_test)

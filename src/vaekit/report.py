@@ -296,7 +296,7 @@ def build_report(run: str | Path, data: Dataset | None = None, method: str = "pc
     if history:
         parts.append(training_section(history, cfg))
     if ev is not None:
-        parts.append(evaluation_section(ev, model.latent_dim))
+        parts.append(evaluation_section(ev, model.latent_dim, cfg.train.objective))
     parts.append(latent_section(rd, model, method, diag))
     if is_image:
         parts.append(images_section(rd, model, x_show, y_show, labels_show))

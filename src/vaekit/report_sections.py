@@ -18,6 +18,7 @@ import torch
 
 from . import viz
 from .config import RunConfig, flag, option_fields
+from .objectives import loss_words, trains_likelihood
 
 KL_COLLAPSE = 0.1  # nats per example in all: below it the code carries ~nothing (as pipeline's note)
 FEATURE_ROWS = 5000  # data rows (and at most this many prior draws) behind the per-feature view
@@ -83,12 +84,8 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]], row_classes: Seq
 
 # -- the headline -------------------------------------------------------------------------------
 def objective_words(train) -> str:
-    """What the reported loss is, in words."""
-    if train.objective == "iwae":
-        return f"negative IWAE bound, k = {train.k}"
-    if train.objective == "tcvae":
-        return f"negative beta-TCVAE objective, beta = {train.beta:g}"
-    return "negative ELBO" + (f", averaged over k = {train.k} samples" if train.k > 1 else "")
+    """What the reported loss is, in words (:func:`vaekit.objectives.loss_words`)."""
+    return loss_words(train)
 
 
 def kept_row(history: list[dict]) -> dict:
@@ -119,7 +116,15 @@ def headline(history: list[dict], ev: dict | None, cfg: RunConfig, latent_dim: i
         cards.append(stat("loss", f"{split} loss", num(row.get(f"{split}_loss")),
                           f"nats per example ({objective_words(cfg.train)}), {when}",
                           row.get(f"{split}_loss")))
-    if ev is not None:
+    if not trains_likelihood(cfg.train.objective):  # a VAE-GAN: no density to show
+        mse = None if ev is None else ev.get("reconstruction_mse")
+        cards.append(stat("reconstruction", "reconstruction error",
+                          "not evaluated" if ev is None else num(mse, 5),
+                          f"mean squared error per value, decoder mean at the posterior mean; "
+                          f"log p(x) is not reported: objective {cfg.train.objective} never fitted "
+                          "the decoder's likelihood" + ("" if ev is not None else
+                                                       f"; run: vaekit evaluate {run_name}"), mse))
+    elif ev is not None:
         cards.append(stat("log-px", "log p(x)", num(ev.get("log_likelihood")),
                           f"nats per example ± standard error, K = {num(ev.get('importance_samples'))} "
                           f"importance samples, {num(ev.get('n_examples'))} examples; higher is better",
@@ -177,7 +182,8 @@ def training_notes(history: list[dict], cfg: RunConfig, run_name: str) -> list[t
            if k.endswith(("_loss", "_rec", "_kl")) and isinstance(v, float)):
         out.append(("warn", "Some per-epoch metrics are not finite (shown as —)."))
     test = [(r["epoch"], r["test_loss"]) for r in history if math.isfinite(r.get("test_loss", math.nan))]
-    if test and "best_epoch" not in history[-1]:
+    # (a VAE-GAN's losses are in a changing feature space: a rise is no sign of overfitting)
+    if test and "best_epoch" not in history[-1] and trains_likelihood(cfg.train.objective):
         best = min(test, key=lambda t: t[1])
         if test[-1][1] - best[1] > 0.1 + 0.02 * abs(best[1]):
             out.append(("warn", f"The test loss rose from {num(best[1])} at epoch {best[0]} to "
@@ -250,9 +256,18 @@ SPLIT_WORDS = {"train": "training split", "val": "validation split", "test": "te
 
 
 def training_section(history: list[dict], cfg: RunConfig) -> str:
-    panels = "".join(fig_img(viz.loss_panel(history, key, objective_words(cfg.train) if key == "loss"
-                                            else None, legend=False), viz.LOSS_TITLES[key])
+    density = trains_likelihood(cfg.train.objective)
+    titles = {"loss": objective_words(cfg.train) if density else "VAE-GAN encoder loss",
+              "rec": None if density else "reconstruction −log N(Dis_l(x) | Dis_l(x̃), s²I)"}
+    panels = "".join(fig_img(viz.loss_panel(history, key, titles.get(key), legend=False),
+                             viz.LOSS_TITLES[key] if titles.get(key) is None else titles[key])
                      for key in ("loss", "rec", "kl"))
+    caption = "The loss and its two terms per epoch, in nats per example."
+    if not density:
+        caption += (" The VAE-GAN's reconstruction term is measured in the features of each epoch's "
+                    "discriminator (Larsen et al. 2016), so its level is not comparable between "
+                    "epochs; the dis_* columns below follow the adversarial game (mean D on data, "
+                    "reconstructions and prior draws; fractions of steps the balance rule paused).")
     splits = [s for s in viz.SERIES if any(math.isfinite(r.get(f"{s}_loss", math.nan)) for r in history)]
     kept = kept_row(history)["epoch"] if "best_epoch" in history[-1] else None
     key = [(s, SPLIT_WORDS[s]) for s in splits]
@@ -267,7 +282,7 @@ def training_section(history: list[dict], cfg: RunConfig) -> str:
         return f"{v:.2f}" if c == "seconds" else num(v) if isinstance(v, float) else v
     rows = [[r["epoch"], *(cell(c, r.get(c)) for c in cols)] for r in history]
     return ('<h2 id="training">Training</h2>' + legend(key)
-            + figure(panels, "The loss and its two terms per epoch, in nats per example.", grid="curves")
+            + figure(panels, caption, grid="curves")
             + f"<details><summary>Per-epoch metrics ({len(history)} epochs)</summary>"
             + table(["epoch", *(c.replace("_", " ") for c in cols)], rows,
                     ["kept" if r["epoch"] == kept else "" for r in history])
@@ -276,31 +291,42 @@ def training_section(history: list[dict], cfg: RunConfig) -> str:
 
 EVALUATION_NAMES = {"log_likelihood", "log_likelihood_stderr", "elbo", "rec", "kl", "kl_estimator",
                     "importance_samples", "n_examples", "active_units", "kl_per_dim", "bits_per_dim",
-                    "data", "split"}
+                    "data", "split", "reconstruction_mse"}
 
 
-def evaluation_section(ev: dict, latent_dim: int) -> str:
-    """The evaluation as a table a person reads: names, units, log p(x) with its error."""
+def evaluation_section(ev: dict, latent_dim: int, objective: str = "elbo") -> str:
+    """The evaluation as a table a person reads: names, units, log p(x) with its error (for an
+    ``objective`` that fitted the likelihood; else why there is none)."""
     get = ev.get
     on = ""
     if isinstance(get("split"), str) or isinstance(get("data"), str):
         split = f"the {get('split')} split" if isinstance(get("split"), str) else "the data"
         on = f", on {split}" + (f" of {get('data')}" if isinstance(get("data"), str) else "")
     kl_how = "closed form" if get("kl_estimator") == "analytic" else "Monte Carlo estimate"
-    rows = [["log p(x), importance-sampled", f"{num(get('log_likelihood'))} ± "
-             f"{num(get('log_likelihood_stderr'))}", "nats per example ± standard error; higher is better"],
-            ["ELBO", num(get("elbo")), "nats per example; a lower bound on log p(x)"]]
-    if isinstance(get("elbo"), float) and isinstance(get("log_likelihood"), float):
-        rows.append(["gap log p(x) − ELBO", num(get("log_likelihood") - get("elbo")),
-                     "nats; how loose the bound is"])
-    rows += [["reconstruction −E[log p(x|z)]", num(get("rec")), "nats per example"],
-             ["KL(q(z|x) ‖ p(z))", num(get("kl")), f"nats per example, {kl_how}"]]
+    density = trains_likelihood(objective)
+    rows = []
+    if density:
+        rows += [["log p(x), importance-sampled", f"{num(get('log_likelihood'))} ± "
+                  f"{num(get('log_likelihood_stderr'))}", "nats per example ± standard error; higher is better"],
+                 ["ELBO", num(get("elbo")), "nats per example; a lower bound on log p(x)"]]
+        if isinstance(get("elbo"), float) and isinstance(get("log_likelihood"), float):
+            rows.append(["gap log p(x) − ELBO", num(get("log_likelihood") - get("elbo")),
+                         "nats; how loose the bound is"])
+        rows.append(["reconstruction −E[log p(x|z)]", num(get("rec")), "nats per example"])
+    else:
+        rows.append(["log p(x), ELBO", "not reported", f"objective {objective} never fitted the "
+                     "decoder's likelihood, so they would not measure this model"])
+    if get("reconstruction_mse") is not None:
+        rows.append(["reconstruction error", num(get("reconstruction_mse"), 5), "mean squared error "
+                     "per value, in the data's units (decoder mean at the posterior mean)"])
+    rows += [["KL(q(z|x) ‖ p(z))", num(get("kl")), f"nats per example, {kl_how}"]]
     if get("bits_per_dim") is not None:
         rows.append(["bits per dimension", num(get("bits_per_dim")), "−log₂ p(x) / dimensions"])
     if get("active_units") is not None:
         rows.append(["active units", f"{get('active_units')} of {latent_dim}", "Cov_x E[z_d|x] > 0.01"])
-    rows += [["examples evaluated", num(get("n_examples")), ""],
-             ["importance samples K", num(get("importance_samples")), "per example"]]
+    rows += [["examples evaluated", num(get("n_examples")), ""]]
+    if density:
+        rows.append(["importance samples K", num(get("importance_samples")), "per example"])
     rows += [[k.replace("_", " "), num(v) if isinstance(v, (int, float)) else v, ""]
              for k, v in ev.items() if k not in EVALUATION_NAMES and not isinstance(v, list)]
     return ('<h2 id="evaluation">Evaluation</h2>'

@@ -307,13 +307,16 @@ class RunDir:
         atomic_write_text(self.metrics, metrics_text(rows))
 
     def write_checkpoint(self, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                         generators: dict[str, torch.Generator], meta: dict[str, Any]) -> None:
-        """Weights, optimizer and RNG states, ``epoch`` and ``meta``: one file, one atomic write.
+                         generators: dict[str, torch.Generator], meta: dict[str, Any],
+                         extra: dict[str, torch.optim.Optimizer] | None = None) -> None:
+        """Weights, optimizer and RNG states, ``epoch`` and ``meta``: one file, one atomic write
+        (``extra``: optimizers besides ``optimizer``, by name, such as the VAE-GAN's).
 
         The first checkpoint of a run that replaced another (``--overwrite``) commits it: the
         replaced run is deleted.
         """
-        atomic_write_bytes(self.checkpoint, checkpoint.encode(epoch, model, optimizer, generators, meta))
+        atomic_write_bytes(self.checkpoint, checkpoint.encode(epoch, model, optimizer, generators, meta,
+                                                              extra))
         if self.staging.exists():
             drain_writes()  # the new checkpoint is in place before the old run is deleted
             self.commit()
@@ -331,7 +334,7 @@ class RunDir:
     def load_model(self, device: str | torch.device = "cpu") -> tuple[VAEModel, RunConfig]:
         """The trained model of this run and its configuration (every tensor checked)."""
         cfg, shape = self.read_config()
-        model = build_model(cfg.model, shape)
+        model = build_model(cfg.model, shape, cfg.train.objective)
         if not self.model.exists():
             raise RunDirError(f"{self.path} has no model.safetensors yet; train it first "
                               "(or resume it with vaekit train --resume)")
@@ -341,7 +344,8 @@ class RunDir:
 
     def read_checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                         generators: dict[str, torch.Generator],
-                        expect: dict[str, Any] | None = None) -> dict[str, Any]:
+                        expect: dict[str, Any] | None = None,
+                        extra: dict[str, torch.optim.Optimizer] | None = None) -> dict[str, Any]:
         """Restore what :meth:`write_checkpoint` wrote into ``model``, ``optimizer`` and
         ``generators``, after checking all of it; returns the metadata (``epoch``,
         ``history``, ``precision``, ...).
@@ -351,6 +355,8 @@ class RunDir:
         expect : dict, optional
             What the checkpoint must agree with: ``lr``, ``lr_schedule`` and ``epochs`` (the
             most epochs it may have finished); a key not given takes config.json's value.
+        extra : dict, optional
+            The optimizers besides ``optimizer`` that :meth:`write_checkpoint` was given.
 
         Returns
         -------
@@ -367,7 +373,7 @@ class RunDir:
                       **(expect or {})}
         tensors, metadata = read_safetensors(self.checkpoint)
         meta = checkpoint.decode(tensors, metadata, self.checkpoint, model, optimizer, generators,
-                                 expect)
+                                 expect, extra)
         text = metrics_text(meta["history"])
         try:
             current = read_regular(self.metrics, METRICS_LIMIT, RunDirError).decode("utf-8", "replace")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+from typing import Iterable
 
 import torch
 
@@ -133,12 +134,14 @@ def denormals_flushed(device: torch.device):
         set_flush_denormal(False)
 
 
-def make_adam(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    """Adam, fused into one kernel per step where PyTorch supports it (CPU and CUDA)."""
+def make_adam(params: torch.nn.Module | Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """Adam over a module's parameters (or the ones given), fused into one kernel per step
+    where PyTorch supports it (CPU and CUDA)."""
+    params = list(params.parameters() if isinstance(params, torch.nn.Module) else params)
     try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+        return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, ValueError):
-        return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+        return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
 class AdamStep:

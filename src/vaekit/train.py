@@ -84,18 +84,23 @@ class Trainer:
         self.precision = resolve_precision(self.device, config.precision)  # what actually runs
         self.autocast = autocast_for(self.device, self.precision)
         self.model = model.to(self.device)
+        # An objective with its own update (the VAE-GAN, vaekit.vaegan) steps the parameters it
+        # keeps with its own optimizer and replaces the plain step; None for the ELBO and IWAE.
+        self.hybrid = model.hybrid_update(self) if hasattr(model, "hybrid_update") else None
         # Under torchrun, DDP averages gradients across processes; evaluation and writing use
         # the plain module.
         self.train_model = model if world.size == 1 else torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.optimizer = make_adam(self.model, config.lr)
+        self.optimizer = make_adam(self.model if self.hybrid is None
+                                   else self.hybrid.trainer_parameters(), config.lr)
         self.fused = bool(self.optimizer.defaults.get("fused"))
         self.adam_step = AdamStep(self.optimizer) if self.fused else None
         # bf16 in one process: kept bf16 copies of the matmul weights instead of autocast's
         # per-step casts (the same numbers, fewer kernels; DDP all-reduces fp32 gradients of
         # the autocast path instead)
         self.low = (LowPrecisionCopy(model, torch.bfloat16)
-                    if self.precision == "bf16" and world.size == 1 and self.fused else None)
+                    if self.precision == "bf16" and world.size == 1 and self.fused
+                    and self.hybrid is None else None)
         if self.low is not None:
             self.train_model = self.low.module
         self.consecutive_bad = 0  # non-finite steps in a row, carried across epochs
@@ -112,6 +117,10 @@ class Trainer:
     def generators(self) -> dict[str, torch.Generator]:
         """The random streams a checkpoint must hold for a bit-identical resume."""
         return {"shuffle": self.shuffle_gen, "noise": self.noise_gen}
+
+    def extra_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Optimizers besides ``self.optimizer`` whose state a checkpoint must hold, by name."""
+        return {} if self.hybrid is None else self.hybrid.optimizers()
 
     def restore(self, epoch: int, history: list[dict[str, Any]]) -> None:
         """Continue after ``epoch`` (weights, optimizer and generators already loaded)."""
@@ -146,11 +155,14 @@ class Trainer:
                          f"{self.config.max_minutes:g}")
                 break
             with denormals_flushed(self.device):
-                train = self.train_epoch(x_train, data.binarize, epoch, y_train)
+                train = self.train_epoch(x_train, data.binarize and (
+                    self.hybrid is None or self.hybrid.binarize), epoch, y_train)
             row: dict[str, Any] = {"epoch": epoch, "train_loss": train[0], "train_rec": train[1],
                                    "train_kl": train[2], "skipped_steps": self.skipped_steps}
             if math.isfinite(train[3]):  # the objective estimates a total correlation (tcvae)
                 row["train_tc"] = train[3]
+            if self.hybrid is not None:
+                row |= self.hybrid.end_epoch()
             for part, xe, ye in parts:
                 if not len(xe):
                     continue
@@ -223,16 +235,20 @@ class Trainer:
                 xb = (u[lo:hi] < xb).to(xb.dtype)  # dynamic binarization: Bernoulli(pixel)
             weight = kl_weight(beta, self.config.kl_warmup, epoch, step, len(starts))
             self.set_lr(epoch, step, len(starts))
-            with self.autocast:
-                terms = model(xb, weight, noise=eps, y=None if y is None else y.index_select(0, idx),
-                              name=self.config.objective, k=k)
-            loss = summed_loss(terms, weight, self.config.free_bits) * (world.size / g)
-            if self.low is not None:
-                self.low.zero_grad()
+            if self.hybrid is not None:  # the objective's own update
+                terms, loss, bad = self.hybrid.step(xb, eps, weight, g)
             else:
-                self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            bads.append(self.guarded_step(loss, params))
+                with self.autocast:
+                    terms = model(xb, weight, noise=eps, y=None if y is None else y.index_select(0, idx),
+                                  name=self.config.objective, k=k)
+                loss = summed_loss(terms, weight, self.config.free_bits) * (world.size / g)
+                if self.low is not None:
+                    self.low.zero_grad()
+                else:
+                    self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                bad = self.guarded_step(loss, params)
+            bads.append(bad)
             if step % CHECK_EVERY == CHECK_EVERY - 1 or i + gbs >= n:  # a rare host sync
                 self.check_divergence(epoch, bads, done=i + gbs >= n)
             parts.append((terms.rec.detach(), terms.kl.detach(),
