@@ -8,6 +8,7 @@ metrics for every epoch and no temporary files. The kill at a boundary uses vaek
 write), so each boundary is hit exactly, not by luck.
 
     python bench/kill_resume.py [--epochs 3] [--load N] [--random-trials 5] [--no-boundaries]
+        [--objective vaegan]
 """
 
 from __future__ import annotations
@@ -74,10 +75,12 @@ def main() -> None:
                    help="busy processes running alongside (default: one per core)")
     p.add_argument("--random-trials", type=int, default=5, help="kills at random moments too")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--objective", default="elbo",
+                   help="the training objective (vaegan: a second optimizer in the checkpoint)")
     p.add_argument("--boundaries", action=argparse.BooleanOptionalAction, default=True,
                    help="kill after every write (--no-boundaries: random kills only)")
     args = p.parse_args()
-    train = [*TRAIN, "--epochs", str(args.epochs)]
+    train = [*TRAIN, "--epochs", str(args.epochs), "--objective", args.objective]
     rng = random.Random(args.seed)
     load = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(args.load)]
     try:

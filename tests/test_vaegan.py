@@ -275,6 +275,15 @@ def test_the_run_holds_the_discriminator_and_its_optimizer(run4, tmp_path, capsy
     assert "optim_discriminator" in error_line(capsys)
 
 
+def test_a_plain_runs_checkpoint_is_unchanged(tmp_path):
+    run = tmp_path / "plain"
+    assert main(["train", "digits", "--out", str(run), "--epochs", "1", *TINY]) == 0
+    ck = load_file(run / "checkpoint.safetensors")
+    assert all(k.startswith(("model.", "optim.", "rng.")) for k in ck)
+    from vaekit.run import RunDir
+    assert "extra_optimizers" not in RunDir(run).checkpoint_info()
+
+
 def test_evaluate_reports_reconstruction_error_and_no_likelihood(run4, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(run4), "--json"]) == 0
@@ -310,6 +319,7 @@ def test_what_needs_a_likelihood_is_refused(run4, tmp_path, capsys):
     (["--top-latent-dims", "2"], "--top-latent-dims"),
     (["--val-fraction", "0.1"], "--val-fraction"),
     (["--k", "2"], "--k"),
+    (["--free-bits", "0.5"], "--free-bits"),
 ])
 def test_bad_combinations_are_one_error_line(tmp_path, capsys, flags, named):
     out = tmp_path / "r"
