@@ -231,8 +231,8 @@ def body(rd: RunDir, cfg: RunConfig, shape: tuple[int, ...], history: list[dict]
                     f"{num(ev.get('log_likelihood_stderr'), 3)} (standard error; K = {num(k)} "
                     "importance samples) |", f"| ELBO | {num(ev.get('elbo'), 3)} |"]
         else:
-            out.append(f"| log p(x), ELBO | not reported: objective {code(cfg.train.objective)} never "
-                       "fitted the decoder's likelihood |")
+            out.append(f"| log p(x), ELBO | not reported: objective {code(cfg.train.objective)} does "
+                       "not fit the decoder as a likelihood (a GAN term drives it too) |")
         if finite(ev.get("reconstruction_mse")):
             out.append(f"| reconstruction error | {num(ev['reconstruction_mse'], 5)} (mean squared "
                        "error per value) |")

@@ -210,8 +210,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                               f"nats (K = {res['importance_samples']} importance samples)"),
                  ("ELBO", f"{res['elbo']:.3f} nats = -(rec {res['rec']:.3f} + KL {res['kl']:.3f})")]
     else:
-        rows += [("log p(x), ELBO", f"not reported: objective {cfg.train.objective} never fitted the "
-                                    "decoder's likelihood, so they would not measure this model"),
+        rows += [("log p(x), ELBO", f"not reported: objective {cfg.train.objective} does not fit "
+                                    "the decoder as a likelihood (a GAN term drives it too), so "
+                                    "they would not measure this model"),
                  ("KL", f"{res['kl']:.3f} nats")]
     rows += [("reconstruction", f"{res['reconstruction_mse']:.6g} mean squared error per value "
                                 "(decoder mean at the posterior mean)"),

@@ -248,29 +248,37 @@ def evaluate(model, x: torch.Tensor, k: int = 1000, seed: int = 0, batch_size: i
 
 def evaluate_without_likelihood(model, x: torch.Tensor, seed: int = 0,
                                 y: torch.Tensor | None = None) -> dict:
-    """What ``vaekit evaluate`` reports for a model whose objective never fitted its likelihood
-    (``objectives.trains_likelihood`` is False: the VAE-GAN).
+    """What ``vaekit evaluate`` reports for a model whose objective does not fit its decoder as
+    a likelihood (``objectives.trains_likelihood`` is False: the VAE-GAN, whose decoder also
+    follows a GAN term and a reconstruction term in a discriminator's features).
 
-    Its decoder's likelihood p(x|z) maps codes to data but was never trained as a density, so
     ``elbo``, ``rec``, ``log_likelihood`` (and their errors, ``bits_per_dim``) are None, and
-    ``importance_samples`` is 0: a number there would rank it against likelihood-trained models
-    on a scale it was not fitted for. Reported instead: ``reconstruction_mse`` (see
+    ``importance_samples`` is 0: a number there would rank the model against likelihood-trained
+    ones on a scale it was not trained for. Reported instead: ``reconstruction_mse`` (see
     :func:`reconstruction_error`), the KL term, ``kl_per_dim`` and the active units, with the
     keys of :func:`evaluate`.
     """
     diag = latent_diagnostics(model, x, y=y, seed=seed)
-    if diag["kl_per_dim"] is not None:
-        kl = float(sum(diag["kl_per_dim"]))
-    else:  # one-sample Monte Carlo KL, seeded as latent_diagnostics is
-        g = torch.Generator(model.device).manual_seed(seed)
-        kl = float(sum(float(model.kl_terms(q, q.rsample((1,), generator=g))[0].double().sum())
-                       for q in (model.encode(x[i: i + 1000].to(model.device)) for i in range(0, len(x), 1000)))
-                   / max(len(x), 1))
+    kl = float(sum(diag["kl_per_dim"])) if diag["kl_per_dim"] is not None else \
+        monte_carlo_kl(model, x, seed, y)
     return {"elbo": None, "rec": None, "kl": kl, "kl_estimator": model.kl_estimator,
             "log_likelihood": None, "log_likelihood_stderr": None, "importance_samples": 0,
             "n_examples": len(x), "active_units": diag["active_units"],
             "kl_per_dim": diag["kl_per_dim"], "bits_per_dim": None,
             "reconstruction_mse": reconstruction_error(model, x, y=y)}
+
+
+@torch.no_grad()
+def monte_carlo_kl(model, x: torch.Tensor, seed: int = 0, y: torch.Tensor | None = None,
+                   batch_size: int = 1000) -> float:
+    """Mean over ``x`` of a one-sample estimate ``log q(z|x) - log p(z)`` of the KL term."""
+    g = torch.Generator(model.device).manual_seed(seed)
+    total = 0.0
+    for i in range(0, len(x), batch_size):
+        q = model.encode(x[i: i + batch_size].to(model.device),
+                         None if y is None else y[i: i + batch_size].to(model.device))
+        total += float(model.kl_terms(q, q.rsample((1,), generator=g))[0].double().sum())
+    return total / max(len(x), 1)
 
 
 @torch.no_grad()

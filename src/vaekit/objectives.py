@@ -146,8 +146,8 @@ negative_feature_elbo.trains_likelihood = False  # type: ignore[attr-defined]
 
 def trains_likelihood(name: str) -> bool:
     """Whether objective ``name`` fits the decoder's likelihood p(x|z) to the data, so that the
-    ELBO and log p(x) measure the model (False for ``vaegan``, whose reconstruction term lives
-    in a discriminator's features: its pixel likelihood was never trained)."""
+    ELBO and log p(x) measure the model (False for ``vaegan``, whose decoder also follows a GAN
+    term and a reconstruction term in a discriminator's features)."""
     return getattr(OBJECTIVES[name], "trains_likelihood", True)
 
 
@@ -169,8 +169,9 @@ def check_density(name: str, what: str) -> None:
         from .errors import ConfigError
 
         raise ConfigError(f"{what} needs log p(x), which a model trained with objective {name} "
-                          "does not have: its decoder's likelihood was never fitted (vaekit "
-                          "evaluate reports its reconstruction error instead)")
+                          "does not have: it does not fit the decoder as a likelihood (a GAN "
+                          "term drives it too); vaekit evaluate reports its reconstruction error "
+                          "instead")
 
 
 def kl_weight(beta: float, warmup_epochs: int, epoch: int, step: int, steps: int) -> float:

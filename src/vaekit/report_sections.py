@@ -121,8 +121,8 @@ def headline(history: list[dict], ev: dict | None, cfg: RunConfig, latent_dim: i
         cards.append(stat("reconstruction", "reconstruction error",
                           "not evaluated" if ev is None else num(mse, 5),
                           f"mean squared error per value, decoder mean at the posterior mean; "
-                          f"log p(x) is not reported: objective {cfg.train.objective} never fitted "
-                          "the decoder's likelihood" + ("" if ev is not None else
+                          f"log p(x) is not reported: objective {cfg.train.objective} does not "
+                          "fit the decoder as a likelihood" + ("" if ev is not None else
                                                        f"; run: vaekit evaluate {run_name}"), mse))
     elif ev is not None:
         cards.append(stat("log-px", "log p(x)", num(ev.get("log_likelihood")),
@@ -314,8 +314,9 @@ def evaluation_section(ev: dict, latent_dim: int, objective: str = "elbo") -> st
                          "nats; how loose the bound is"])
         rows.append(["reconstruction −E[log p(x|z)]", num(get("rec")), "nats per example"])
     else:
-        rows.append(["log p(x), ELBO", "not reported", f"objective {objective} never fitted the "
-                     "decoder's likelihood, so they would not measure this model"])
+        rows.append(["log p(x), ELBO", "not reported", f"objective {objective} does not fit the "
+                     "decoder as a likelihood (a GAN term drives it too), so they would not "
+                     "measure this model"])
     if get("reconstruction_mse") is not None:
         rows.append(["reconstruction error", num(get("reconstruction_mse"), 5), "mean squared error "
                      "per value, in the data's units (decoder mean at the posterior mean)"])
