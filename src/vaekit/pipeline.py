@@ -20,6 +20,7 @@ import torch
 
 from .config import MAX_SIZE, OptionError, RunConfig, option_fields
 from .data import DATASETS, Dataset, load_data, load_rows
+from .data.labelled import check_partial_labels
 from .distributed import World
 from .errors import DataError, RunDirError
 from .model import VAEModel
@@ -126,6 +127,12 @@ def check_rows(model: VAEModel, x: torch.Tensor, y: torch.Tensor | None, what: s
                         f"trained on shape {model.data_shape}")
     if len(x):
         model.likelihood.check_data(x, what)
+    classes = label_classes(model)
+    if classes and not model.cond_dim:  # semi-supervised: labels optional, -1 unlabelled
+        if y is not None and len(y) and (int(y.min()) < -1 or int(y.max()) >= classes):
+            raise DataError(f"{what}: labels must lie in 0..{classes - 1} (the classes the model "
+                            "knows) or be -1 (unlabelled)")
+        return
     if not model.cond_dim:
         return
     if y is None or len(y) != len(x):
@@ -136,9 +143,15 @@ def check_rows(model: VAEModel, x: torch.Tensor, y: torch.Tensor | None, what: s
                         "model was trained on")
 
 
+def label_classes(model: VAEModel) -> int:
+    """Classes whose labels the model reads: a conditional model's (required) or a
+    semi-supervised model's (optional); 0 for a model without labels."""
+    return model.cond_dim or getattr(model, "classes", 0)
+
+
 def check_data(model: VAEModel, data: Dataset) -> None:
     """:func:`check_rows` for both parts of a dataset (before anything is written)."""
-    labels = model.cond_dim > 0
+    labels = label_classes(model) > 0
     check_rows(model, data.x_train, data.y_train if labels else None, f"{data.name} (training part)")
     if len(data.x_test):
         check_rows(model, data.x_test, data.y_test if labels else None, f"{data.name} (test part)")
@@ -172,7 +185,7 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     Every check passes before a run directory is created or changed; the global torch random
     state is left as it was found.
     """
-    from .callbacks import EarlyStopping, EpochLog, RunDirWriter, TensorBoardLogger
+    from .callbacks import ClassificationError, EarlyStopping, EpochLog, RunDirWriter, TensorBoardLogger
     from .train import Trainer
 
     say = log if world.is_main else (lambda s: None)
@@ -186,10 +199,17 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     # Built-in datasets are checksum-verified whenever they load; a user's files get a fingerprint.
     fingerprinted = isinstance(data.x_train, torch.Tensor) and cfg.data.data not in DATASETS
     choices: list[str] = []  # said once every check has passed, so an error stays one line
+    front = None
+    if cfg.model.stack_on and not resume:  # M1 under M2: copied in, frozen
+        front, stacked = stack_front(cfg, data, given)
+        choices += stacked
+        given = None if given is None else {*given, "likelihood", "preprocess"}  # fixed for the top
     if not resume:
-        choices = resolve_defaults(cfg, data, given) if given is not None else []
+        choices += resolve_defaults(cfg, data, given) if given is not None else []
         if cfg.model.conditional and not cfg.model.num_classes:
             cfg.model.num_classes = num_classes(data)
+        if cfg.model.semi_supervised and not cfg.model.num_classes:
+            cfg.model.num_classes = check_partial_labels(data.y_train, f"{data.name} (training part)")
         if fingerprinted:
             cfg.data.fingerprint = fingerprint(data)
     elif cfg.data.fingerprint and fingerprinted and fingerprint(data) != cfg.data.fingerprint:
@@ -199,17 +219,24 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)  # weight initialisation, the same in every process
         model = build_model(cfg.model, data.shape)
+    if front is not None:
+        model.front.load_state_dict(front.state_dict())
     check_data(model, data)
     data, val = validation_split(data, cfg.data.val_fraction)
+    order = None
+    if cfg.model.semi_supervised:
+        data, order = partly_labelled(data, cfg)
     cfg.data.n_train, cfg.data.n_test = len(data.x_train), len(data.x_test)
     cfg.data.n_val = 0 if val is None else len(val[0])
     model.preprocess.fit(data.x_train)  # the training part only; deterministic, so resume agrees
-    trainer = Trainer(model, cfg.train, log=say, progress=progress, world=world)
+    trainer = Trainer(model, cfg.train, log=say, progress=progress, world=world, order=order)
     rd = None if out is None else RunDir(out)
     if rd is not None:  # refuse before anything is written, even the lock file
         rd.prepare(resume=resume, overwrite=overwrite, dry_run=True)
     with rd.lock() if rd is not None and world.is_main else contextlib.nullcontext():
         callbacks: list = [EarlyStopping(cfg.train.patience, rd)] if val is not None else []
+        if cfg.model.semi_supervised:  # first: the error joins the row before anything writes it
+            callbacks.insert(0, ClassificationError(val))
         if rd is not None:
             rd.prepare(resume=resume, overwrite=overwrite, dry_run=True)  # every process checks
             world.barrier()
@@ -247,6 +274,42 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
         notes.insert(0, f"kept the weights of epoch {history[-1]['best_epoch']}, the lowest "
                         f"validation loss ({why})")
     return TrainResult(model, cfg, history, rd, data, notes, trainer.stop_reason)
+
+
+def stack_front(cfg: RunConfig, data: Dataset, given: Collection[str] | None
+                ) -> tuple[VAEModel, list[str]]:
+    """The frozen front of a stacked run (the trained model of ``stack_on``), described in the
+    ``stack`` field; and the lines of the options this fixes for the top."""
+    from .stack import describe_front, stack_choices
+
+    where = f"stack_on {cfg.model.stack_on}"
+    try:
+        front, front_cfg = load_run(cfg.model.stack_on, "cpu")
+    except RunDirError as e:
+        raise RunDirError(f"{where}: {e}") from None
+    if front.data_shape != data.shape:
+        raise DataError(f"{where} was trained on examples of shape {front.data_shape}, but "
+                        f"{data.name} has shape {data.shape}")
+    cfg.model.stack_on = str(Path(cfg.model.stack_on).resolve())
+    cfg.model.stack = describe_front(front, front_cfg.model, data.x_train, where)
+    return front, stack_choices(cfg, None if given is None else set(given))
+
+
+def partly_labelled(data: Dataset, cfg: RunConfig) -> tuple[Dataset, Callable]:
+    """The training part of a semi-supervised run, with ``labelled`` labels per class kept
+    (chosen by the seed) when asked, and the epoch order whose batches hold labelled rows."""
+    from functools import partial
+
+    from .data.labelled import keep_labels, labelled_order
+
+    what = f"{data.name} (training part)"
+    check_partial_labels(data.y_train, what)
+    y = data.y_train
+    if cfg.data.labelled:
+        y = keep_labels(y, cfg.data.labelled, cfg.train.seed, what)
+        check_partial_labels(y, what)
+    data = Dataset(data.name, data.x_train, data.x_test, y, data.y_test, data.binarize)
+    return data, partial(labelled_order, y, cfg.train.labelled_share)
 
 
 def collapse_note(model: VAEModel, data: Dataset, rows: int = 2000) -> str | None:
@@ -321,7 +384,8 @@ def load_run(path: str | Path, device: str = "auto") -> tuple[VAEModel, RunConfi
 def rows(model: VAEModel, cfg: RunConfig, data: str | None, split: str
          ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Rows of ``data`` (a name or path; None: the run's own test split), checked against the
-    model, with their labels when the model is conditional (else None): ``(x, y)``."""
+    model, with their labels when the model reads labels (conditional or semi-supervised, for
+    which they may be None or -1), else None: ``(x, y)``."""
     if data is None:
         ds = load_data(cfg.data.data, cfg.data.test_fraction, log=stderr, stream=cfg.data.stream)
         x, y = ds.x_test, ds.y_test
@@ -334,22 +398,24 @@ def rows(model: VAEModel, cfg: RunConfig, data: str | None, split: str
         xa, ya = load_rows(data, split)
         x, y = torch.from_numpy(xa), None if ya is None else torch.from_numpy(np.asarray(ya, np.int64))
         what = data
-    y = y if model.cond_dim else None
+    y = y if label_classes(model) else None
     check_rows(model, x, y, what)
     return x, None if y is None else y.long()
 
 
 def check_label(model: VAEModel, label: int | None) -> None:
-    """A conditional model draws a given class; an unconditional one takes no label."""
-    if label is not None and not model.cond_dim:
-        raise OptionError("label needs a conditional model (trained with conditional)",
-                          "label", "conditional")
+    """A conditional model draws a given class; a semi-supervised one a given class or classes
+    drawn from p(y); an unconditional one takes no label."""
+    classes = label_classes(model)
+    if label is not None and not classes:
+        raise OptionError("label needs a conditional model (trained with conditional) or a "
+                          "semi-supervised one", "label", "conditional")
     if model.cond_dim and label is None:
         raise OptionError(f"this model is conditional: give label L (0..{model.cond_dim - 1}), "
                           "the class to draw", "label")
-    if label is not None and not 0 <= label < model.cond_dim:
+    if label is not None and not 0 <= label < classes:
         raise OptionError(f"label {label} is out of range: the model knows classes 0 to "
-                          f"{model.cond_dim - 1}", "label")
+                          f"{classes - 1}", "label")
 
 
 def sample(model: VAEModel, n: int, seed: int | torch.Generator, label: int | None = None
