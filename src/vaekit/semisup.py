@@ -33,6 +33,7 @@ from torch import nn
 from torch.distributions import Distribution, Independent, kl_divergence
 
 from .config import ModelConfig
+from .distributions import full_precision
 from .model import SampleTerms, VAEModel
 from .objectives import LossTerms
 from .posteriors import POSTERIORS
@@ -116,11 +117,12 @@ class SemiSupervisedVAE(VAEModel):
     # -- the classifier ----------------------------------------------------------------------
     def class_log_probs(self, x: torch.Tensor) -> torch.Tensor:
         """``log q(y|x)`` of raw rows, ``(b, C)``."""
-        return F.log_softmax(self.classifier(self.preprocess(x)).float(), -1)
+        return F.log_softmax(full_precision(self.classifier(self.preprocess(x))), -1)
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        """``q(y|x)`` of every row, ``(n, C)`` float32 on the CPU, in eval mode."""
+        """``q(y|x)`` of every row, ``(n, C)`` on the CPU (float32, or float64 for a float64
+        model), in eval mode."""
         was = self.training
         self.eval()
         out = [self.class_log_probs(x[i: i + batch_size].to(self.device)).exp().cpu()
@@ -131,7 +133,7 @@ class SemiSupervisedVAE(VAEModel):
     # -- inference ---------------------------------------------------------------------------
     def infer(self, x: torch.Tensor, y: torch.Tensor | None = None) -> ClassState:
         u = self.preprocess(x)
-        log_qy = F.log_softmax(self.classifier(u).float(), -1)
+        log_qy = F.log_softmax(full_precision(self.classifier(u)), -1)
         return ClassState(log_qy, all_class_heads(self.encoder, u))
 
     def class_weights(self, log_qy: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:

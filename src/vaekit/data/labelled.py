@@ -30,7 +30,7 @@ def keep_labels(y: torch.Tensor, per_class: int, seed: int, what: str) -> torch.
         rows = torch.nonzero(y == c).flatten()
         if len(rows) < per_class:
             raise DataError(f"{what}: class {c} has {len(rows)} labelled rows, fewer than the "
-                            f"{per_class} per class to keep; give a smaller labelled")
+                            f"{per_class} per class asked for (labelled {per_class}); ask for fewer")
         keep = rows[torch.randperm(len(rows), generator=g)[:per_class]]
         out[keep] = c
     return out
