@@ -283,15 +283,15 @@ def stack_front(cfg: RunConfig, data: Dataset, given: Collection[str] | None
     from .stack import describe_front, stack_choices
 
     where = f"stack_on {cfg.model.stack_on}"
-    try:
+    try:  # every problem names the option (a flag on the command line)
         front, front_cfg = load_run(cfg.model.stack_on, "cpu")
-    except RunDirError as e:
-        raise RunDirError(f"{where}: {e}") from None
-    if front.data_shape != data.shape:
-        raise DataError(f"{where} was trained on examples of shape {front.data_shape}, but "
-                        f"{data.name} has shape {data.shape}")
+        if front.data_shape != data.shape:
+            raise DataError(f"it was trained on examples of shape {front.data_shape}, but "
+                            f"{data.name} has shape {data.shape}")
+        cfg.model.stack = describe_front(front, front_cfg.model, data.x_train)
+    except (RunDirError, DataError) as e:
+        raise OptionError(f"{where}: {e}", "stack_on") from None
     cfg.model.stack_on = str(Path(cfg.model.stack_on).resolve())
-    cfg.model.stack = describe_front(front, front_cfg.model, data.x_train, where)
     return front, stack_choices(cfg, None if given is None else set(given))
 
 

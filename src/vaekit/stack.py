@@ -54,25 +54,21 @@ def parse_stack(text: str) -> tuple[ModelConfig, tuple[int, ...], list[int]]:
     return front, shape, keep
 
 
-def check_front(cfg: ModelConfig, where: str) -> None:
-    """Refuse a front that is not a plain one-layer VAE without labels."""
-    if cfg.top_latent_dims or cfg.conditional or cfg.semi_supervised or cfg.stack:
-        raise DataError(f"{where}: stack_on needs a run of a one-layer VAE without labels (no "
-                        "top_latent_dims, conditional, semi_supervised or stack_on)")
-
-
 @torch.no_grad()
-def describe_front(front: VAEModel, cfg: ModelConfig, x_train: torch.Tensor, where: str) -> str:
+def describe_front(front: VAEModel, cfg: ModelConfig, x_train: torch.Tensor) -> str:
     """The ``stack`` field for stacking on ``front``: its configuration, example shape and the
-    code dimensions it uses on the training rows (its active units)."""
+    code dimensions it uses on the training rows (its active units). DataError for a front
+    that is not a plain one-layer VAE without labels, or whose codes carry nothing."""
     from .evaluate import posterior_means
 
-    check_front(cfg, where)
+    if cfg.top_latent_dims or cfg.conditional or cfg.semi_supervised or cfg.stack:
+        raise DataError("stacking needs a run of a one-layer VAE without labels (no "
+                        "top_latent_dims, conditional, semi_supervised or stack_on)")
     z = posterior_means(front, x_train[:ACTIVE_ROWS]).double()
     keep = torch.nonzero(z.var(0, unbiased=False) > ACTIVE_VARIANCE).flatten().tolist()
     if not keep:
-        raise DataError(f"{where}: its encoder's codes carry no information about this data (no "
-                        "active unit), so there is nothing to stack on")
+        raise DataError("its encoder's codes carry no information about this data (no active "
+                        "unit), so there is nothing to stack on")
     return json.dumps({"model": asdict(cfg), "data_shape": list(front.data_shape), "keep": keep},
                       separators=(",", ":"))
 
