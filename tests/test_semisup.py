@@ -40,9 +40,17 @@ def rows(n: int = 5, seed: int = 1) -> torch.Tensor:
     return torch.bernoulli(torch.rand(n, D, generator=g, dtype=torch.float64), generator=g)
 
 
+def noise(k: int, b: int, seed: int) -> torch.Tensor:
+    """The model's noise ``(k, b, C * L)``: one style draw per class."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(k, b, C * L, dtype=torch.float64, generator=g)
+
+
 def brute_force_bound(model, x, c: int, eps):
     """L(x, c) for every row from the networks called class by class, with torch.distributions
-    for the densities and the KL: log p(x|c,z) + log p(c) - KL(q(z|x,c) || N(0, I))."""
+    for the densities and the KL: log p(x|c,z) + log p(c) - KL(q(z|x,c) || N(0, I)); ``eps``
+    ``(b, C * L)`` holds class c's draw at ``c * L``."""
+    eps = eps[:, c * L: (c + 1) * L]
     onehot = F.one_hot(torch.full((len(x),), c), C).double()
     mu, logvar = model.encoder(x, onehot).chunk(2, -1)
     sd = torch.sqrt(torch.exp(logvar) + model.config.min_var)
@@ -55,7 +63,7 @@ def brute_force_bound(model, x, c: int, eps):
 
 def test_unlabelled_bound_is_the_sum_over_classes_plus_the_entropy():
     model, x = m2(), rows()
-    eps = torch.randn(1, len(x), L, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    eps = noise(1, len(x), 2)
     bounds = torch.stack([brute_force_bound(model, x, c, eps[0])[0] for c in range(C)], -1)  # (b, C)
     q = torch.softmax(model.classifier(x), -1)
     expected = (q * bounds).sum(-1) - (q * q.log()).sum(-1)  # U(x) = E_q[L(x,y)] + H(q)
@@ -69,13 +77,14 @@ def test_unlabelled_bound_is_the_sum_over_classes_plus_the_entropy():
 def test_labelled_bound_is_the_conditional_vae_elbo_plus_log_p_y_and_alpha_weighs_the_classifier():
     model, x = m2(alpha=2.5), rows()
     y = torch.tensor([0, 2, 1, 1, 0])
-    eps = torch.randn(1, len(x), L, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    eps = noise(1, len(x), 3)
     cvae_cfg = RunConfig().update({"conditional": True, "hidden": (8,), "latent_dim": L}).model
     cvae_cfg.num_classes = C
     cvae = VAEModel(cvae_cfg, (D,)).double()
     cvae.encoder.load_state_dict(model.encoder.state_dict())  # the same networks
     cvae.decoder.load_state_dict(model.decoder.state_dict())
-    elbo = -cvae(x, noise=eps, y=y).loss
+    own = eps[0].unflatten(-1, (C, L))[torch.arange(len(x)), y]  # each row's draw for its class
+    elbo = -cvae(x, noise=own.unsqueeze(0), y=y).loss
     t = model(x, noise=eps, y=y)
     log_qy = torch.log_softmax(model.classifier(x), -1)[torch.arange(len(x)), y]
     torch.testing.assert_close(-(t.rec + t.kl), elbo - math.log(C))
@@ -88,7 +97,7 @@ def test_labelled_bound_is_the_conditional_vae_elbo_plus_log_p_y_and_alpha_weigh
 def test_mixed_batches_give_each_row_its_own_bound():
     model, x = m2(alpha=1.0), rows(6)
     y = torch.tensor([-1, 2, -1, 0, -1, 1])
-    eps = torch.randn(1, len(x), L, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    eps = noise(1, len(x), 4)
     mixed = model(x, noise=eps, y=y).loss
     alone = [model(x[i:i + 1], noise=eps[:, i:i + 1], y=y[i:i + 1]).loss for i in range(len(x))]
     torch.testing.assert_close(mixed, torch.cat(alone))
@@ -99,7 +108,7 @@ def test_importance_weights_sum_the_classes_exactly():
     log_px + log_ratio is that weight whatever the label (observed: only its class)."""
     model, x = m2(), rows()
     k = 4
-    eps = torch.randn(k, len(x), L, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    eps = noise(k, len(x), 5)
     per_class = []
     for c in range(C):
         logs = []

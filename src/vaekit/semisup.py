@@ -107,8 +107,10 @@ class SemiSupervisedVAE(VAEModel):
 
     @property
     def noise_dim(self) -> int:
-        """One style draw per code; the classes of a row share it (each class's term stays unbiased)."""
-        return self.style_dim
+        """One style draw per class: ``(C, style_dim)`` per code, flattened. Independent draws
+        (as Kingma et al. draw them); one draw shared by the classes of a row let the classifier
+        memorise the labelled rows and its validation error rise (docs/semi_supervised.md)."""
+        return self.classes * self.style_dim
 
     @property
     def kl_estimator(self) -> str:
@@ -175,11 +177,11 @@ class SemiSupervisedVAE(VAEModel):
     def class_terms(self, x: torch.Tensor, params: torch.Tensor, classes: torch.Tensor,
                     eps: torch.Tensor, pz: Distribution, weights: bool):
         """Terms of ``(class, row)`` pairs: ``params`` ``(c, b, P)``, ``classes`` ``(c, b)``,
-        ``eps`` ``(k, b, L)`` shared by the classes of a row. Returns ``log p(x|y,z)``
+        ``eps`` ``(k, c, b, L)``. Returns ``log p(x|y,z)``
         ``(k, c, b)``, the KL of z per dimension ``(c, b, L)`` (or ``(c, b, 1)`` when it does not
         factorise) and, with ``weights``, ``log p(z) - log q(z|x,y)`` ``(k, c, b)``."""
         qz = self.posterior(params)  # batch (c, b)
-        z = qz.rsample(noise=eps.unsqueeze(1).expand(-1, *classes.shape, -1))  # (k, c, b, L)
+        z = qz.rsample(noise=eps)  # (k, c, b, L)
         c = F.one_hot(classes, self.classes).to(z.dtype)
         log_px = self.observe(self.decoder_params(z, c)).log_prob(x)  # (k, c, b)
         if isinstance(qz, Independent) and isinstance(pz, Independent):
@@ -200,7 +202,8 @@ class SemiSupervisedVAE(VAEModel):
         st = self.infer(x) if state is None else state
         b, C = len(x), self.classes
         if noise is None:
-            noise = torch.randn(k, b, self.style_dim, generator=generator, device=st.params.device)
+            noise = torch.randn(k, b, self.noise_dim, generator=generator, device=st.params.device)
+        eps = noise.unflatten(-1, (C, self.style_dim)).movedim(-2, 1)  # (k, C, b, L): class c's draw
         pz = self.prior() if prior is None else prior
         y = torch.full((b,), -1, device=st.log_qy.device) if y is None else \
             torch.as_tensor(y, device=st.log_qy.device).long().reshape(-1)
@@ -213,19 +216,20 @@ class SemiSupervisedVAE(VAEModel):
                 continue
             if labels is None:  # every class, weighted by q(y|x)
                 classes = torch.arange(C, device=rows.device).unsqueeze(1).expand(C, len(rows))
-                params, wc = st.params[:, rows], w[rows].T  # (C, r, P), (C, r)
+                params, wc, e = st.params[:, rows], w[rows].T, eps[:, :, rows]  # (C, r, ...)
             else:  # the observed class only, weight 1
                 classes = labels[rows].unsqueeze(0)  # (1, r)
                 params = st.params[classes[0], rows].unsqueeze(0)
-                wc = torch.ones_like(classes, dtype=w.dtype)
-            log_px, kl, ratio = self.class_terms(x[rows], params, classes, noise[:, rows], pz, weights)
+                wc, e = torch.ones_like(classes, dtype=w.dtype), eps[:, classes[0], rows].unsqueeze(1)
+            log_px, kl, ratio = self.class_terms(x[rows], params, classes, e, pz, weights)
             out_px.append((rows, (wc * log_px).sum(1)))  # (k, r)
             out_z.append((rows, (wc.unsqueeze(-1) * kl).sum(0)))  # (r, L)
             if weights:  # stratified over the classes in S: log sum_y p(y) p(x, z_y | y) / q(z_y | x, y)
                 out_w.append((rows, torch.logsumexp(log_p + log_px + ratio, 1)))
         log_px = scatter(out_px, (k, b), 1)
         kl_z = scatter(out_z, (b, out_z[0][1].shape[-1]), 0)
-        kl_y = torch.special.xlogy(w, w) - w * log_p  # (b, C): KL(w || p(y)) per class
+        log_w = torch.where((y >= 0).unsqueeze(-1), torch.zeros_like(st.log_qy), st.log_qy)
+        kl_y = w * (log_w - log_p)  # (b, C): KL(w || p(y)) per class; finite where w = 0
         kl_dims = torch.cat([kl_z, kl_y.to(kl_z.dtype)], -1).expand(k, -1, -1)
         log_ratio = scatter(out_w, (k, b), 1) - log_px if weights else None
         factorised = kl_z.shape[-1] == self.style_dim
