@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 from torch.distributions import Normal
 
+from test_distributed import run as torchrun  # the launcher of the DDP test (tests/ is on the path)
 from vaekit import pipeline
 from vaekit.cli import main
 from vaekit.config import RunConfig
@@ -26,7 +24,6 @@ from vaekit.data.base import Dataset
 from vaekit.errors import DataError
 from vaekit.estimator import VAE
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 TINY = ["--hidden", "16", "--latent-dim", "2", "--precision", "fp32", "--batch-size", "64"]
 M2 = ["--semi-supervised", "--labelled", "5", "--epochs", "2", "--val-fraction", "0.1", *TINY]
 
@@ -91,6 +88,10 @@ def test_cli_trains_m2_and_reports_its_error(m2_run, tmp_path, capsys):
     one_error(capsys.readouterr().err, "--label 10 is out of range")
     assert cli("embed", m2_run, "digits", "--split", "test", "--out", tmp_path / "z.npy") == 0
     assert np.load(tmp_path / "z.npy").shape == (179, 2 + 10)
+    assert cli("export", m2_run, "--out", tmp_path / "onnx") == 2  # refused, not half-done
+    line = one_error(capsys.readouterr().err)
+    assert "no ONNX export" in line or "onnx" in line.lower()
+    assert not (tmp_path / "onnx").exists()
 
 
 def npz(path: Path, y_train, y_test=None, n: int = 60) -> Path:
@@ -247,21 +248,12 @@ def test_stack_on_refuses_a_model_that_is_not_a_plain_vae(m2_run, tmp_path, caps
 
 
 # -- several processes ------------------------------------------------------------------------
-def torchrun(args, nproc):
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "OMP_NUM_THREADS": "1"}
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                 f"--nproc-per-node={nproc}", "-m", "vaekit"] if nproc > 1 else [sys.executable, "-m", "vaekit"])
-    res = subprocess.run([*launcher, *map(str, args)], env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-
-
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_two_processes_train_m2_as_one_with_the_global_batch(tmp_path):
     base = ["train", "digits", "--semi-supervised", "--labelled", "5", "--epochs", "2",
             "--hidden", "16", "--latent-dim", "2", "--precision", "fp32", "--no-report"]
-    torchrun([*base, "--batch-size", "64", "--out", tmp_path / "one"], 1)
-    torchrun([*base, "--batch-size", "32", "--out", tmp_path / "two"], 2)
+    torchrun([*base, "--batch-size", "64", "--out", tmp_path / "one"])
+    torchrun([*base, "--batch-size", "32", "--out", tmp_path / "two"], nproc=2)
     for a, b in zip(metrics(tmp_path / "one"), metrics(tmp_path / "two")):
         for key in ("train_loss", "test_loss", "test_error"):
             assert math.isclose(a[key], b[key], rel_tol=1e-3, abs_tol=1e-3), (key, a[key], b[key])
