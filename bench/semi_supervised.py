@@ -36,6 +36,7 @@ import torch
 from vaekit import pipeline
 from vaekit.config import RunConfig
 from vaekit.data import Dataset, load_data
+from vaekit.data.labelled import partly_labelled
 from vaekit.evaluate import classification_error
 from vaekit.nets import BODIES
 
@@ -88,7 +89,7 @@ def supervised(data: Dataset, seed: int, steps: int) -> tuple[float, float, int]
     t0 = time.perf_counter()
     cfg = RunConfig().update({**M2, "seed": seed})
     rest, _ = pipeline.validation_split(data, cfg.data.val_fraction)
-    rest, _ = pipeline.partly_labelled(rest, cfg)
+    rest, _ = partly_labelled(rest, cfg.data.labelled, cfg.train.labelled_share, seed)
     known = rest.y_train >= 0
     x, y = rest.x_train[known], rest.y_train[known]
     torch.manual_seed(seed)

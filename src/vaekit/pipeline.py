@@ -20,7 +20,7 @@ import torch
 
 from .config import MAX_SIZE, OptionError, RunConfig, option_fields
 from .data import DATASETS, Dataset, load_data, load_rows
-from .data.labelled import check_partial_labels
+from .data.labelled import check_partial_labels, partly_labelled
 from .distributed import World
 from .errors import DataError, RunDirError
 from .model import VAEModel
@@ -201,6 +201,8 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     choices: list[str] = []  # said once every check has passed, so an error stays one line
     front = None
     if cfg.model.stack_on and not resume:  # M1 under M2: copied in, frozen
+        from .stack import stack_front
+
         front, stacked = stack_front(cfg, data, given)
         choices += stacked
         given = None if given is None else {*given, "likelihood", "preprocess"}  # fixed for the top
@@ -224,8 +226,9 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     check_data(model, data)
     data, val = validation_split(data, cfg.data.val_fraction)
     order = None
-    if cfg.model.semi_supervised:
-        data, order = partly_labelled(data, cfg)
+    if cfg.model.semi_supervised:  # --labelled N; batches that always hold labelled rows
+        data, order = partly_labelled(data, cfg.data.labelled, cfg.train.labelled_share,
+                                      cfg.train.seed)
     cfg.data.n_train, cfg.data.n_test = len(data.x_train), len(data.x_test)
     cfg.data.n_val = 0 if val is None else len(val[0])
     model.preprocess.fit(data.x_train)  # the training part only; deterministic, so resume agrees
@@ -274,42 +277,6 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
         notes.insert(0, f"kept the weights of epoch {history[-1]['best_epoch']}, the lowest "
                         f"validation loss ({why})")
     return TrainResult(model, cfg, history, rd, data, notes, trainer.stop_reason)
-
-
-def stack_front(cfg: RunConfig, data: Dataset, given: Collection[str] | None
-                ) -> tuple[VAEModel, list[str]]:
-    """The frozen front of a stacked run (the trained model of ``stack_on``), described in the
-    ``stack`` field; and the lines of the options this fixes for the top."""
-    from .stack import describe_front, stack_choices
-
-    where = f"stack_on {cfg.model.stack_on}"
-    try:  # every problem names the option (a flag on the command line)
-        front, front_cfg = load_run(cfg.model.stack_on, "cpu")
-        if front.data_shape != data.shape:
-            raise DataError(f"it was trained on examples of shape {front.data_shape}, but "
-                            f"{data.name} has shape {data.shape}")
-        cfg.model.stack = describe_front(front, front_cfg.model, data.x_train)
-    except (RunDirError, DataError) as e:
-        raise OptionError(f"{where}: {e}", "stack_on") from None
-    cfg.model.stack_on = str(Path(cfg.model.stack_on).resolve())
-    return front, stack_choices(cfg, None if given is None else set(given))
-
-
-def partly_labelled(data: Dataset, cfg: RunConfig) -> tuple[Dataset, Callable]:
-    """The training part of a semi-supervised run, with ``labelled`` labels per class kept
-    (chosen by the seed) when asked, and the epoch order whose batches hold labelled rows."""
-    from functools import partial
-
-    from .data.labelled import keep_labels, labelled_order
-
-    what = f"{data.name} (training part)"
-    check_partial_labels(data.y_train, what)
-    y = data.y_train
-    if cfg.data.labelled:
-        y = keep_labels(y, cfg.data.labelled, cfg.train.seed, what)
-        check_partial_labels(y, what)
-    data = Dataset(data.name, data.x_train, data.x_test, y, data.y_test, data.binarize)
-    return data, partial(labelled_order, y, cfg.train.labelled_share)
 
 
 def collapse_note(model: VAEModel, data: Dataset, rows: int = 2000) -> str | None:

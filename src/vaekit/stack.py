@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -71,6 +72,26 @@ def describe_front(front: VAEModel, cfg: ModelConfig, x_train: torch.Tensor) -> 
                         "unit), so there is nothing to stack on")
     return json.dumps({"model": asdict(cfg), "data_shape": list(front.data_shape), "keep": keep},
                       separators=(",", ":"))
+
+
+def stack_front(cfg, data, given) -> tuple[VAEModel, list[str]]:
+    """The frozen front of a stacked run (the trained model of ``stack_on``), described in
+    ``cfg.model.stack``; and the lines of the options this fixes for the top (``given`` None:
+    the configuration is taken as it is). Every problem names the option."""
+    from .errors import RunDirError
+    from .run import RunDir  # run -> zoo -> stack: imported when needed
+
+    where = f"stack_on {cfg.model.stack_on}"
+    try:
+        front, front_cfg = RunDir(cfg.model.stack_on).load_model("cpu")
+        if front.data_shape != data.shape:
+            raise DataError(f"it was trained on examples of shape {front.data_shape}, but "
+                            f"{data.name} has shape {data.shape}")
+        cfg.model.stack = describe_front(front, front_cfg.model, data.x_train)
+    except (RunDirError, DataError) as e:
+        raise OptionError(f"{where}: {e}", "stack_on") from None
+    cfg.model.stack_on = str(Path(cfg.model.stack_on).resolve())
+    return front, stack_choices(cfg, None if given is None else set(given))
 
 
 def stack_choices(cfg, given: set[str] | None) -> list[str]:

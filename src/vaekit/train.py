@@ -69,6 +69,10 @@ class Trainer:
         Show a progress bar; default: when stderr is a terminal.
     world : World
         This process's place among the training processes (one process by default).
+    order : callable, optional
+        ``order(global_batch, generator)``: an epoch's row indices (a semi-supervised model's
+        batches that always hold labelled rows, :mod:`vaekit.data.labelled`); by default a
+        random permutation of the rows.
     """
 
     def __init__(self, model: VAEModel, config: TrainConfig, log: Callable[[str], None] = print,

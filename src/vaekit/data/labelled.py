@@ -11,10 +11,13 @@ spread their labelled rows evenly over the minibatches).
 from __future__ import annotations
 
 import math
+from functools import partial
+from typing import Callable
 
 import torch
 
 from ..errors import DataError
+from .base import Dataset
 
 UNLABELLED = -1
 
@@ -91,3 +94,18 @@ def labelled_order(y: torch.Tensor, share: float, batch: int,
         rows = torch.cat([labelled[s * m: (s + 1) * m], u[s * (batch - m): (s + 1) * (batch - m)]])
         parts.append(rows[torch.randperm(len(rows), generator=generator)])
     return torch.cat(parts)
+
+
+def partly_labelled(data: Dataset, labelled: int, share: float, seed: int
+                    ) -> tuple[Dataset, Callable[[int, torch.Generator], torch.Tensor]]:
+    """The training part of a semi-supervised run, with ``labelled`` labels per class kept
+    (chosen by ``seed``; 0 keeps the labels as given), and the epoch order whose batches hold
+    labelled rows (``order(batch, generator)``, :func:`labelled_order`)."""
+    what = f"{data.name} (training part)"
+    check_partial_labels(data.y_train, what)
+    y = data.y_train
+    if labelled:
+        y = keep_labels(y, labelled, seed, what)
+        check_partial_labels(y, what)
+    data = Dataset(data.name, data.x_train, data.x_test, y, data.y_test, data.binarize)
+    return data, partial(labelled_order, y, share)
