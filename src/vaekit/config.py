@@ -24,7 +24,7 @@ from .errors import ConfigError
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit value
 MAX_SIZE = 2**20  # widths, latent sizes, components: far beyond any model that fits in memory
-ALPHA = 1.0  # semi-supervised classification weight per labelled row: docs/semi_supervised.md
+ALPHA = 50.0  # semi-supervised classification weight per labelled row: docs/semi_supervised.md
 LABELLED_SHARE = 0.1  # labelled rows per semi-supervised batch: docs/semi_supervised.md
 
 
