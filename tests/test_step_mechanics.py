@@ -178,6 +178,12 @@ def test_a_failed_deferred_write_raises_and_stops_the_later_ones(tmp_path, monke
 
 
 def test_denormals_flushed_on_every_thread_while_training_then_restored():
+    from sklearn.decomposition import PCA
+
+    from vaekit import runtime
+
+    PCA(2).fit(np.random.default_rng(0).random((50, 5)))  # scikit-learn loads its own libgomp
+    runtime._gomp_parallel.cache_clear()  # found again with both copies loaded: torch's is taken
     x = torch.full((1 << 22,), 1e-39)  # large enough for every thread of the pool to take a part
     assert not flushes_denormals() and bool((x * 1.0 != 0).all())
     with denormals_flushed(torch.device("cpu")):
