@@ -81,13 +81,14 @@ def embedded_images(html):
 def test_train_writes_a_self_contained_report(run2d):
     html = (run2d / "report.html").read_text()
     for key, section in (("training", "Training"), ("evaluation", "Evaluation"),
-                         ("latent", "Latent space"), ("images", "Reconstructions and samples")):
+                         ("latent", "Latent space"), ("images", "Reconstructions and samples"),
+                     ("traversals", "Latent traversals")):
         assert f'<h2 id="{key}">{section}</h2>' in html
     assert '<h2 id="features">' not in html  # images get pictures, not the per-feature view
     images = embedded_images(html)
     # 3 loss panels, 3 latent maps and their key, manifold, KL per dim, 2 reconstructions,
-    # 2 sample grids, interpolation
-    assert len(images) == 14
+    # 2 sample grids, the 3 -> 8 morph, the traversals
+    assert len(images) == 15
     for img in images:
         img.verify()  # every embedded PNG decodes
     assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing from the network

@@ -160,12 +160,16 @@ def browser(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    """An image run (digits, 2-d latent, evaluated) and a tabular one (a CSV of 14 features)."""
+    """An image run (digits, 2-d latent, evaluated with sample quality) and a tabular one (a CSV
+    of 14 features)."""
     d = tmp_path_factory.mktemp("runs")
     image = d / "digits"
     assert main(["train", "digits", "--out", str(image), "--epochs", "3", "--hidden", "64",
                  "--latent-dim", "2", "--seed", "1"]) == 0
-    assert main(["evaluate", str(image), "-k", "10"]) == 0
+    with pytest.MonkeyPatch.context() as mp:  # the metric's classifier is cached: not in the user's cache
+        mp.setenv("VAEKIT_DATA", str(tmp_path_factory.mktemp("cache")))
+        assert main(["evaluate", str(image), "-k", "10", "--samples", "100", "--sampler", "all",
+                     "--draws", "2"]) == 0  # the sample-quality section, with a grid per sampler
     from test_report import tabular_csv  # the same deterministic table as the structure tests
 
     table = d / "table"

@@ -34,16 +34,19 @@ def fake_run(path: Path, *extra: str) -> Path:
     ("images/samples_10.png", True), ("images/reconstruction_1.png", True),
     ("latent/epoch_2.npy", True), ("latent/labels.npy", True), (".vaekit.lock", True),
     ("tensorboard/events.out.tfevents.17.h.1.0", True), (".config.json.ab12cd_3.tmp", True),
-    ("latent/.epoch_2.npy.zz99aa00.tmp", True),
+    ("latent/.epoch_2.npy.zz99aa00.tmp", True), ("sample_quality.json", True),
+    ("samplers/expost.safetensors", True), ("samplers/two-stage.json", True),
+    ("samplers/.expost.json.ab12cd_3.tmp", True),
     # not ours
     ("README.md", False), ("images/photo_of_my_cat.png", False), ("latent/notes.txt", False),
     ("images/samples_x.png", False), ("latent/epoch_x.npy", False), ("notes.json", False),
     (".notes.txt.abc.tmp", False), ("images/samples_1.png.bak", False), ("model.safetensors/x", False),
     ("tensorboard/notes.txt", False), ("images/sub/samples_1.png", False),
+    ("samplers/notes.txt", False), ("samplers/Expost.json", False), ("samplers/a/b.json", False),
 ])
 def test_the_names_vaekit_writes(rel, owned):
     assert is_owned(rel) is owned
-    assert OWNED_DIRS == {"images", "latent", "tensorboard", "onnx"}
+    assert OWNED_DIRS == {"images", "latent", "tensorboard", "onnx", "samplers"}
 
 
 def test_a_run_with_only_vaekit_files_has_nothing_foreign(tmp_path):

@@ -13,6 +13,7 @@ from .config import RunConfig
 from .data import Dataset
 from .errors import ConfigError
 from .evaluate import posterior_means
+from .fileio import drain_writes
 from .images import display_scale, save_grid
 from .run import RunDir
 from .train import Callback, Trainer
@@ -24,6 +25,14 @@ LATENT_MAP_POINTS = 2000  # test examples whose codes are kept every epoch for t
 def shown_split(data: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The rows pictured every epoch: the test split, or the training split without one."""
     return (data.x_test, data.y_test) if len(data.x_test) else (data.x_train, data.y_train)
+
+
+def latent_map_rows(n: int) -> slice | torch.Tensor:
+    """The rows whose codes the latent maps keep: all, or :data:`LATENT_MAP_POINTS` evenly spaced
+    ones, so that data sorted by class (or a generated grid, like ``shapes``) is pictured whole."""
+    if n <= LATENT_MAP_POINTS:
+        return slice(0, n)
+    return torch.linspace(0, n - 1, LATENT_MAP_POINTS, dtype=torch.float64).round().long()
 
 
 class RunDirWriter(Callback):
@@ -57,10 +66,10 @@ class RunDirWriter(Callback):
         x_show, y_show = shown_split(data)
         if data.is_image:
             write_images(rd, model, epoch, x_show, y_show, trainer.config.seed)
-        n = min(len(x_show), LATENT_MAP_POINTS)
-        y_in = y_show[:n] if model.cond_dim else None
-        rd.write_latent(epoch, posterior_means(model, x_show[:n], y=y_in),
-                        None if y_show is None else y_show[:n])
+        rows = latent_map_rows(len(x_show))
+        y_in = y_show[rows] if model.cond_dim else None
+        rd.write_latent(epoch, posterior_means(model, x_show[rows], y=y_in),
+                        None if y_show is None else y_show[rows])
         if row.get("best_epoch", epoch) == epoch:  # model.safetensors holds the kept weights
             rd.write_model(model)
         rd.write_checkpoint(epoch, model, trainer.optimizer, trainer.generators(),
@@ -146,6 +155,7 @@ class TensorBoardLogger(Callback):
                 split, _, name = key.partition("_")
                 self.writer.add_scalar(f"{name}/{split}" if name else key, value, epoch)
         if data.is_image:
+            drain_writes()  # the epoch's images are in place
             for name in ("reconstruction", "samples"):
                 img = np.asarray(Image.open(self.rd.images / f"{name}_{epoch}.png").convert("RGB"))
                 self.writer.add_image(name, img, epoch, dataformats="HWC")

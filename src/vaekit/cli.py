@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 from . import __version__
 from .commands import (cmd_baseline, cmd_card, cmd_compare, cmd_datasets, cmd_embed, cmd_evaluate,
-                       cmd_export, cmd_interpolate, cmd_reconstruct, cmd_report, cmd_sample,
-                       cmd_score, cmd_traverse)
+                       cmd_export, cmd_fit_sampler, cmd_interpolate, cmd_reconstruct, cmd_report,
+                       cmd_sample, cmd_score, cmd_traverse)
 from .config import OptionError, choices_of, iter_options, parse_sizes, read_toml
 from .errors import ConfigError, VaekitError
 
@@ -156,6 +156,21 @@ def train_in_world(args: argparse.Namespace, world) -> int:
     return 0
 
 
+SAMPLER_NAMES = ("prior", "expost", "two-stage")
+SAMPLER_HELP = ("where codes come from: prior (p(z), default), expost (a Gaussian mixture fitted "
+                "to the training codes) or two-stage (a second VAE on them); a sampler not yet "
+                "fitted is fitted first and stored in RUN/samplers (see 'vaekit fit-sampler')")
+
+
+def sampler_list(s: str) -> tuple[str, ...]:
+    names = SAMPLER_NAMES if s.strip() == "all" else tuple(v.strip() for v in s.split(",") if v.strip())
+    bad = [n for n in names if n not in SAMPLER_NAMES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"expected samplers from {', '.join(SAMPLER_NAMES)} "
+                                         f"(comma-separated) or all, got '{s}'")
+    return tuple(dict.fromkeys(names))
+
+
 def dim_list(s: str) -> list[int]:
     try:
         dims = [int(v) for v in s.split(",") if v.strip()]
@@ -211,12 +226,20 @@ def build_parser() -> Parser:
         s.set_defaults(func=func)
         return s
 
-    s = run_command("sample", "decode draws from the prior", cmd_sample, None)
+    s = run_command("sample", "decode draws from the prior or a fitted sampler", cmd_sample, None)
     s.add_argument("-n", type=number(int, 1, 10**7), default=64, help="number of samples (default 64)")
     s.add_argument("--out", required=True, help="FILE.png (a grid) or FILE.npy (decoder means)")
-    s.add_argument("--seed", type=seed, default=0, help="seed for the prior draws (default 0)")
+    s.add_argument("--seed", type=seed, default=0, help="seed for the draws (default 0)")
     s.add_argument("--label", type=int, metavar="L",
                    help="class to draw, for a conditional model (trained with --conditional)")
+    s.add_argument("--sampler", choices=SAMPLER_NAMES, default="prior", help=SAMPLER_HELP)
+    s = run_command("fit-sampler", "fit a sampler of latent codes (ex-post mixture or two-stage "
+                    "VAE) to the run's training data and store it in RUN/samplers", cmd_fit_sampler, None)
+    s.add_argument("--sampler", choices=SAMPLER_NAMES[1:], required=True,
+                   help="expost: a Gaussian mixture on the training codes, its components chosen "
+                        "on held-out codes (Ghosh et al. 2020); two-stage: a second VAE on the "
+                        "codes (Dai & Wipf 2019). Replaces a stored fit; 'sample' and 'evaluate' "
+                        "fit a missing one themselves")
     s = run_command("reconstruct", "draw inputs above their reconstructions", cmd_reconstruct, "optional")
     s.add_argument("-n", type=positive_int, default=8, help="number of inputs (default 8)")
     s.add_argument("--split", choices=SPLITS, default="test", help="part of DATA to use (default test)")
@@ -227,12 +250,25 @@ def build_parser() -> Parser:
                         "(default all)")
     s.add_argument("--out", required=True, help="FILE.npy or FILE.csv")
     s = run_command("evaluate", "ELBO, importance-sampled log p(x) with its standard error, "
-                    "active units and KL per dimension", cmd_evaluate, "optional")
+                    "active units and KL per dimension; with --samples, sample quality",
+                    cmd_evaluate, "optional")
     s.add_argument("--split", choices=SPLITS, default="test", help="part of DATA (default test)")
     s.add_argument("--importance-samples", "-k", type=number(int, 1, 10**6), default=1000, metavar="K",
                    help="importance samples per example (default 1000)")
-    s.add_argument("--seed", type=seed, default=0, help="seed for the samples (default 0)")
+    s.add_argument("--seed", type=seed, default=0, help="seed for the importance samples and, with "
+                   "--samples, of the draws (draw r uses seed + r; default 0)")
     s.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    s.add_argument("--samples", type=number(int, 4, 10**6), metavar="N",
+                   help="also measure sample quality with N generated examples per draw: "
+                        "classifier FD (the Fréchet distance in the features of a classifier vaekit "
+                        "trains on the data's labels, cached; not Inception FID) and k-NN "
+                        "precision/recall against the evaluated rows; kept in "
+                        "RUN/sample_quality.json (needs labelled data)")
+    s.add_argument("--sampler", type=sampler_list, default=("prior",), metavar="NAMES",
+                   help="with --samples: the samplers to measure, comma-separated, or all "
+                        f"({', '.join(SAMPLER_NAMES)}; default prior); a missing fit is made first")
+    s.add_argument("--draws", type=number(int, 1, 1000), default=5, metavar="R",
+                   help="with --samples: independent draws behind the mean ± sd (default 5)")
     s = run_command("score", "log p(x) per row, for outlier detection (score = -log_likelihood)",
                     cmd_score, "required")
     s.add_argument("--split", choices=SPLITS, default="all", help="part of DATA (default all)")
@@ -261,10 +297,16 @@ def build_parser() -> Parser:
     r.add_argument("--projection", choices=("pca", "tsne"), default="pca",
                    help="2-D projection of latent maps when the latent has more dimensions (default pca)")
     r.set_defaults(func=cmd_report)
-    s = run_command("interpolate", "decode the path between two inputs' posterior means",
+    s = run_command("interpolate", "decode the path between two inputs' posterior means: two rows, "
+                    "or typical examples of two classes (--from-label 3 --to-label 8)",
                     cmd_interpolate, "optional")
-    s.add_argument("--from", dest="i", type=int, required=True, metavar="I", help="row of the first input")
-    s.add_argument("--to", dest="j", type=int, required=True, metavar="J", help="row of the second input")
+    s.add_argument("--from", dest="i", type=int, metavar="I", help="row of the first input")
+    s.add_argument("--to", dest="j", type=int, metavar="J", help="row of the second input")
+    s.add_argument("--from-label", type=int, metavar="L",
+                   help="instead of --from: the typical example of class L, the one whose posterior "
+                        "mean is nearest the mean code of its class in the rows used")
+    s.add_argument("--to-label", type=int, metavar="L", help="instead of --to: the typical example "
+                   "of class L, chosen the same way")
     s.add_argument("--steps", type=number(int, 1, 1000), default=10, help="decoded points (default 10)")
     s.add_argument("--spherical", action="store_true", help="spherical instead of linear interpolation")
     s.add_argument("--split", choices=SPLITS, default="test", help="part of DATA (default test)")

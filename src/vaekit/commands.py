@@ -23,15 +23,24 @@ def check_out(path: str, suffixes: Sequence[str]) -> Path:
     return out
 
 
-def run_rows(args: argparse.Namespace, images: str | None = None):
-    """The model of RUN, its configuration, and the checked rows of DATA (or its test split)."""
-    from .pipeline import load_run, rows
+def run_data(args: argparse.Namespace, images: str | None = None):
+    """The model of RUN, its configuration, and the checked rows of DATA (or its test split)
+    with their labels and known factors (:class:`vaekit.pipeline.Rows`, tensors on the model's
+    device)."""
+    from .pipeline import data_rows, load_run
 
     model, cfg = load_run(args.run, args.device)
     if images and len(model.data_shape) != 3:
         raise ConfigError(f"this model's data are not images, so {images} cannot be drawn")
-    x, y = rows(model, cfg, args.data, args.split)
-    return model, cfg, x.to(model.device), None if y is None else y.to(model.device)
+    r = data_rows(model, cfg, args.data, args.split)
+    to = (lambda t: None if t is None else t.to(model.device))
+    return model, cfg, type(r)(r.x.to(model.device), to(r.y), to(r.labels), r.factors, r.factor_names)
+
+
+def run_rows(args: argparse.Namespace, images: str | None = None):
+    """The model of RUN, its configuration, and the checked rows of DATA (or its test split)."""
+    model, cfg, r = run_data(args, images)
+    return model, cfg, r.x, r.y
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -39,17 +48,54 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .pipeline import load_run, sample
     from .run import write_npy
 
+    from .pipeline import check_label, run_sampler
+
     out = check_out(args.out, (".png", ".npy"))
-    model, _ = load_run(args.run, args.device)
+    model, cfg = load_run(args.run, args.device)
     if out.suffix.lower() == ".png" and len(model.data_shape) != 3:
         raise ConfigError("this model's data are not images; write samples to a .npy file")
-    x = sample(model, args.n, args.seed, args.label)
+    check_label(model, args.label)  # before a sampler is fitted
+    fitted = None if args.sampler == "prior" else run_sampler(args.run, model, cfg, args.sampler, log=say)
+    x = sample(model, args.n, args.seed, args.label, fitted)
     if out.suffix.lower() == ".png":
         save_grid(x, out, nrow=math.ceil(math.sqrt(args.n)))
     else:
         write_npy(out, x.numpy())
-    print(f"wrote {args.n} samples to {out}")
+    print(f"wrote {args.n} samples ({args.sampler} sampler) to {out}")
     return 0
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_fit_sampler(args: argparse.Namespace) -> int:
+    from .pipeline import load_run, run_sampler
+
+    model, cfg = load_run(args.run, args.device)
+    s = run_sampler(args.run, model, cfg, args.sampler, fit="always", log=say)
+    print(f"fitted the {args.sampler} sampler of {args.run} ({s.describe()}) in "
+          f"{s.record['seconds']:.1f} s")
+    return 0
+
+
+def sample_quality(args: argparse.Namespace, model, cfg, x, y) -> tuple[dict, dict]:
+    """The sample-quality metric of each of ``args.sampler`` against the rows ``x``:
+    ``(settings, results)`` for :func:`vaekit.quality.merge`."""
+    from . import quality
+    from .pipeline import metric_classifier, run_sampler
+
+    if model.cond_dim and y is None:
+        raise DataError("a conditional model's samples need labels: evaluate on labelled rows")
+    clf = metric_classifier(cfg, model.device, say)
+    fitted = {name: run_sampler(args.run, model, cfg, name, log=say) for name in args.sampler}
+    say(f"sample quality: {args.draws} draws of {args.samples} samples from "
+        f"{', '.join(fitted)} against {len(x)} rows")
+    results = quality.measure_samplers(model, clf, x, fitted, args.samples, args.draws, args.seed, y,
+                                       log=say)
+    settings = quality.settings(clf, args.data or cfg.data.data, args.split if args.data else "test",
+                                len(x), args.samples, args.draws, args.seed)
+    return settings, results
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
@@ -127,12 +173,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .fileio import json_dumps
     from .card import write_card
     from .tracking import log_files
-    from .disentangle import dataset_factors, disentanglement_scores
+    from .disentangle import disentanglement_scores
     from .evaluate import posterior_means
     from .pipeline import save_evaluation
     from .run import RunDir
 
-    model, cfg, x, y = run_rows(args)
+    model, cfg, r = run_data(args)
+    x, y = r.x, r.y
     if len(x) == 0:
         raise DataError("no examples to evaluate")
     update, close = progress_bar(len(x), f"log p(x), K={args.importance_samples}")
@@ -144,16 +191,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     res = {"data": args.data or cfg.data.data, "split": args.split if args.data else "test", **res}
     if getattr(model, "semi_supervised", False):
         res |= classification(model, x, y)
-    found = dataset_factors(res["data"], res["split"], log=lambda s: print(s, file=sys.stderr))
-    if found is not None:  # data with known factors (the built-in shapes): MIG and DCI
-        res |= disentanglement_scores(posterior_means(model, x, y=y).numpy(), found[0],
+    measured = sample_quality(args, model, cfg, x, y) if args.samples else None
+    if r.factors is not None:  # data with known factors (shapes, an .npz with f_*): MIG and DCI
+        res |= disentanglement_scores(posterior_means(model, x, y=y).numpy(), r.factors,
                                       random_state=args.seed)  # flat keys: mig, dci_*, n_rows
     rd = RunDir(args.run)
     with rd.lock():
         written = save_evaluation(rd, res)
+        quality_doc = None
+        if measured is not None:
+            from .quality import FILE, merge
+
+            quality_doc = merge(rd.path, *measured)
+            written.append(FILE)
         write_card(rd.path, keep_foreign=True)
         log_files(rd.path, ["evaluation.json", "README.md"], metrics=res)  # when logged to MLflow
-        refresh = rd.report.exists() and "evaluation.json" in written
+        refresh = rd.report.exists() and ("evaluation.json" in written or measured is not None)
         if refresh:
             from .report import write_report
 
@@ -161,8 +214,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     kept = "" if "evaluation.json" in written else " (evaluation.json keeps its larger K)"
     print(f"saved {', '.join(written)}{kept}{'; report.html refreshed' if refresh else ''}",
           file=sys.stderr)
-    if args.json:
-        print(json_dumps(res))  # NaN and inf as null: the output stays JSON
+    if args.json:  # NaN and inf as null: the output stays JSON
+        print(json_dumps(res if quality_doc is None else {**res, "sample_quality": quality_doc}))
         return 0
     rows = [("examples", f"{res['n_examples']}"),
             ("log p(x)", f"{res['log_likelihood']:.3f} +- {res['log_likelihood_stderr']:.3f} "
@@ -188,6 +241,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           "is better")
     for name, value in rows:
         print(f"  {name:<13} {value}")
+    if quality_doc is not None:
+        from .quality import describe_metric, table_lines
+
+        print(f"sample quality ({describe_metric(quality_doc)}):")
+        for line in table_lines(quality_doc):
+            print(f"  {line}")
     return 0
 
 
@@ -243,25 +302,28 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    import torch
-
     from .images import save_grid
-    from .viz import interpolation_codes
+    from .morph import interpolation_ends, morph
 
     out = check_out(args.out, (".png",))
-    model, _, x, y = run_rows(args, "an interpolation")
-    for name, i in (("--from", args.i), ("--to", args.j)):
-        if not 0 <= i < len(x):
-            raise ConfigError(f"{name} {i} is out of range: the data has rows 0 to {len(x) - 1}")
-    with torch.no_grad():
-        ends = x[[args.i, args.j]]
-        z = model.encode(ends, None if y is None else y[[args.i, args.j]]).mean
-        # a conditional model decodes the path with the first input's label
-        path = model.decode(interpolation_codes(z[0], z[1], args.steps, args.spherical),
-                            None if y is None else y[args.i: args.i + 1]).mean
-    save_grid(torch.cat([ends[:1], path, ends[1:]]), out, nrow=args.steps + 2)
-    print(f"wrote input {args.i}, {args.steps} decoded {'spherical' if args.spherical else 'linear'} "
-          f"steps and input {args.j} to {out}")
+    by_label = args.from_label is not None or args.to_label is not None
+    if by_label and (args.i is not None or args.j is not None):
+        raise ConfigError("give the ends as rows (--from I --to J) or as classes (--from-label L "
+                          "--to-label L), not both")
+    if (args.i is None or args.j is None) and not (args.from_label is not None
+                                                   and args.to_label is not None):
+        raise ConfigError("give both ends: --from I --to J (rows), or --from-label L --to-label L "
+                          "(a typical example of each class)")
+    model, _, r = run_data(args, "an interpolation")
+    ends = ((args.from_label, args.to_label), ("--from-label", "--to-label")) if by_label else (
+        (args.i, args.j), ("--from", "--to"))
+    i, j = interpolation_ends(model, r.x, r.y, r.labels, *ends[0], by_label, ends[1])
+    save_grid(morph(model, r.x[[i, j]], None if r.y is None else r.y[[i, j]], args.steps,
+                    args.spherical), out, nrow=args.steps + 2)
+    kind = "spherical" if args.spherical else "linear"
+    which = (f"class {args.from_label} (row {i})", f"class {args.to_label} (row {j})"
+             ) if by_label else (f"input {i}", f"input {j}")
+    print(f"wrote {which[0]}, {args.steps} decoded {kind} steps and {which[1]} to {out}")
     return 0
 
 

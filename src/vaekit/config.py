@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import tomllib
 import typing
@@ -205,12 +206,14 @@ class TrainConfig:
     lr_schedule: str = option("constant", "constant, or cosine: anneal the learning rate to 0 "
                               "over the epochs, step by step (Loshchilov & Hutter 2017)",
                               choices=("constant", "cosine"), auto=True)
-    objective: str = option("elbo", "elbo (averaged over k samples) or iwae (the importance-"
-                            "weighted bound with k samples, Burda et al. 2015)",
+    objective: str = option("elbo", "elbo (averaged over k samples), iwae (the importance-"
+                            "weighted bound with k samples, Burda et al. 2015) or tcvae (beta "
+                            "weights the total correlation of the codes alone, Chen et al. 2018)",
                             choices=registry_names("objectives", "OBJECTIVES"))
     k: int = option(1, "samples per example in the training objective", low=1, high=2**16)
-    beta: float = option(1.0, "weight of the KL term (beta-VAE, Higgins et al. 2017); 1 is the "
-                         "ELBO", low=0, high=1e6)
+    beta: float = option(1.0, "weight of the KL term (beta-VAE, Higgins et al. 2017), or with "
+                         "objective tcvae of the total correlation alone; 1 is the ELBO",
+                         low=0, high=1e6)
     kl_warmup: int = option(0, "ramp the KL weight linearly from 0 to beta over this many epochs, "
                             "step by step (0: off); metrics still report the true ELBO",
                             low=0, high=10**7, metavar="EPOCHS")
@@ -252,8 +255,11 @@ class TrainConfig:
         if not valid_device(self.device):
             raise OptionError(f"device must be auto, cpu, cuda, cuda:N or mps, got "
                               f"'{self.device}'", "device")
-        if self.objective == "iwae" and self.free_bits > 0:
+        if self.objective != "elbo" and self.free_bits > 0:
             raise OptionError("free_bits applies to objective elbo only", "free_bits", "objective")
+        if self.objective == "tcvae" and self.kl_warmup:
+            raise OptionError("kl_warmup applies to objectives elbo and iwae: tcvae weights the "
+                              "total correlation, not the KL", "kl_warmup", "objective")
 
 
 @dataclass
@@ -299,6 +305,11 @@ class RunConfig:
         self.model.validate()
         self.train.validate()
         self.data.validate()
+        if self.train.objective == "tcvae" and (self.model.posterior != "diagonal"
+                                                or self.model.top_latent_dims):
+            raise OptionError("objective tcvae needs one stochastic layer with posterior diagonal "
+                              "(its total correlation uses each dimension's marginal)",
+                              "objective", "posterior")
         if self.train.patience and not self.data.val_fraction:
             raise OptionError("patience (early stopping) needs a validation split: set val_fraction, "
                               "e.g. 0.1", "patience", "val_fraction")
@@ -371,7 +382,12 @@ def public_names(scope: str | None = None) -> list[str]:
 
 def field_kind(f: dataclasses.Field) -> type:
     """The field's value type: bool, int, float, str or tuple (of ints)."""
-    hint = typing.get_type_hints(SECTION_OWNER[f.name])[f.name]
+    return _kind(f.name)
+
+
+@functools.cache
+def _kind(name: str) -> type:
+    hint = typing.get_type_hints(SECTION_OWNER[name])[name]  # slow: read once per field
     options = (hint, *typing.get_args(hint)) if typing.get_origin(hint) is not tuple else (hint,)
     if any(h is tuple or typing.get_origin(h) is tuple for h in options):
         return tuple

@@ -289,25 +289,22 @@ def disentanglement_scores(codes: np.ndarray, factors: np.ndarray, random_state:
 
 def dataset_factors(spec: str, split: str = "test", log: Callable[[str], object] = print
                     ) -> tuple[np.ndarray, tuple[str, ...]] | None:
-    """The factors of a built-in data set with known factors, row for row with its rows.
+    """The known factors of a data set, row for row with ``vaekit.data.load_rows(spec, split)``.
 
     Parameters
     ----------
     spec : str
-        A data set name or path; only built-in sets with factors (``shapes``) have any.
+        A data set name or path: the built-in ``shapes``, or an ``.npz`` with ``f_train`` (and
+        ``f_test``) have factors (:class:`vaekit.data.Dataset`'s ``f_train``/``f_test``).
     split : str
-        ``test``, ``train`` or ``all`` (train then test): the order of
-        ``vaekit.data.load_rows(spec, split)`` and of ``load_data(spec).x_test`` for ``test``.
+        ``test``, ``train`` or ``all`` (train then test).
 
     Returns
     -------
     (factors, names) or None
-        ``(n, F)`` int64 factor indices and the factor names; None when ``spec`` has no factors.
+        ``(n, F)`` int64 factor values and the factor names; None when ``spec`` has no factors.
     """
-    if spec != "shapes":
-        return None
-    from .data.shapes import load_factors
+    from .data import load_part
 
-    train, test, names = load_factors(log)
-    parts = {"train": train, "test": test}
-    return (parts[split] if split in parts else np.concatenate([train, test])), names
+    part = load_part(spec, split, log)
+    return None if part.factors is None else (part.factors, part.factor_names)

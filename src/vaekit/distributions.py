@@ -11,13 +11,24 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.distributions import (Categorical, Independent, MixtureSameFamily, MultivariateNormal, Normal,
-                                 register_kl)
+from torch.distributions import (Categorical, Distribution, Independent, MixtureSameFamily,
+                                 MultivariateNormal, Normal, register_kl)
 
 
 def full_precision(t: torch.Tensor) -> torch.Tensor:
     """float16/bfloat16 network outputs -> float32 (log-densities need it); float64 stays."""
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+def normal(cls: type[Normal], loc: torch.Tensor, scale: torch.Tensor) -> Normal:
+    """``cls(loc, scale)`` without validation; equal shapes skip ``broadcast_all`` (an op and
+    several Python calls per construction, every training step)."""
+    if loc.shape != scale.shape:
+        return cls(loc, scale, validate_args=False)
+    d = cls.__new__(cls)
+    d.loc, d.scale = loc, scale
+    Distribution.__init__(d, loc.shape, validate_args=False)
+    return d
 
 
 class DiagonalNormal(Independent):
@@ -28,7 +39,7 @@ class DiagonalNormal(Independent):
     """
 
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor, base: type[Normal] = Normal) -> None:
-        super().__init__(base(loc, scale, validate_args=False), 1, validate_args=False)
+        super().__init__(normal(base, loc, scale), 1, validate_args=False)
 
     def rsample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None,
                 noise: torch.Tensor | None = None):

@@ -23,13 +23,16 @@ def elbo_terms(model, x: torch.Tensor, batch_size: int = 1000, beta: float = 1.0
                generator: torch.Generator | None = None,
                autocast: contextlib.AbstractContextManager | None = None,
                y: torch.Tensor | None = None, objective: str = "elbo", k: int = 1) -> dict[str, float]:
-    """Mean loss (the training objective), reconstruction and KL per example over ``x``, in nats.
+    """Mean loss (the training objective), reconstruction and KL per example over ``x``, in nats,
+    and ``tc``, the mean minibatch total correlation, where the objective estimates one (tcvae;
+    its batches are ``batch_size`` rows).
 
     With the default objective, the negative ELBO from one reparameterized sample per example;
     pass a seeded ``generator`` for a repeatable value, labels ``y`` for a conditional model.
     """
     device = model.device
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    has_tc = False
     was_training = model.training
     model.eval()
     for i in range(0, len(x), batch_size):
@@ -37,10 +40,12 @@ def elbo_terms(model, x: torch.Tensor, batch_size: int = 1000, beta: float = 1.0
         yb = None if y is None else y[i: i + batch_size].to(device)
         with autocast or contextlib.nullcontext():
             t = model(xb, beta, generator, y=yb, name=objective, k=k)
-        sums += torch.stack([t.loss.sum(), t.rec.sum(), t.kl.sum()]).double()
+        tc = t.tc.sum() if t.tc is not None else t.loss.new_zeros(())
+        has_tc = t.tc is not None
+        sums += torch.stack([t.loss.sum(), t.rec.sum(), t.kl.sum(), tc]).double()
     model.train(was_training)
-    loss, rec, kl = (sums / max(len(x), 1)).tolist()
-    return {"loss": loss, "rec": rec, "kl": kl}
+    loss, rec, kl, tc = (sums / max(len(x), 1)).tolist()
+    return {"loss": loss, "rec": rec, "kl": kl} | ({"tc": tc} if has_tc else {})
 
 
 @torch.no_grad()

@@ -12,9 +12,12 @@ import fcntl
 import json
 import math
 import os
+import queue
 import signal
 import stat
+import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -50,8 +53,14 @@ def _after_write(path: Path) -> None:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (same-directory temp file + ``os.replace``)."""
+    """Replace ``path`` with ``data`` atomically (same-directory temp file + ``os.replace``).
+
+    Inside :func:`deferred_sync`, the fsync and the rename are left to a background thread
+    that does them in the order of the writes, so the caller does not wait for the disk.
+    """
     path = Path(path)
+    if _deferred is not None:
+        _deferred.raise_error()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -59,6 +68,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise VaekitError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; give the usual permissions
+        if _deferred is not None:
+            f = os.fdopen(fd, "wb")
+            try:
+                f.write(data)
+                f.flush()
+            except BaseException:
+                f.close()
+                raise
+            _deferred.put(f, tmp, path)  # it closes the file
+            return
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -69,8 +88,93 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         if isinstance(e, OSError):
             raise VaekitError(f"cannot write {path}: {e.strerror or e}") from None
         raise
+    _written(path)
+
+
+def _written(path: Path) -> None:
     if _KILL_AFTER or _WRITE_LOG:
         _after_write(path)
+
+
+class _DeferredSync:
+    """One thread that makes written temp files durable (fsync) and renames them into place,
+    in the order they were written: the same files, the same order of replacements, and
+    the same guarantee after a crash (a file is replaced only once its data are on disk)."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue = queue.Queue()
+        self.error: BaseException | None = None  # the first failure; later writes are dropped
+        self.raised = False
+        self.thread = threading.Thread(target=self.run, name="vaekit-sync", daemon=True)
+        self.thread.start()
+
+    def put(self, f, tmp: str, path: Path) -> None:
+        self.queue.put((f, tmp, path))
+
+    def run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            f, tmp, path = item
+            try:
+                with f:
+                    if self.error is None:
+                        os.fsync(f.fileno())
+                if self.error is None:
+                    os.replace(tmp, path)
+                    _written(path)
+                else:  # a failed write stops the later ones: their order must hold
+                    Path(tmp).unlink(missing_ok=True)
+            except BaseException as e:  # raised in the writing thread at its next write
+                Path(tmp).unlink(missing_ok=True)
+                if self.error is None:
+                    self.error = (VaekitError(f"cannot write {path}: {e.strerror or e}")
+                                  if isinstance(e, OSError) else e)
+            finally:
+                self.queue.task_done()
+        self.queue.task_done()
+
+    def drain(self) -> None:
+        """Wait until every write so far is in place."""
+        self.queue.join()
+
+    def raise_error(self) -> None:
+        """Raise the first failure in the caller's thread, once."""
+        if self.error is not None and not self.raised:
+            self.raised = True
+            raise self.error
+
+    def stop(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+
+
+_deferred: _DeferredSync | None = None
+
+
+@contextlib.contextmanager
+def deferred_sync() -> Iterator[None]:
+    """Within this block, :func:`atomic_write_bytes` returns once the data are written to the
+    temp file; a background thread fsyncs and renames in order. On leaving (also by an
+    exception) every write is in place, and a failed one raises. Nested blocks share one."""
+    global _deferred
+    if _deferred is not None:
+        yield
+        return
+    _deferred = _DeferredSync()
+    try:
+        yield
+    finally:
+        d, _deferred = _deferred, None
+        d.drain()
+        d.stop()
+        if sys.exc_info()[0] is None:
+            d.raise_error()
+
+
+def drain_writes() -> None:
+    """Wait until every deferred write is in place (before reading a file just written)."""
+    if _deferred is not None:
+        _deferred.drain()
+        _deferred.raise_error()
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

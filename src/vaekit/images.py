@@ -36,7 +36,7 @@ def grid_png(images: torch.Tensor, nrow: int, scale: int | None = None) -> bytes
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    img.save(buf, format="PNG", compress_level=1)  # 2x faster than the default 6, every epoch
     return buf.getvalue()
 
 

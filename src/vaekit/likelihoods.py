@@ -18,8 +18,11 @@ LIKELIHOODS: Registry[type] = Registry("likelihood")
 
 
 def require_unit_interval(x: torch.Tensor, what: str, needs: str) -> None:
-    """DataError unless every value of ``x`` lies in [0, 1]; ``needs`` says why and what to do."""
-    lo, hi = float(x.min()), float(x.max())
+    """DataError unless every value of ``x`` lies in [0, 1]; ``needs`` says why and what to do.
+
+    ``x`` is a tensor or rows streamed from disk; both have ``aminmax`` (one pass over the data).
+    """
+    lo, hi = (float(v) for v in x.aminmax())
     if lo < 0.0 or hi > 1.0:
         raise DataError(f"{what}: values span [{lo:g}, {hi:g}] but {needs} or use --likelihood gaussian")
 
@@ -68,8 +71,10 @@ class IndependentBernoulli(Independent):
     """
 
     def __init__(self, logits: torch.Tensor, event_ndims: int) -> None:
-        super().__init__(Bernoulli(logits=logits, validate_args=False), event_ndims,
-                         validate_args=False)
+        base = Bernoulli.__new__(Bernoulli)  # Bernoulli(logits=logits) without broadcast_all
+        base.logits = base._param = logits
+        Distribution.__init__(base, logits.shape, validate_args=False)
+        super().__init__(base, event_ndims, validate_args=False)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         logits = self.base_dist.logits

@@ -22,12 +22,15 @@ class LossTerms(NamedTuple):
     ``loss`` is what training minimises (for the ELBO, ``rec + beta * kl``);
     ``rec = -E_q[log p(x|z)]`` and ``kl = KL(q(z|x) || p(z))`` are averaged over the ``k``
     samples, the KL in closed form where it exists (``model.kl_estimator`` says which).
+    ``tc`` is the minibatch estimate of the total correlation where the objective has one
+    (``tcvae``), else None.
     """
 
     loss: torch.Tensor
     rec: torch.Tensor
     kl: torch.Tensor
     kl_dims: torch.Tensor | None = None  # (batch, latent) when q and p factorise over dimensions
+    tc: torch.Tensor | None = None
 
 
 def objective(name: str) -> Callable:
@@ -59,8 +62,14 @@ def negative_elbo(model, x: torch.Tensor, beta: float = 1.0,
         Reparameterized samples per example.
     """
     t = model.terms(x, y, k, generator, noise)
-    rec, kl = -t.log_px.mean(0), t.kl.mean(0)
-    return LossTerms(rec + beta * kl, rec, kl, None if t.kl_dims is None else t.kl_dims.mean(0))
+    rec, kl = -sample_mean(t.log_px), sample_mean(t.kl)
+    loss = rec + kl if beta == 1 else rec + beta * kl  # the same numbers, one kernel fewer
+    return LossTerms(loss, rec, kl, None if t.kl_dims is None else sample_mean(t.kl_dims))
+
+
+def sample_mean(t: torch.Tensor) -> torch.Tensor:
+    """Mean over the leading sample dimension; with one sample, that sample (a view, exact)."""
+    return t[0] if t.shape[0] == 1 else t.mean(0)
 
 
 @OBJECTIVES.register("iwae")
@@ -78,8 +87,45 @@ def negative_iwae(model, x: torch.Tensor, beta: float = 1.0,
     t = model.terms(x, y, k, generator, noise, weights=True)
     log_w = t.log_px + beta * t.log_ratio  # (k, batch)
     loss = -(torch.logsumexp(log_w, 0) - math.log(k))
+    kl_dims = None if t.kl_dims is None else sample_mean(t.kl_dims)
+    return LossTerms(loss, -sample_mean(t.log_px), sample_mean(t.kl), kl_dims)
+
+
+@OBJECTIVES.register("tcvae")
+def negative_tcvae(model, x: torch.Tensor, beta: float = 1.0,
+                   generator: torch.Generator | None = None,
+                   noise: torch.Tensor | None = None, y: torch.Tensor | None = None,
+                   k: int = 1) -> LossTerms:
+    """Negative beta-TCVAE objective (Chen et al. 2018, eq. 4 with alpha = gamma = 1), per example.
+
+    The ELBO's KL splits into index-code mutual information, total correlation (TC) and
+    dimension-wise KL (:mod:`vaekit.total_correlation`); beta-TCVAE weights the TC alone by
+    ``beta``: ``loss = rec + MI + beta * TC + DWKL = rec + kl + (beta - 1) * tc``. The KL is the
+    closed form where it exists (the sum MI + TC + DWKL of the paper is its one-sample estimate:
+    the same in expectation, with less noise); ``tc`` is estimated on the batch by
+    minibatch-weighted sampling without its constant (D - 1) log N, which has no gradient, so a
+    code whose posterior does not depend on x has a TC of 0. ``beta = 1`` is the ELBO. Needs a
+    diagonal posterior; under several processes the batch is each process's slice. Arguments as
+    :func:`negative_elbo`.
+    """
+    from .total_correlation import total_correlation
+
+    qz = model.infer(x, y)
+    if noise is None:  # drawn here, so that the TC sees the very codes the decoder gets
+        loc = qz.mean
+        noise = torch.randn(k, *loc.shape[:-1], model.noise_dim, generator=generator,
+                            dtype=loc.dtype, device=loc.device)
+    t = model.terms(x, y, k, noise=noise, state=qz)
+    tc = total_correlation(qz.rsample((k,), noise=noise), qz).mean(0)
+    rec, kl = -t.log_px.mean(0), t.kl.mean(0)
     kl_dims = None if t.kl_dims is None else t.kl_dims.mean(0)
-    return LossTerms(loss, -t.log_px.mean(0), t.kl.mean(0), kl_dims)
+    return LossTerms(rec + kl + (beta - 1) * tc, rec, kl, kl_dims, tc)
+
+
+def reported_loss(rec: float, kl: float, beta: float, tc: float | None = None) -> float:
+    """The objective at the target weight ``beta`` from mean terms, as the metrics report it:
+    ``rec + beta * kl``, or with a total correlation (``tcvae``) ``rec + kl + (beta - 1) * tc``."""
+    return rec + beta * kl if tc is None else rec + kl + (beta - 1) * tc
 
 
 def kl_weight(beta: float, warmup_epochs: int, epoch: int, step: int, steps: int) -> float:

@@ -8,6 +8,7 @@ run directory's rules) is made here once, for every entry point.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import sys
 import time
@@ -19,10 +20,11 @@ import numpy as np
 import torch
 
 from .config import MAX_SIZE, OptionError, RunConfig, option_fields
-from .data import DATASETS, Dataset, load_data, load_rows
+from .data import DATASETS, Dataset, load_data, load_part
 from .data.labelled import check_partial_labels, partly_labelled
 from .distributed import World
 from .errors import DataError, RunDirError
+from .fileio import deferred_sync
 from .model import VAEModel
 from .run import RunDir
 from .runtime import resolve_device
@@ -265,7 +267,8 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
             f"of shape {data.shape}, {sum(p.numel() for p in model.parameters()):,} parameters, "
             f"{trainer.device} {trainer.precision}{procs}{where}")
         try:
-            history = trainer.fit(data, callbacks, val)
+            with deferred_sync():  # fsync and rename in a background thread, in order
+                history = trainer.fit(data, callbacks, val)
         except BaseException:
             if rd is not None and world.is_main and rd.rollback():
                 say(f"the run that --overwrite was replacing in {rd.path} is restored")
@@ -333,8 +336,8 @@ def validation_split(data: Dataset, fraction: float
     if len(val) == 0:
         return data, None
     part = (lambda a, i: None if a is None else a[i])
-    rest = Dataset(data.name, data.x_train[train], data.x_test, part(data.y_train, train),
-                   data.y_test, data.binarize)
+    rest = dataclasses.replace(data, x_train=data.x_train[train], y_train=part(data.y_train, train),
+                               f_train=part(data.f_train, train))  # the rest (test part) as it is
     return rest, (data.x_train[val], part(data.y_train, val))
 
 
@@ -348,26 +351,48 @@ def load_run(path: str | Path, device: str = "auto") -> tuple[VAEModel, RunConfi
     return RunDir(path).load_model(resolve_device(device))
 
 
+@dataclass
+class Rows:
+    """Checked rows of a run's data: ``x`` ``(n, *data_shape)``; ``y``, the labels the model
+    reads (a conditional or semi-supervised model's, else None); and what the data knows about
+    each row: ``labels`` ``(n,)`` int64 and ``factors`` ``(n, F)`` int64 (with ``factor_names``), or None."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+    labels: torch.Tensor | None
+    factors: np.ndarray | None
+    factor_names: tuple[str, ...] | None
+
+
+def data_rows(model: VAEModel, cfg: RunConfig, data: str | None, split: str) -> Rows:
+    """Rows of ``data`` (a name or path; None: the run's own test split) checked against the
+    model, with their labels and known factors where the data has them (:class:`Rows`)."""
+    if data is None:
+        ds = load_data(cfg.data.data, cfg.data.test_fraction, log=stderr, stream=cfg.data.stream)
+        x, y, f, names = ds.x_test, ds.y_test, ds.f_test, ds.factor_names
+        x = x[:] if not isinstance(x, torch.Tensor) else x  # the test split, read whole
+        if len(x) == 0:
+            raise DataError(f"the run's data {cfg.data.data} has no test split (test_fraction 0); "
+                            "give DATA, with --split train to use training rows")
+        f = None if f is None else f.numpy()
+        what = f"{cfg.data.data} (test part)"
+    else:
+        part = load_part(data, split, log=stderr)
+        x, y = torch.from_numpy(part.x), None if part.y is None else torch.from_numpy(part.y)
+        f, names, what = part.factors, part.factor_names, data
+    y = None if y is None else y.long()
+    read = label_classes(model) > 0  # conditional (labels required) or semi-supervised (optional)
+    check_rows(model, x, y if read else None, what)
+    return Rows(x, y if read else None, y, f, names if f is not None else None)
+
+
 def rows(model: VAEModel, cfg: RunConfig, data: str | None, split: str
          ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Rows of ``data`` (a name or path; None: the run's own test split), checked against the
     model, with their labels when the model reads labels (conditional or semi-supervised, for
     which they may be None or -1), else None: ``(x, y)``."""
-    if data is None:
-        ds = load_data(cfg.data.data, cfg.data.test_fraction, log=stderr, stream=cfg.data.stream)
-        x, y = ds.x_test, ds.y_test
-        x = x[:] if not isinstance(x, torch.Tensor) else x  # the test split, read whole
-        if len(x) == 0:
-            raise DataError(f"the run's data {cfg.data.data} has no test split (test_fraction 0); "
-                            "give DATA, with --split train to use training rows")
-        what = f"{cfg.data.data} (test part)"
-    else:
-        xa, ya = load_rows(data, split)
-        x, y = torch.from_numpy(xa), None if ya is None else torch.from_numpy(np.asarray(ya, np.int64))
-        what = data
-    y = y if label_classes(model) else None
-    check_rows(model, x, y, what)
-    return x, None if y is None else y.long()
+    r = data_rows(model, cfg, data, split)
+    return r.x, r.y
 
 
 def check_label(model: VAEModel, label: int | None) -> None:
@@ -385,14 +410,69 @@ def check_label(model: VAEModel, label: int | None) -> None:
                           f"{classes - 1}", "label")
 
 
-def sample(model: VAEModel, n: int, seed: int | torch.Generator, label: int | None = None
-           ) -> torch.Tensor:
-    """Decoder means of ``n`` prior draws (of class ``label``), float32 on the CPU."""
+def sample(model: VAEModel, n: int, seed: int | torch.Generator, label: int | None = None,
+           sampler: Any = None) -> torch.Tensor:
+    """Decoder means of ``n`` draws (of class ``label``), float32 on the CPU: codes from the
+    prior, or from ``sampler`` (a :class:`vaekit.samplers.Sampler`, see :func:`run_sampler`)."""
     check_label(model, label)
     g = seed if isinstance(seed, torch.Generator) else torch.Generator(model.device).manual_seed(seed)
     y = None if label is None else torch.full((n,), label, device=model.device)
-    return model.generate(n, g, y).float().cpu()
+    if sampler is None:
+        return model.generate(n, g, y).float().cpu()
+    with torch.no_grad():
+        return model.decode(sampler.codes(n, g), y).mean.float().cpu()
 
 
-__all__ = ["TrainResult", "train", "resume_config", "load_run", "rows", "check_rows", "check_data",
-           "sample"]
+# -- samplers and the sample-quality metric ------------------------------------------------------
+def run_data(cfg: RunConfig, log: Log = stderr, stream: bool = False) -> Dataset:
+    """The data a run was trained on, loaded again by its name or path."""
+    if cfg.data.data == "array":  # the estimator's name for data that never were a file
+        raise DataError("this run was saved from Python (VAE.save) and its data are not on disk; "
+                        "use the estimator: VAE.fit_sampler(X, sampler=...), then save")
+    return load_data(cfg.data.data, cfg.data.test_fraction, log=log, stream=stream)
+
+
+def training_rows(cfg: RunConfig, log: Log = stderr) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The rows a run was trained on (its training split less its validation part), with their
+    labels where the data has them; refused if a user's data changed since training."""
+    data = run_data(cfg, log, stream=cfg.data.stream)
+    if not isinstance(data.x_train, torch.Tensor):
+        raise DataError(f"{cfg.data.data} is streamed; fitting a sampler needs data that fit in memory")
+    if cfg.data.fingerprint and cfg.data.data not in DATASETS and fingerprint(data) != cfg.data.fingerprint:
+        raise DataError(f"{data.name} is not the data this run was trained on (its contents changed)")
+    data, _ = validation_split(data, cfg.data.val_fraction)
+    return data.x_train, data.y_train
+
+
+def fit_sampler(name: str, model: VAEModel, x: torch.Tensor, y: torch.Tensor | None = None,
+                seed: int = 0, log: Log = stderr):
+    """Fit sampler ``name`` (:mod:`vaekit.samplers`) to the codes of rows ``x``; a two-stage
+    VAE is trained by :func:`train`."""
+    from .samplers import fit_sampler as fit
+
+    return fit(name, model, x, y if model.cond_dim else None, seed, train, log)
+
+
+def run_sampler(run: str | Path, model: VAEModel, cfg: RunConfig, name: str, fit: str = "missing",
+                log: Log = stderr):
+    """Sampler ``name`` of a run: the stored one (checked), or fitted to the run's training rows
+    and stored (``fit``: ``missing`` fits one that is absent, stale or damaged; ``always``
+    refits; ``never`` raises a RunDirError instead); see :func:`vaekit.samplers.obtain`."""
+    from .samplers import obtain
+
+    def fitter():
+        return fit_sampler(name, model, *training_rows(cfg, log), cfg.train.seed, log)
+    return obtain(RunDir(run), model, name, fit, fitter, log)
+
+
+def metric_classifier(cfg: RunConfig, device: torch.device | str = "cpu", log: Log = stderr):
+    """The feature network of the sample-quality metric for a run's data
+    (:func:`vaekit.featurenet.classifier_for`: cached, or trained once)."""
+    from .featurenet import classifier_for
+
+    return classifier_for(run_data(cfg, log), device, log)
+
+
+__all__ = ["TrainResult", "Rows", "train", "resume_config", "load_run", "rows", "data_rows",
+           "check_rows", "check_data", "sample", "training_rows", "fit_sampler", "run_sampler",
+           "metric_classifier"]

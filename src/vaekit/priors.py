@@ -68,7 +68,10 @@ class StandardNormalPrior(nn.Module):
     def forward(self, encode: Encode | None = None) -> DiagonalNormal:
         """N(0, I) as a :class:`DiagonalNormal` over a :class:`UnitNormal` (callers use its
         ``base_dist``); ``encode`` is ignored."""
-        return DiagonalNormal(self.loc, self.scale, base=UnitNormal)
+        cached = self.__dict__.get("_dist")
+        if cached is None or cached.base_dist.loc is not self.loc:  # buffers moved: rebuild
+            cached = self.__dict__["_dist"] = DiagonalNormal(self.loc, self.scale, base=UnitNormal)
+        return cached
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None,

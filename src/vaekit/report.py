@@ -2,8 +2,10 @@
 
 The page opens with the headline numbers (the loss of the kept epoch, log p(x) ± its standard
 error, active units, bits/dim) and any warning in plain words; the configuration is folded away;
-then the training curves, the evaluation as a table, the latent space, and the reconstructions
-and samples (images) or a per-feature view of data, reconstructions and samples (vectors).
+then the training curves, the evaluation as a table, the latent space (maps over epochs in one
+shared projection), and for images the reconstructions and samples, a morph between two classes
+and latent traversals per dimension; for vectors a per-feature view of data, reconstructions and
+samples.
 
 Everything is read through :class:`~vaekit.run.RunDir`'s validated readers. Images are embedded
 as base64 PNGs and the page loads nothing from the network and runs no script. Every piece of
@@ -20,8 +22,10 @@ import numpy as np
 
 from . import __version__, viz
 from .data import Dataset
+from .evaluate import posterior_means
 from .fileio import atomic_write_text
 from .images import grid_png
+from .morph import interpolation_ends, morph, morph_classes, typical_row
 from .report_sections import (collapse_note, config_section, esc, evaluation_section,
                               features_section, fig_img, headline, img, kept_row, num,
                               objective_words, training_notes, training_section)
@@ -74,6 +78,7 @@ figcaption, .caption { color: #444; font-size: 0.9rem; margin-top: 0.35rem; }
         grid-template-columns: repeat(auto-fill, minmax(min(100%, var(--cell)), 1fr)); }
 .grid figure { margin: 0; }
 .curves { --cell: 300px; } .latent { --cell: 250px; } .features { --cell: 235px; }
+.samples { --cell: 240px; }
 .key-strip { text-align: center; }
 .legend { font-size: 0.92rem; margin: 0.3rem 0 0.6rem; }
 .legend .item { display: inline-block; margin-right: 1.1rem; white-space: nowrap; }
@@ -112,9 +117,14 @@ def latent_section(rd: RunDir, model, method: str, diag: dict | None) -> str:
     if snaps:
         pick = sorted({snaps[i][0] for i in np.linspace(0, len(snaps) - 1, min(4, len(snaps))).astype(int)})
         chosen = [s for s in snaps if s[0] in pick]
-        how = "the latent itself" if model.latent_dim <= 2 else f"projected by {method.upper()}"
-        panels = "".join(fig_img(viz.latent_map(z, labels, f"epoch {e}", method, legend=False),
-                                 f"latent map at epoch {e}") for e, z in chosen)
+        how = ("the latent itself" if model.latent_dim <= 2 else
+               "one PCA fitted on the last epoch and applied to every epoch" if method == "pca" else
+               "t-SNE, each epoch aligned to the last by rotation, scale and shift")
+        xys, axis = viz.project_epochs([z for _, z in chosen], method)
+        limits = viz.shared_limits(xys)  # one frame: the clusters stay where they form
+        panels = "".join(fig_img(viz.latent_map(xy, labels, f"epoch {e}", legend=False, axis=axis,
+                                                limits=limits), f"latent map at epoch {e}")
+                         for (e, _), xy in zip(chosen, xys))
         key = ("" if labels is None else '<div class="key-strip">'
                + fig_img(viz.class_key(list(np.unique(labels))), "colour and marker of each label")
                + "</div>")
@@ -147,9 +157,10 @@ def latent_section(rd: RunDir, model, method: str, diag: dict | None) -> str:
     return "".join(parts)
 
 
-def images_section(rd: RunDir, model, x_show, y_show) -> str:
-    import torch
-
+def images_section(rd: RunDir, model, x_show, y_show, labels=None) -> str:
+    """Reconstructions and samples over epochs, and a morph: between the representatives of two
+    classes (3 and 8 where both exist, :func:`vaekit.morph.morph_classes`) when the data has ``labels``,
+    else between the first two test examples."""
     tiles = []
     for name, caption in (("reconstruction", "test inputs (top) above their reconstructions"),
                           ("samples", "decoded draws from the prior (the same draws every epoch)")):
@@ -158,16 +169,58 @@ def images_section(rd: RunDir, model, x_show, y_show) -> str:
             tiles.append(f"<figure>{img(rd.read_image(name, e), f'{name} at epoch {e}', pixels=True)}"
                          f"<figcaption>Epoch {e}: {esc(caption)}.</figcaption></figure>")
     out = ['<h2 id="images">Reconstructions and samples</h2>', f'<div class="pair">{"".join(tiles)}</div>']
-    if x_show is not None and len(x_show) >= 2:
-        with torch.no_grad():
-            y2 = None if y_show is None else y_show[:2]
-            z = model.encode(x_show[:2], y2).mean
-            codes = viz.interpolation_codes(z[0], z[1], 10, spherical=False)
-            png = grid_png(model.decode(codes, None if y2 is None else y2[:1]).mean.float(), 10)
-        out.append(f"<figure>{img(png, 'interpolation', pixels=True)}<figcaption>Interpolation "
-                   "between the posterior means of the first two test examples (10 steps)."
-                   "</figcaption></figure>")
+    if x_show is None or len(x_show) < 2:
+        return "".join(out)
+    ends, words = [0, 1], "the first two test examples"
+    if labels is not None and len(np.unique(labels.numpy())) >= 2:
+        a, b = morph_classes(labels.tolist())
+        ends = interpolation_ends(model, x_show, y_show, labels, a, b, True, ("", ""))
+        words = (f"a typical test example of class {a} and one of class {b} (each the example "
+                 "whose posterior mean is nearest its class's mean code)")
+    png = grid_png(morph(model, x_show[ends], None if y_show is None else y_show[ends], 10), 12)
+    caption = (f"Morph from {words}: the two inputs at the ends, between them the decoder means "
+               "at 10 points on the straight line between their posterior means.")
+    out.append(f"<figure>{img(png, 'morph', pixels=True)}<figcaption>{esc(caption)}"
+               "</figcaption></figure>")
     return "".join(out)
+
+
+TRAVERSAL_ROWS = 10  # latent dimensions drawn, those with the largest KL
+TRAVERSAL_STEPS = 9
+
+
+def traversal_section(model, x_show, y_show, diag: dict | None) -> str:
+    """Latent traversals: one row per latent dimension, ordered by KL (largest first), the
+    dimension swept over its test codes' 2nd..98th percentile around a typical test example."""
+    import torch
+
+    if x_show is None or not len(x_show) or diag is None:
+        return ""
+    codes = posterior_means(model, x_show, y=y_show)
+    kl = diag["kl_per_dim"]
+    key = np.asarray(kl if kl is not None else diag["posterior_mean_variance"])
+    dims = [int(d) for d in np.argsort(-key, kind="stable")[:TRAVERSAL_ROWS]]
+    q = torch.quantile(codes[:, dims].double(), torch.tensor([0.02, 0.98], dtype=torch.float64), dim=0)
+    values = torch.stack([torch.linspace(float(lo), float(hi), TRAVERSAL_STEPS)
+                          for lo, hi in zip(q[0], q[1])]).to(codes.dtype)
+    base = typical_row(codes)
+    sweep = viz.dimension_sweep(codes[base], dims, values).to(model.device)
+    with torch.no_grad():
+        images = model.decode(sweep, None if y_show is None else y_show[base: base + 1]).mean.float().cpu()
+    what = "KL" if kl is not None else "var E[z|x]"
+    names = [f"z{d}  {what} {key[d]:.2f}" for d in dims]
+    more = (f" (the {TRAVERSAL_ROWS} of {model.latent_dim} with the largest {what})"
+            if model.latent_dim > TRAVERSAL_ROWS else "")
+    caption = (f"Each row varies one latent dimension{more}, ordered by its mean "
+               f"{'KL' if kl is not None else 'posterior-mean variance'} over the test examples, "
+               "from the 2nd to the 98th percentile of its test codes, with the other dimensions "
+               "at the code of a typical test example (the one whose posterior mean is nearest "
+               "the mean code); the images are decoder means. A "
+               "dimension that holds one factor of the data changes one thing along its row; "
+               "an inactive one changes nothing.")
+    return ('<h2 id="traversals">Latent traversals</h2>'
+            f"<figure>{fig_img(viz.traversal_figure(images, names, TRAVERSAL_STEPS), 'latent traversals')}"
+            f"<figcaption>{esc(caption)}</figcaption></figure>")
 
 
 def build_report(run: str | Path, data: Dataset | None = None, method: str = "pca") -> str:
@@ -191,19 +244,24 @@ def build_report(run: str | Path, data: Dataset | None = None, method: str = "pc
     model, cfg = rd.load_model()
     history = rd.read_metrics()
     ev = rd.read_evaluation()  # validated: a damaged evaluation.json is one clear error
+    from .quality import read as read_quality
+    from .report_quality import quality_section
+
+    quality = quality_section(rd.path, model, read_quality(rd.path), cfg.train.seed)
     notes = training_notes(history, cfg, str(rd.path))
 
     # Diagnostics on the test split (training split when there is none).
-    diag, x_show, y_show, sizes = None, None, None, ""
+    diag, x_show, y_show, labels_show, sizes = None, None, None, None, ""
     try:
         data = data or load_data(cfg.data.data, cfg.data.test_fraction, log=lambda s: None)
         x_show, y_show = (data.x_test, data.y_test) if len(data.x_test) else (data.x_train, data.y_train)
         x_show = x_show[:DIAGNOSTIC_ROWS]
-        y_show = y_show[:DIAGNOSTIC_ROWS] if model.cond_dim and y_show is not None else None
+        labels_show = None if y_show is None else y_show[:DIAGNOSTIC_ROWS]  # the data's labels
+        y_show = labels_show if model.cond_dim else None  # the labels the model reads
         diag = latent_diagnostics(model, x_show, y=y_show)
         sizes = f" · {len(data.x_train):,} train / {len(data.x_test):,} test examples"
     except VaekitError as e:
-        x_show = y_show = None
+        x_show = y_show = labels_show = None
         notes.append(("warn", f"Diagnostics, interpolations and the per-feature view are skipped: "
                               f"the data could not be loaded ({e})."))
     active = ev.get("active_units") if ev else None
@@ -227,6 +285,8 @@ def build_report(run: str | Path, data: Dataset | None = None, method: str = "pc
     links += [("latent", "Latent space")]
     links += [("images", "Reconstructions and samples")] if is_image else (
         [("features", "Features")] if x_show is not None else [])
+    links += [("traversals", "Traversals")] if is_image and diag is not None else []
+    links += [("sample-quality", "Sample quality")] if quality else []
     parts = [f"<header><h1>vaekit run {esc(rd.path.name)}</h1>",
              f'<p class="muted">data {esc(cfg.data.data)} · examples of shape {esc(shape)}'
              f"{esc(sizes)} · {esc(describe_model(model, cfg))}{esc(trained)}</p>",
@@ -239,9 +299,12 @@ def build_report(run: str | Path, data: Dataset | None = None, method: str = "pc
         parts.append(evaluation_section(ev, model.latent_dim))
     parts.append(latent_section(rd, model, method, diag))
     if is_image:
-        parts.append(images_section(rd, model, x_show, y_show))
+        parts.append(images_section(rd, model, x_show, y_show, labels_show))
+        parts.append(traversal_section(model, x_show, y_show, diag))
     elif x_show is not None:
         parts.append(features_section(model, x_show, y_show, cfg.train.seed))
+    if quality:
+        parts.append(quality)
     parts.append(f"<footer>{esc(rd.path.resolve())} · written by vaekit {esc(__version__)}</footer>")
     body = "\n".join(parts)
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -86,6 +86,8 @@ def objective_words(train) -> str:
     """What the reported loss is, in words."""
     if train.objective == "iwae":
         return f"negative IWAE bound, k = {train.k}"
+    if train.objective == "tcvae":
+        return f"negative beta-TCVAE objective, beta = {train.beta:g}"
     return "negative ELBO" + (f", averaged over k = {train.k} samples" if train.k > 1 else "")
 
 

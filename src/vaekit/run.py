@@ -27,8 +27,8 @@ from . import __version__, checkpoint
 from .checkpoint import state_tensors
 from .config import RunConfig
 from .errors import RunDirError
-from .fileio import (atomic_write_bytes, atomic_write_text, exclusive_lock, json_dumps,
-                     read_regular, write_json)
+from .fileio import (atomic_write_bytes, atomic_write_text, drain_writes, exclusive_lock,
+                     json_dumps, read_regular, write_json)
 from .model import VAEModel
 from .zoo import build_model
 from .store import (FORMAT_VERSION, JSON_LIMIT, METRICS_LIMIT, RUN_FORMAT, check_evaluation,
@@ -49,8 +49,10 @@ OWNED = re.compile(r"""(
   | tensorboard/events\.out\.tfevents\.[^/]+
   | onnx/(encoder|decoder)\.onnx | onnx/export\.json
   | mlflow\.json                                  # the MLflow run this run is logged to
+  | samplers/[a-z][a-z0-9-]*\.(safetensors|json)  # fitted samplers of codes (vaekit.samplers)
+  | sample_quality\.json                          # the sample-quality metric (vaekit.quality)
 )""", re.X)
-OWNED_DIRS = {"images", "latent", "tensorboard", "onnx"}
+OWNED_DIRS = {"images", "latent", "tensorboard", "onnx", "samplers"}
 CARD = "README.md"  # vaekit's model card only when it carries the card's marker (card.MARKER)
 TEMP = re.compile(r"(?P<dir>(?:[^/]+/)?)\.(?P<name>[^/]+)\.[A-Za-z0-9_]+\.tmp")  # fileio's temp files
 
@@ -313,6 +315,7 @@ class RunDir:
         """
         atomic_write_bytes(self.checkpoint, checkpoint.encode(epoch, model, optimizer, generators, meta))
         if self.staging.exists():
+            drain_writes()  # the new checkpoint is in place before the old run is deleted
             self.commit()
 
     # -- reading ----------------------------------------------------------------------------

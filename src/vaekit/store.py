@@ -183,6 +183,26 @@ def check_evaluation(d: Any, path: Path) -> dict[str, Any]:
     return out
 
 
+def check_schema(d: Any, schema: dict[str, type], where: str, redo: str,
+                 error: type[Exception] = RunDirError) -> dict[str, Any]:
+    """``d`` must be an object with exactly ``schema``'s keys, each of its type: ``float`` a
+    finite number, ``list`` a list of finite numbers, ``int`` an int (never a bool). ``redo``
+    says how to rewrite the file; failures raise ``error``."""
+    if not isinstance(d, dict) or set(d) != set(schema):
+        got = sorted(map(str, d))[:8] if isinstance(d, dict) else type(d).__name__
+        raise error(f"{where} does not have the keys vaekit writes there (got {got}); {redo}")
+    finite = (lambda v: is_number(v) and math.isfinite(v))  # noqa: E731
+    for key, kind in schema.items():
+        v = d[key]
+        ok = (finite(v) if kind is float else
+              isinstance(v, list) and all(map(finite, v)) if kind is list else
+              isinstance(v, kind) and not isinstance(v, bool))
+        if not ok:
+            raise error(f"{where}: '{key}' must be {'a number' if kind is float else kind.__name__}"
+                        f"; {redo}")
+    return d
+
+
 # -- .npy and .safetensors ------------------------------------------------------------------
 def parse_npy(data: bytes, where: str) -> np.ndarray:
     """A numeric array from ``.npy`` bytes; the header must match the bytes that follow (a

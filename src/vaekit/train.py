@@ -22,8 +22,10 @@ from .distributed import World
 from .errors import VaekitError
 from .evaluate import elbo_terms
 from .model import VAEModel
-from .objectives import kl_weight, summed_loss
-from .runtime import autocast_for, make_adam, resolve_device, resolve_precision, scheduled_lr
+from .objectives import kl_weight, reported_loss, summed_loss
+from .precision import LowPrecisionCopy
+from .runtime import (AdamStep, autocast_for, denormals_flushed, make_adam, resolve_device,
+                      resolve_precision, scheduled_lr)
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation noise never touches the training generators
 CHECK_EVERY = 20  # steps between host checks for a run of non-finite steps
@@ -93,7 +95,15 @@ class Trainer:
             model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer = make_adam(self.model, config.lr)
         self.fused = bool(self.optimizer.defaults.get("fused"))
-        self.consecutive_bad = torch.zeros((), device=self.device)
+        self.adam_step = AdamStep(self.optimizer) if self.fused else None
+        # bf16 in one process: kept bf16 copies of the matmul weights instead of autocast's
+        # per-step casts (the same numbers, fewer kernels; DDP all-reduces fp32 gradients of
+        # the autocast path instead)
+        self.low = (LowPrecisionCopy(model, torch.bfloat16)
+                    if self.precision == "bf16" and world.size == 1 and self.fused else None)
+        if self.low is not None:
+            self.train_model = self.low.module
+        self.consecutive_bad = 0  # non-finite steps in a row, carried across epochs
         self.unit_scale = torch.ones((), device=self.device)  # the gradients are not scaled
         self.skipped_steps = 0
         self.log = log if world.is_main else (lambda s: None)
@@ -145,9 +155,12 @@ class Trainer:
                 self.log(f"stopping before epoch {epoch}: another epoch would pass --max-minutes "
                          f"{self.config.max_minutes:g}")
                 break
-            train = self.train_epoch(x_train, data.binarize, epoch, y_train)
+            with denormals_flushed(self.device):
+                train = self.train_epoch(x_train, data.binarize, epoch, y_train)
             row: dict[str, Any] = {"epoch": epoch, "train_loss": train[0], "train_rec": train[1],
                                    "train_kl": train[2], "skipped_steps": self.skipped_steps}
+            if math.isfinite(train[3]):  # the objective estimates a total correlation (tcvae)
+                row["train_tc"] = train[3]
             for part, xe, ye in parts:
                 if not len(xe):
                     continue
@@ -156,6 +169,7 @@ class Trainer:
                                 self.eval_generator(), y=ye, objective=self.config.objective,
                                 k=self.config.k)
                 row |= {f"{part}_loss": ev["loss"], f"{part}_rec": ev["rec"], f"{part}_kl": ev["kl"]}
+                row |= {f"{part}_tc": ev["tc"]} if "tc" in ev else {}
             row["seconds"] = round(time.perf_counter() - t0, 4)
             self.check_finite(row)
             self.history.append(row)
@@ -182,7 +196,8 @@ class Trainer:
 
     def train_epoch(self, x: torch.Tensor, binarize: bool, epoch: int,
                     y: torch.Tensor | None = None) -> list[float]:
-        """One pass over ``x``; returns the epoch's mean [loss, rec, kl] over all processes.
+        """One pass over ``x``; returns the epoch's mean [loss, rec, kl, tc] over all processes
+        (tc NaN unless the objective estimates a total correlation).
 
         Each step takes the next global batch of the epoch's permutation (``batch_size`` per
         process times the number of processes) and draws its binarization and reparameterization
@@ -193,17 +208,19 @@ class Trainer:
         """
         model, world, beta, k = self.train_model, self.world, self.config.beta, self.config.k
         model.train()
+        if self.low is not None:
+            self.low.refresh()  # the master weights may have been loaded since the last step
+        if self.adam_step is not None:
+            self.adam_step.invalidate()  # ... and the optimizer state
         gbs = self.config.batch_size * world.size
         perm = (torch.randperm(len(x), generator=self.shuffle_gen) if self.order is None
                 else self.order(gbs, self.shuffle_gen)).to(self.device)
         n = len(perm)  # rows this epoch (a semi-supervised epoch repeats its labelled rows)
-        # Per-example rec and kl in epoch order, NaN where another process (or a skipped NaN
-        # step) has them; summed once at the end, so the host never waits inside the loop.
-        rec_kl = torch.full((2, n), float("nan"), device=self.device)
+        parts: list[tuple] = []  # this process's (rec, kl, tc or None) of each step, in order
         params = [p for p in self.model.parameters() if p.requires_grad]
-        skipped = torch.zeros((), device=self.device)  # non-finite steps this epoch
-        bar = self.bar(n, epoch)
         starts = range(0, n, gbs)
+        bads: list[torch.Tensor] = []  # 1.0 where a step was skipped
+        bar = self.bar(n, epoch)
         slices = [slice_bounds(min(gbs, n - i), world) for i in starts]
         index = [perm[i + lo: i + hi] for i, (lo, hi) in zip(starts, slices)]
         batches = self.batches(x, index)
@@ -212,36 +229,50 @@ class Trainer:
             u = (torch.rand(g, *x.shape[1:], generator=self.noise_gen, device=self.device)
                  if binarize else None)
             eps = torch.randn(k, g, self.model.noise_dim, generator=self.noise_gen, device=self.device)
+            if world.size > 1:
+                eps = eps[:, lo:hi]
             if binarize:
                 xb = (u[lo:hi] < xb).to(xb.dtype)  # dynamic binarization: Bernoulli(pixel)
             weight = kl_weight(beta, self.config.kl_warmup, epoch, step, len(starts))
             self.set_lr(epoch, step, len(starts))
             with self.autocast:
-                terms = model(xb, weight, noise=eps[:, lo:hi], y=None if y is None else y[idx],
+                terms = model(xb, weight, noise=eps, y=None if y is None else y.index_select(0, idx),
                               name=self.config.objective, k=k)
             loss = summed_loss(terms, weight, self.config.free_bits) * (world.size / g)
-            self.optimizer.zero_grad(set_to_none=True)
+            if self.low is not None:
+                self.low.zero_grad()
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            bad = self.guarded_step(loss, params)
-            skipped += bad
-            self.consecutive_bad = (self.consecutive_bad + bad) * bad
+            bads.append(self.guarded_step(loss, params))
             if step % CHECK_EVERY == CHECK_EVERY - 1 or i + gbs >= n:  # a rare host sync
-                self.check_divergence(epoch)
-            rec_kl[0, i + lo: i + hi] = terms.rec.detach()
-            rec_kl[1, i + lo: i + hi] = terms.kl.detach()
+                self.check_divergence(epoch, bads, done=i + gbs >= n)
+            parts.append((terms.rec.detach(), terms.kl.detach(),
+                          None if terms.tc is None else terms.tc.detach()))
             if bar is not None:
                 bar.update(g)
                 if step % 50 == 0:
                     bar.set_postfix(loss=f"{loss.item() / world.size:.2f}")
         if bar is not None:
             bar.close()
-        self.skipped_steps = int(skipped)
-        finite = torch.isfinite(rec_kl)  # skipped NaN steps do not count
+        self.skipped_steps = int(torch.stack(bads).sum()) if bads else 0
+        rec_kl = self.epoch_terms(parts)
+        finite = torch.isfinite(rec_kl)  # rows of a skipped non-finite step do not count
         sums = torch.stack([rec_kl.nan_to_num(0.0, 0.0, 0.0).double().sum(1),
                             finite.double().sum(1)])
         world.all_reduce(sums)
-        rec, kl = (sums[0] / sums[1]).tolist()
-        return [rec + beta * kl, rec, kl]
+        rec, kl, tc = (sums[0] / sums[1]).tolist()  # tc: 0/0, NaN, without a TC
+        return [reported_loss(rec, kl, beta, None if math.isnan(tc) else tc), rec, kl, tc]
+
+    def epoch_terms(self, parts: list[tuple]) -> torch.Tensor:
+        """This process's per-example rec, kl and tc in epoch order, ``(3, rows)``, summed once
+        at the end of the epoch so the host never waits inside the loop (tc NaN without one)."""
+        if not parts:
+            return torch.zeros(3, 0, device=self.device)
+        rec, kl = (torch.cat([p[j] for p in parts]) for j in (0, 1))
+        tcs = [p[2] for p in parts]
+        tc = torch.cat(tcs) if all(t is not None for t in tcs) else torch.full_like(rec, float("nan"))
+        return torch.stack([rec, kl, tc])
 
     def out_of_time(self, elapsed: float) -> bool:
         """Whether one more epoch, as long as the last, would end past ``max_minutes``.
@@ -273,35 +304,49 @@ class Trainer:
         """
         cuda = self.device.type == "cuda"
         if isinstance(x, torch.Tensor):
-            return (x[idx] for idx in index)
+            return (x.index_select(0, idx) for idx in index)  # twice as fast as x[idx] here
         rows = x.iter_batches(index, pin=cuda) if hasattr(x, "iter_batches") else (x[i] for i in index)
         return ((b.pin_memory() if cuda and not b.is_pinned() else b).to(self.device, non_blocking=True)
                 for b in rows)
 
+    @torch.no_grad()
     def guarded_step(self, loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
         """Adam step unless the loss or a gradient is non-finite; returns 1.0 if skipped.
 
-        The check stays on the device: one fused pass over the gradients sets ``found_inf``
-        (the kernel of torch.amp.GradScaler, with a scale of 1), and fused Adam skips the update
-        itself when it is set, so there is no host sync per step.
+        The check stays on the device and fused Adam skips the update itself when
+        ``found_inf`` is set, so there is no host sync per step. With kept bf16 copies the
+        master gradients share one buffer, and the check is one sum over it (a NaN or an
+        infinity anywhere makes the sum non-finite); otherwise one fused pass over the
+        gradients (the kernel of torch.amp.GradScaler, with a scale of 1).
         """
-        grads = [p.grad for p in params if p.grad is not None]
-        found = torch.zeros((), device=loss.device)
+        if self.low is not None:
+            flat = self.low.collect_grads()
         if self.config.clip_grad > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, self.config.clip_grad, foreach=True)
-            found = (~torch.isfinite(norm)).float()
+            bad = torch.isfinite(norm + loss).logical_not_().float()
+        elif self.low is not None:
+            bad = torch.isfinite(flat.sum() + loss).logical_not_().float()
         else:
+            found = torch.zeros((), device=loss.device)
+            grads = [p.grad for p in params if p.grad is not None]
             torch._amp_foreach_non_finite_check_and_unscale_(grads, found, self.unit_scale)
-        bad = torch.maximum(found, (~torch.isfinite(loss)).float())
-        if self.fused:
-            self.optimizer.found_inf = bad
-            self.optimizer.step()
+            bad = torch.maximum(found, (~torch.isfinite(loss)).float())
+        if self.adam_step is not None:
+            self.adam_step(bad)
         elif not bad.item():
             self.optimizer.step()
+        if self.low is not None:
+            self.low.refresh()
         return bad
 
-    def check_divergence(self, epoch: int) -> None:
-        run = int(self.consecutive_bad)
+    def check_divergence(self, epoch: int, bads: list[torch.Tensor], done: bool = False) -> None:
+        """Stop when ``max_skips`` steps in a row were skipped (``bads``: this epoch's steps so
+        far, 1.0 where skipped; the run carries over from the previous epoch)."""
+        flags = torch.stack(bads[-self.config.max_skips:]).tolist()
+        tail = next((j for j, b in enumerate(reversed(flags)) if not b), len(flags))
+        run = tail + (self.consecutive_bad if tail == len(flags) else 0)
+        if done:
+            self.consecutive_bad = run
         if run >= self.config.max_skips:
             where = f"the checkpoint of epoch {epoch - 1} is intact; " if epoch > 1 else ""
             raise TrainingDiverged(

@@ -110,17 +110,60 @@ def kl_per_dim(kl: Sequence[float], active: Sequence[bool]):
 
 def project_2d(z: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np.ndarray, str]:
     """2-D coordinates of codes: the codes themselves when 2-D, else PCA or t-SNE."""
-    if z.shape[1] == 1:
-        return np.c_[z, np.zeros(len(z))], "z"
-    if z.shape[1] == 2:
-        return z, "z"
+    xy, axis = project_epochs([z], method, seed)
+    return xy[0], axis
+
+
+def project_epochs(snapshots: Sequence[np.ndarray], method: str = "pca", seed: int = 0
+                   ) -> tuple[list[np.ndarray], str]:
+    """2-D coordinates of the same examples' codes at several epochs, in one shared frame.
+
+    A 1-D or 2-D latent is drawn as it is. PCA is fitted on the last snapshot alone and applied
+    to every one, so a code maps to the same point at every epoch and no axis flips sign between
+    epochs (separate fits choose each component's sign afresh). t-SNE has no such map: each
+    snapshot is embedded, then aligned to the last one's embedding by the rotation (or
+    reflection), scale and shift that fit the same examples best (orthogonal Procrustes).
+
+    Parameters
+    ----------
+    snapshots : sequence of np.ndarray
+        ``(n, L)`` codes of the same ``n`` examples, in epoch order (the last is the reference).
+    method : {'pca', 'tsne'}
+    seed : int
+        random_state of the projection.
+
+    Returns
+    -------
+    (list of np.ndarray, str)
+        ``(n, 2)`` coordinates per snapshot, and the axis name (``z``, ``PC`` or ``t-SNE``).
+    """
+    dim = snapshots[-1].shape[1]
+    if dim <= 2:
+        return [np.c_[z, np.zeros(len(z))] if dim == 1 else z for z in snapshots], "z"
     if method == "tsne":
         from sklearn.manifold import TSNE
 
-        return TSNE(2, init="pca", random_state=seed, perplexity=min(30, len(z) - 1)).fit_transform(z), "t-SNE"
+        def embed(z: np.ndarray) -> np.ndarray:
+            return TSNE(2, init="pca", random_state=seed,
+                        perplexity=min(30, len(z) - 1)).fit_transform(z)
+        ref = embed(snapshots[-1])
+        return [align(embed(z), ref) for z in snapshots[:-1]] + [ref], "t-SNE"
     from sklearn.decomposition import PCA
 
-    return PCA(2, random_state=seed).fit_transform(z), "PC"
+    pca = PCA(2, random_state=seed).fit(snapshots[-1])
+    return [pca.transform(z) for z in snapshots], "PC"
+
+
+def align(xy: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``xy`` moved onto ``ref`` (the same rows) by the rotation or reflection, uniform scale and
+    shift that minimise the squared distance (orthogonal Procrustes, Schönemann 1966)."""
+    from scipy.linalg import orthogonal_procrustes
+
+    a, b = xy - xy.mean(0), ref - ref.mean(0)
+    if not np.any(a):
+        return np.broadcast_to(ref.mean(0), xy.shape).copy()
+    rotation, singular_sum = orthogonal_procrustes(a, b)
+    return (singular_sum / np.sum(a * a)) * a @ rotation + ref.mean(0)
 
 
 def class_colours(classes: Sequence) -> np.ndarray:
@@ -129,10 +172,15 @@ def class_colours(classes: Sequence) -> np.ndarray:
 
 
 def latent_map(z: np.ndarray, labels: np.ndarray | None, title: str, method: str = "pca", ax=None,
-               legend: bool = True):
-    """Scatter of posterior means in 2-D, coloured (and shaped) by label when there are labels."""
+               legend: bool = True, axis: str | None = None,
+               limits: tuple[tuple[float, float], tuple[float, float]] | None = None):
+    """Scatter of posterior means in 2-D, coloured (and shaped) by label when there are labels.
+
+    With ``axis`` (a name such as ``PC``), ``z`` is already projected ``(n, 2)`` coordinates
+    (:func:`project_epochs`); ``limits`` fixes the x and y ranges, so that maps share them.
+    """
     plt = _plt()
-    xy, axis = project_2d(z, method)
+    xy, axis = (z, axis) if axis is not None else project_2d(z, method)
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=(2.9, 2.8))
@@ -148,6 +196,9 @@ def latent_map(z: np.ndarray, labels: np.ndarray | None, title: str, method: str
             ax.legend(markerscale=2, frameon=False, loc="center left", bbox_to_anchor=(1, 0.5))
     from matplotlib.ticker import MaxNLocator
 
+    if limits is not None:
+        ax.set_xlim(*limits[0])
+        ax.set_ylim(*limits[1])
     ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
     ax.yaxis.set_major_locator(MaxNLocator(nbins=4))
     ax.set_title(title)
@@ -156,6 +207,15 @@ def latent_map(z: np.ndarray, labels: np.ndarray | None, title: str, method: str
     if fig is not None:
         fig.tight_layout()
     return fig
+
+
+def shared_limits(points: Sequence[np.ndarray], margin: float = 0.05
+                  ) -> tuple[tuple[float, float], tuple[float, float]]:
+    """x and y ranges that hold every point of every ``(n, 2)`` array, with a small margin."""
+    allxy = np.concatenate(points)
+    lo, hi = allxy.min(0), allxy.max(0)
+    pad = margin * np.where(hi > lo, hi - lo, 1.0)
+    return (float(lo[0] - pad[0]), float(hi[0] + pad[0])), (float(lo[1] - pad[1]), float(hi[1] + pad[1]))
 
 
 def class_key(classes: Sequence):
@@ -251,3 +311,34 @@ def traversal_codes(z: torch.Tensor, dims: Sequence[int], span: float, steps: in
     for r, d in enumerate(dims):
         codes[r * steps: (r + 1) * steps, d] += offsets
     return codes
+
+
+def dimension_sweep(z: torch.Tensor, dims: Sequence[int], values: torch.Tensor) -> torch.Tensor:
+    """``(len(dims) * steps, latent)``: row block r sets dimension ``dims[r]`` of ``z`` to each of
+    ``values[r]`` (``(len(dims), steps)``) in turn, the other dimensions as in ``z``."""
+    steps = values.shape[1]
+    codes = z.repeat(len(dims) * steps, 1)
+    for r, d in enumerate(dims):
+        codes[r * steps: (r + 1) * steps, d] = values[r]
+    return codes
+
+
+def traversal_figure(images: torch.Tensor, row_labels: Sequence[str], steps: int):
+    """Decoded traversals as one figure: a row of ``steps`` images per latent dimension, each
+    row named on the left (``row_labels``), images drawn pixel for pixel (no smoothing)."""
+    from .images import grid
+
+    plt = _plt()
+    g = grid(images, steps)  # (H', W') grey or (H', W', 3)
+    h = images.shape[-2]
+    rows = len(row_labels)
+    width = min(10.5, max(4.0, 0.62 * steps + 1.6))
+    fig, ax = plt.subplots(figsize=(width, width * g.shape[0] / g.shape[1] * 0.86 + 0.35))
+    ax.imshow(g, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_yticks([2 + r * (h + 2) + h / 2 for r in range(rows)], list(row_labels))
+    ax.set_xticks([])
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    fig.tight_layout()
+    return fig

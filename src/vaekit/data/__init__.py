@@ -9,7 +9,7 @@ import torch
 
 from ..errors import DataError
 from ..registry import unknown_name_message
-from .base import Dataset
+from .base import Dataset, Part
 from .builtin import DATASETS
 
 
@@ -65,19 +65,28 @@ def load_rows(spec: str, split: str = "all", log=print) -> tuple[np.ndarray, np.
     ``split`` picks the part of a source that has train and test parts: ``all`` (train then
     test), ``train`` or ``test``; a plain file (.npy, .csv, images) is read whole.
     """
+    return load_part(spec, split, log)[:2]
+
+
+def load_part(spec: str, split: str = "all", log=print) -> Part:
+    """:func:`load_rows` with the rows' known factor values where the data has them (the
+    built-in ``shapes``; an ``.npz`` with ``f_train``/``f_test``): a :class:`~.base.Part`
+    ``(x, y, factors, factor_names)``, factors ``(n, F)`` int64 or None."""
     if spec in DATASETS:
         ds = DATASETS[spec].load(log=log)
-        parts = {"train": [(ds.x_train, ds.y_train)], "test": [(ds.x_test, ds.y_test)]}
+        parts = {"train": [(ds.x_train, ds.y_train, ds.f_train)],
+                 "test": [(ds.x_test, ds.y_test, ds.f_test)]}
         chosen = parts.get(split, parts["train"] + parts["test"])
         x = np.concatenate([p[0].numpy() for p in chosen])
-        ys = [p[1] for p in chosen]
-        y = None if any(v is None for v in ys) else np.concatenate([v.numpy() for v in ys])
-        return x, y
+        y, f = (None if any(p[i] is None for p in chosen) else
+                np.concatenate([p[i].numpy() for p in chosen]) for i in (1, 2))
+        return Part(x, y, f, ds.factor_names if f is not None else None)
     if Path(spec).exists():
-        from .files import load_rows as file_rows
+        from .files import load_part as file_part
 
-        return file_rows(Path(spec), split)
-    return load_data(spec)  # raises the unknown-dataset error
+        return file_part(Path(spec), split)
+    load_data(spec)  # raises the unknown-dataset error
+    raise AssertionError("unreachable")
 
 
-__all__ = ["Dataset", "DATASETS", "load_data", "load_rows"]
+__all__ = ["Dataset", "DATASETS", "Part", "load_data", "load_part", "load_rows"]

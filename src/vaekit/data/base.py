@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +25,12 @@ class Dataset:
         ``(n,)`` int64 labels where the source has them.
     binarize : bool
         Re-binarize training batches by Bernoulli sampling (dynamic binarization).
+    f_train, f_test : torch.Tensor or None
+        ``(n, F)`` int64 values of known generative factors (the built-in ``shapes``; an
+        ``.npz`` with ``f_train``/``f_test``), row for row with ``x_train``/``x_test``; None where
+        the data has none. :mod:`vaekit.disentangle` scores codes against them.
+    factor_names : tuple of str or None
+        The ``F`` factors' names, with ``f_train``.
     """
 
     name: str
@@ -32,6 +39,9 @@ class Dataset:
     y_train: torch.Tensor | None = None
     y_test: torch.Tensor | None = None
     binarize: bool = False
+    f_train: torch.Tensor | None = None
+    f_test: torch.Tensor | None = None
+    factor_names: tuple[str, ...] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -51,8 +61,12 @@ class Dataset:
         y_train: np.ndarray | None = None,
         y_test: np.ndarray | None = None,
         binarize: bool = False,
+        f_train: np.ndarray | None = None,
+        f_test: np.ndarray | None = None,
+        factor_names: Sequence[str] | None = None,
     ) -> "Dataset":
-        """Build from NumPy arrays (already scaled to float), checking what every model needs."""
+        """Build from NumPy arrays (already scaled to float), checking what every model needs
+        (factors: :func:`check_factors`, both parts or neither)."""
         xs = [check_features(x_train, f"{name} (training part)")]
         xs.append(check_features(x_test, f"{name} (test part)") if len(x_test) else
                   np.zeros((0, *xs[0].shape[1:]), np.float32))
@@ -61,7 +75,58 @@ class Dataset:
                             f"examples have shape {xs[1].shape[1:]}; both parts must match")
         ys = [None if y is None else torch.from_numpy(np.asarray(y).astype(np.int64).reshape(-1))
               for y in (y_train, y_test)]
-        return cls(name, torch.from_numpy(xs[0]), torch.from_numpy(xs[1]), ys[0], ys[1], binarize)
+        fs, names = [None, None], None
+        if f_train is not None or f_test is not None:
+            if f_train is None or (f_test is None and len(xs[1])):
+                raise DataError(f"{name}: factors are given for one part only; give them for the "
+                                "training and the test part (f_train and f_test)")
+            fs = [check_factors(f_train, len(xs[0]), f"{name} (training factors)")]
+            fs.append(check_factors(f_test, len(xs[1]), f"{name} (test factors)")
+                      if f_test is not None else np.zeros((0, fs[0].shape[1]), np.int64))
+            if fs[0].shape[1] != fs[1].shape[1]:
+                raise DataError(f"{name}: {fs[0].shape[1]} training factors but {fs[1].shape[1]} "
+                                "test factors; both parts need the same factor columns")
+            names = factor_names_for(factor_names, fs[0].shape[1], name)
+            fs = [torch.from_numpy(f) for f in fs]
+        return cls(name, torch.from_numpy(xs[0]), torch.from_numpy(xs[1]), ys[0], ys[1], binarize,
+                   fs[0], fs[1], names)
+
+
+def check_factors(f: np.ndarray, n: int, what: str) -> np.ndarray:
+    """Factor values as ``(n, F)`` int64: whole numbers, one row per example (a vector is one
+    factor)."""
+    f = np.asarray(f)
+    if f.ndim == 1:
+        f = f[:, None]
+    if f.ndim != 2 or len(f) != n or f.shape[1] == 0:
+        raise DataError(f"{what}: expected one row of factor values per example, ({n}, F), got "
+                        f"shape {f.shape}")
+    whole = (np.issubdtype(f.dtype, np.floating) and bool(np.isfinite(f).all())
+             and bool(np.all(f == np.round(f))))
+    if not (np.issubdtype(f.dtype, np.integer) or f.dtype == bool or whole):
+        raise DataError(f"{what}: factor values must be whole numbers (the index of each "
+                        f"factor's value), got dtype {f.dtype}")
+    return f.astype(np.int64)
+
+
+def factor_names_for(names: Sequence[str] | None, n_factors: int, what: str) -> tuple[str, ...]:
+    """The given names as strings (one per factor column), else ``factor_0``, ``factor_1``, ..."""
+    if names is None:
+        return tuple(f"factor_{k}" for k in range(n_factors))
+    names = tuple(str(v) for v in np.asarray(names).reshape(-1))
+    if len(names) != n_factors:
+        raise DataError(f"{what}: {len(names)} factor names for {n_factors} factor columns")
+    return names
+
+
+class Part(NamedTuple):
+    """Rows of one part of the data, in file order: ``x`` ``(n, *shape)`` float32, labels ``y``
+    ``(n,)`` int64 or None, factor values ``factors`` ``(n, F)`` int64 or None and their names."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    factors: np.ndarray | None = None
+    factor_names: tuple[str, ...] | None = None
 
 
 FLOAT32_EXACT_INT = 2 ** 24  # every integer up to this is exact in float32; beyond, they round

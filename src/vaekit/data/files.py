@@ -23,9 +23,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError, DataError
-from .base import Dataset, check_features
+from .base import Dataset, Part, check_factors, check_features, factor_names_for
 
-__all__ = ["load_path", "load_rows"]
+__all__ = ["load_path", "load_rows", "load_part", "Part"]
 
 SUPPORTED = ("expected a .npy, .npz or .csv file, or a folder of .png/.jpg/.jpeg images "
              "(optionally in one subfolder per class)")
@@ -45,6 +45,9 @@ class _Parts:
     y: np.ndarray | None = None        # labels for ``x``, where the format has them
     x_test: np.ndarray | None = None   # only .npz files carry an explicit test part
     y_test: np.ndarray | None = None
+    f: np.ndarray | None = None        # factor values for ``x`` (.npz ``f_train``)
+    f_test: np.ndarray | None = None   # and for ``x_test`` (``f_test``)
+    factor_names: np.ndarray | None = None
 
 
 def load_path(path: str | os.PathLike, test_fraction: float = 0.1) -> Dataset:
@@ -54,7 +57,8 @@ def load_path(path: str | os.PathLike, test_fraction: float = 0.1) -> Dataset:
     ----------
     path : str or path-like
         A ``.npy`` array, a ``.npz`` archive with ``x_train`` (and optionally ``x_test``,
-        ``y_train``, ``y_test``, as in Keras' ``mnist.npz``), a ``.csv`` of numbers with an
+        ``y_train``, ``y_test``, as in Keras' ``mnist.npz``; and ``f_train``, ``f_test``,
+        ``factor_names`` for data with known generative factors), a ``.csv`` of numbers with an
         optional header row, or a folder of PNG/JPEG images, either directly inside or in
         one subfolder per class (labels are the indices of the sorted subfolder names).
     test_fraction : float, default 0.1
@@ -83,16 +87,25 @@ def load_path(path: str | os.PathLike, test_fraction: float = 0.1) -> Dataset:
     what = name if parts.x_test is None else f"{name} (x_train)"
     x = check_features(parts.x, what)
     y = _labels(parts.y, len(x), what)
+    f = None if parts.f is None else check_factors(parts.f, len(x), f"{name} (f_train)")
     if parts.x_test is not None:
         y_test = _labels(parts.y_test, len(parts.x_test), f"{name} (x_test)")
-        return Dataset.from_arrays(name, x, parts.x_test, y, y_test)
+        return Dataset.from_arrays(name, x, parts.x_test, y, y_test, f_train=f,
+                                   f_test=parts.f_test, factor_names=parts.factor_names)
     train, test = split_indices(len(x), test_fraction, name)
-    return Dataset.from_arrays(name, x[train], x[test],
-                               None if y is None else y[train], None if y is None else y[test])
+    part = (lambda a, i: None if a is None else a[i])
+    return Dataset.from_arrays(name, x[train], x[test], part(y, train), part(y, test),
+                               f_train=part(f, train), f_test=part(f, test),
+                               factor_names=parts.factor_names)
 
 
 def load_rows(path: str | os.PathLike, split: str = "test") -> tuple[np.ndarray, np.ndarray | None]:
-    """Return rows of a data file in file order, unsplit, with their labels if any.
+    """The rows ``x`` and labels ``y`` (or None) of :func:`load_part`."""
+    return load_part(path, split)[:2]
+
+
+def load_part(path: str | os.PathLike, split: str = "test") -> Part:
+    """Return rows of a data file in file order, unsplit, with their labels and factors if any.
 
     Parameters
     ----------
@@ -105,10 +118,10 @@ def load_rows(path: str | os.PathLike, split: str = "test") -> tuple[np.ndarray,
 
     Returns
     -------
-    x : numpy.ndarray
-        ``(n, *shape)`` float32, scaled as in :func:`load_path`.
-    y : numpy.ndarray or None
-        ``(n,)`` int64 labels, or None where the input has none.
+    Part
+        ``x`` ``(n, *shape)`` float32, scaled as in :func:`load_path`; ``y`` ``(n,)`` int64
+        labels or None; ``factors`` ``(n, F)`` int64 where the ``.npz`` has ``f_train`` (and
+        ``f_test`` for a test part) for every part returned, else None; ``factor_names``.
 
     Raises
     ------
@@ -121,24 +134,32 @@ def load_rows(path: str | os.PathLike, split: str = "test") -> tuple[np.ndarray,
         raise ConfigError(f"split must be 'test', 'train' or 'all', got {split!r}")
     path = Path(path)
     parts = _read(path)
-    pieces = [(parts.x, parts.y, "x_train")]
+    pieces = [(parts.x, parts.y, parts.f, "x_train")]
     if parts.x_test is not None:
-        test = (parts.x_test, parts.y_test, "x_test")
+        test = (parts.x_test, parts.y_test, parts.f_test, "x_test")
         pieces = {"train": pieces, "test": [test], "all": pieces + [test]}[split]
 
     def what(key: str) -> str:
         return str(path) if parts.x_test is None else f"{path} ({key})"
 
     # Scale each part before joining them, so a uint8 part and a float part both end in [0, 1].
-    xs = [check_features(x, what(key)) for x, _, key in pieces]
-    ys = [_labels(y, len(x), what(key)) for x, (_, y, key) in zip(xs, pieces)]
+    xs = [check_features(x, what(key)) for x, _, _, key in pieces]
+    ys = [_labels(y, len(x), what(key)) for x, (_, y, _, key) in zip(xs, pieces)]
     if len({x.shape[1:] for x in xs}) > 1:
         raise DataError(f"{path}: x_train rows have shape {xs[0].shape[1:]} but x_test rows have "
                         f"{xs[1].shape[1:]}; make them match or load one split")
     x = xs[0] if len(xs) == 1 else np.concatenate(xs)
-    # Labels only when every part has them, so that they line up with the rows.
+    # Labels (and factors) only when every part has them, so that they line up with the rows.
     y = None if any(v is None for v in ys) else (ys[0] if len(ys) == 1 else np.concatenate(ys))
-    return x, y
+    if any(f is None for _, _, f, _ in pieces):
+        return Part(x, y)
+    fs = [check_factors(f, len(x), what(key.replace("x_", "f_"))) for x, (_, _, f, key)
+          in zip(xs, pieces)]
+    if len({f.shape[1] for f in fs}) > 1:
+        raise DataError(f"{path}: f_train has {fs[0].shape[1]} factor columns but f_test has "
+                        f"{fs[1].shape[1]}; both parts need the same factors")
+    return Part(x, y, np.concatenate(fs), factor_names_for(parts.factor_names, fs[0].shape[1],
+                                                           str(path)))
 
 
 def _read(path: Path) -> _Parts:
@@ -201,8 +222,8 @@ def _read_npz(path: Path) -> _Parts:
                     found = ", ".join(z.files) or "none"
                     raise DataError(f"{path}: no 'x_train' array (found: {found}); save with "
                                     "numpy.savez(path, x_train=..., x_test=...)")
-                arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")
-                          if k in z.files}
+                arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test", "f_train",
+                                            "f_test", "factor_names") if k in z.files}
         except DataError:
             raise  # a ValueError too, but already the right message
         except ValueError as e:
@@ -212,9 +233,18 @@ def _read_npz(path: Path) -> _Parts:
         except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             raise _corrupt_npz(path, e) from e
     x_test = arrays.get("x_test")
+    names = arrays.get("factor_names")
+    if x_test is None and "f_test" in arrays:
+        raise DataError(f"{path}: f_test without x_test; give the test rows' factors with x_test, "
+                        "or leave f_test out (f_train is split with x_train)")
+    if names is not None and names.dtype.kind != "U":
+        raise DataError(f"{path}: factor_names must be an array of strings, got dtype {names.dtype}")
+    if names is not None and "f_train" not in arrays:
+        raise DataError(f"{path}: factor_names without f_train; give the factor values as well")
     return _Parts(_as_examples(arrays["x_train"], f"{path} (x_train)"), arrays.get("y_train"),
                   None if x_test is None else _as_examples(x_test, f"{path} (x_test)"),
-                  None if x_test is None else arrays.get("y_test"))
+                  None if x_test is None else arrays.get("y_test"), arrays.get("f_train"),
+                  None if x_test is None else arrays.get("f_test"), names)
 
 
 def _read_csv(path: Path) -> _Parts:

@@ -197,11 +197,13 @@ def load_factors(log: Callable[[str], object] = print
 
 def shapes_dataset(log: Callable[[str], object] = print) -> "Dataset":
     """The built-in ``shapes`` :class:`~vaekit.data.Dataset`: images ``(n, 1, 64, 64)`` in {0, 1},
-    labels the shape index, factors from :func:`load_factors`."""
+    labels the shape index, factors ``f_train``/``f_test`` those of :func:`load_factors`."""
     from .base import Dataset
 
     images, factors = load_shapes(log)
     test = split()
     x = [np.take(images, np.flatnonzero(rows), axis=0)[:, None].astype(np.float32)  # 0.0 / 1.0
          for rows in (~test, test)]
-    return Dataset.from_arrays("shapes", *x, factors[~test, 0], factors[test, 0])
+    return Dataset.from_arrays("shapes", *x, factors[~test, 0], factors[test, 0],
+                               f_train=factors[~test], f_test=factors[test],
+                               factor_names=FACTOR_NAMES)
