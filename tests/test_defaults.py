@@ -30,8 +30,9 @@ def breast_cancer():
 # data kind -> (rows, likelihood, preprocess)
 CASES = {
     "binary table": (grid(300, (12,), 1), "bernoulli", "none"),
-    "8-bit images": (grid(300, (1, 6, 6), 255), "bernoulli", "none"),
-    "grey levels in a table": (grid(300, (12,), 16), "bernoulli", "none"),
+    "8-bit images": (grid(300, (1, 6, 6), 255), "gaussian", "none"),
+    "grey levels in a table": (grid(300, (12,), 16), "gaussian", "none"),
+    "binary images": (grid(300, (1, 6, 6), 1), "bernoulli", "none"),
     "raw real-valued table": (breast_cancer(), "gaussian-predicted", "standardize"),
     "negative values": (torch.randn(300, 5, generator=torch.Generator().manual_seed(0)),
                         "gaussian-predicted", "standardize"),
@@ -46,6 +47,7 @@ def test_likelihood_and_preprocessing_follow_the_data(kind):
     cfg = RunConfig()
     lines = resolve_auto(cfg, x, given=set())
     assert (cfg.model.likelihood, cfg.model.preprocess) == (likelihood, preprocess)
+    assert cfg.model.learn_obs_std == (likelihood == "gaussian")  # one scale, learned
     assert lines[0].startswith(f"likelihood: {likelihood} (") and lines[0].endswith("override with --likelihood")
     model = build_model(cfg.model, tuple(x.shape[1:]))  # the choice builds and takes the data
     model.preprocess.fit(x)
@@ -69,9 +71,11 @@ def test_profile_reads_streamed_rows_by_index():
 
 def test_mnist_keeps_the_reference_configuration_exactly():
     """60,000 images in [0, 1]: 469 updates per epoch already give 10 x 469 >= MIN_UPDATES."""
-    x = grid(60_000, (1, 3, 3), 255)  # only the row count and the values matter to the rules
+    x = grid(60_000, (1, 3, 3), 255)  # only the row count, the values and the name matter
     cfg = RunConfig()
+    cfg.data.data = "mnist"  # the built-in dataset: other grey images get a gaussian
     reference = RunConfig().to_dict()
+    reference["data"]["data"] = "mnist"
     lines = resolve_auto(cfg, x, given=set())
     got = cfg.to_dict()
     got["model"].pop("preprocess", None)

@@ -186,4 +186,25 @@ class EpochLog(Callback):
             line += (f"  -log p(x|z) {row['pixel_rec']:.2f}; D(x) {row['dis_real']:.2f}, D(x~) "
                      f"{row['dis_recon']:.2f}, D(x_p) {row['dis_prior']:.2f}, paused "
                      f"{row['dis_paused']:.0%}/{row['gan_paused']:.0%}")
+        errors = [f"{p} {100 * row[f'{p}_error']:.2f}%" for p in ("val", "test") if f"{p}_error" in row]
+        if errors:  # a semi-supervised model's classification error
+            line += f"  error {', '.join(errors)}"
         self.log(line + f"  {row['seconds']:.1f}s")
+
+
+class ClassificationError(Callback):
+    """Adds a semi-supervised model's classification error to each epoch's row: ``val_error``
+    and ``test_error``, the fraction of labelled rows whose most probable class under q(y|x)
+    is wrong (rows labelled -1 do not count; a part without labelled rows gets none)."""
+
+    def __init__(self, val: tuple[torch.Tensor, torch.Tensor | None] | None) -> None:
+        self.val = val
+
+    def on_epoch_end(self, trainer: Trainer, data: Dataset, row: dict[str, Any]) -> None:
+        from .evaluate import classification_error
+
+        parts = [("val", *self.val)] if self.val is not None else []
+        for part, x, y in [*parts, ("test", data.x_test, data.y_test)]:
+            error = None if y is None else classification_error(trainer.model, x, y)
+            if error is not None:
+                row[f"{part}_error"] = error

@@ -129,6 +129,22 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def density_labels(model, y):
+    """The labels a density needs: a conditional model's (log p(x|y)); a semi-supervised
+    model's densities are of x alone, its labels only say which class a row is."""
+    return y if model.cond_dim else None
+
+
+def classification(model, x, y) -> dict:
+    """A semi-supervised model's test error on the labelled rows (``y >= 0``) of ``x``."""
+    from .evaluate import classification_error
+
+    if y is None or not bool((y >= 0).any()):
+        return {}  # unlabelled data: the bounds only
+    return {"classification_error": classification_error(model, x, y),
+            "n_labelled": int((y >= 0).sum())}
+
+
 def progress_bar(total: int, desc: str):
     """Progress of a long job: a tqdm bar on a terminal, else a line on stderr every 5% with
     the rate and the time left (so logs of batch jobs show it too). Returns (update, close)."""
@@ -171,13 +187,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     density = trains_likelihood(cfg.train.objective)
     if density:
         update, close = progress_bar(len(x), f"log p(x), K={args.importance_samples}")
-        try:
-            res = evaluate(model, x, args.importance_samples, seed=args.seed, progress=update, y=y)
+        try:  # a semi-supervised model's bound is of x alone (U(x)); its labels give the error
+            res = evaluate(model, x, args.importance_samples, seed=args.seed, progress=update,
+                           y=density_labels(model, y))
         finally:
             close()
     else:  # a VAE-GAN: no density to estimate (see evaluate_without_likelihood)
         res = evaluate_without_likelihood(model, x, seed=args.seed, y=y)
     res = {"data": args.data or cfg.data.data, "split": args.split if args.data else "test", **res}
+    if getattr(model, "semi_supervised", False):
+        res |= classification(model, x, y)
     measured = sample_quality(args, model, cfg, x, y) if args.samples else None
     if r.factors is not None:  # data with known factors (shapes, an .npz with f_*): MIG and DCI
         res |= disentanglement_scores(posterior_means(model, x, y=y).numpy(), r.factors,
@@ -223,6 +242,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rows.append(("bits/dim", f"{res['bits_per_dim']:.4f}"))
     if res["kl_per_dim"] is not None:
         rows.append(("KL per dim", " ".join(f"{v:.2f}" for v in res["kl_per_dim"])))
+    if "classification_error" in res:
+        rows.append(("error", f"{100 * res['classification_error']:.2f}% of "
+                              f"{res['n_labelled']} labelled rows misclassified by q(y|x)"))
     if "mig" in res:
         d = res
         rows.append(("MIG", f"{d['mig']:.3f} (Chen et al. 2018)"))
@@ -255,7 +277,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     g = torch.Generator(model.device).manual_seed(args.seed)
     update, close = progress_bar(len(x), f"log p(x), K={args.importance_samples}")
     try:
-        ll = log_likelihood(model, x, args.importance_samples, generator=g, progress=update, y=y)
+        ll = log_likelihood(model, x, args.importance_samples, generator=g, progress=update,
+                            y=density_labels(model, y))
     finally:
         close()
     lines = ["index,log_likelihood"] + [f"{i},{v:.10g}" for i, v in enumerate(ll.tolist())]

@@ -25,6 +25,8 @@ from .errors import ConfigError
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit value
 MAX_SIZE = 2**20  # widths, latent sizes, components: far beyond any model that fits in memory
+ALPHA = 50.0  # semi-supervised classification weight per labelled row: docs/semi_supervised.md
+LABELLED_SHARE = 0.1  # labelled rows per semi-supervised batch: docs/semi_supervised.md
 
 
 class OptionError(ConfigError):
@@ -129,8 +131,21 @@ class ModelConfig:
         "2016; docs/vaegan.md)", low=0, high=1e6)
     conditional: bool = option(False, "a conditional VAE (Sohn et al. 2015): the labels feed the "
                                "encoder and the decoder; sample with a label")
-    num_classes: int = option(0, "classes of a conditional model, from the training labels",
-                              low=0, high=MAX_SIZE, scope="internal")
+    num_classes: int = option(0, "classes of a conditional or semi-supervised model, from the "
+                              "training labels", low=0, high=MAX_SIZE, scope="internal")
+    semi_supervised: bool = option(
+        False, "the semi-supervised VAE M2 (Kingma et al. 2014): a classifier q(y|x) and a code "
+        "q(z|x,y), trained on labelled rows and unlabelled ones (label -1) together; it predicts "
+        "classes (vaekit evaluate reports the test error)")
+    stack_on: str = option(
+        "", "a trained run of a one-layer VAE (M1): this model learns the codes of its frozen "
+        "encoder, drawn afresh every step, and decodes through it; with semi_supervised, M1+M2 "
+        "(Kingma et al. 2014)", metavar="RUN")
+    stack: str = option("", "the frozen model under stack_on: its configuration, example shape "
+                        "and the code dimensions kept, as JSON (copied from stack_on)",
+                        scope="internal")
+    alpha: float = option(ALPHA, "weight of the classification loss -log q(y|x) of each "
+                          "labelled row, next to its bound (semi_supervised)", low=0, high=1e6)
 
     def validate(self) -> None:
         check_fields(self)
@@ -156,6 +171,33 @@ class ModelConfig:
         if self.top_latent_dims and self.prior == "vamp":
             raise OptionError("top_latent_dims (a ladder VAE) takes prior normal or mixture",
                               "top_latent_dims", "prior")
+        if self.semi_supervised:
+            self.check_semi_supervised()
+        if self.stack_on or self.stack:
+            self.check_stack()
+
+    def check_stack(self) -> None:
+        """A stacked model's top: one layer, no labels as inputs; the front from ``stack``."""
+        for name in ("top_latent_dims", "conditional"):
+            if getattr(self, name):
+                raise OptionError(f"stack_on takes a one-layer top model without {name}",
+                                  "stack_on", name)
+        if self.stack:
+            from .stack import parse_stack
+
+            parse_stack(self.stack)
+
+    def check_semi_supervised(self) -> None:
+        """The parts M2 is defined with: one stochastic layer, p(z) = N(0, I), the label its own."""
+        for name, bad in (("conditional", self.conditional), ("top_latent_dims", self.top_latent_dims),
+                          ("prior", self.prior != "normal")):
+            if bad:
+                what = {"prior": "prior normal (p(z) = N(0, I))", "conditional": "no conditional "
+                        "(the label already feeds its encoder and decoder)",
+                        "top_latent_dims": "one stochastic layer (no top_latent_dims)"}[name]
+                raise OptionError(f"semi_supervised (M2) needs {what}", "semi_supervised", name)
+        if self.num_classes == 1:
+            raise OptionError("semi_supervised needs at least 2 classes, got 1", "semi_supervised")
 
 
 @dataclass
@@ -202,6 +244,10 @@ class TrainConfig:
     precision: str = option("auto", "auto, fp32 or bf16 (bf16 autocast needs native bf16: "
                             "AVX512-BF16/AMX CPUs, recent GPUs); auto: bf16 where native",
                             choices=("auto", "fp32", "bf16"))
+    labelled_share: float = option(
+        LABELLED_SHARE, "semi_supervised: share of each batch given to labelled rows (cycled), "
+        "the rest unlabelled ones, each once per epoch; at least one per batch",
+        low=0, high=0.5)
     patience: int = option(0, "early stopping: stop when the validation loss has not improved "
                            "for this many epochs, and keep the best epoch's weights (0: off; needs "
                            "val_fraction)", low=0, high=10**7, metavar="EPOCHS", auto=True)
@@ -242,6 +288,10 @@ class DataConfig:
     val_fraction: float = option(0.0, "fraction of the training split held out for validation "
                                  "(early stopping, the kept weights); never the test split (0: "
                                  "none)", low=0, high=0.5, auto=True)
+    labelled: int = option(0, "keep the labels of N training rows per class, chosen by the "
+                           "seed, and mark the others unlabelled (-1), for semi_supervised; the "
+                           "validation and test rows keep theirs (0: the labels as given)",
+                           low=0, high=2**31 - 1, metavar="N")
     n_train: int = option(0, "examples trained on", low=0, scope="internal")
     n_val: int = option(0, "examples held out for validation", low=0, scope="internal")
     n_test: int = option(0, "examples in the test split", low=0, scope="internal")
@@ -278,6 +328,17 @@ class RunConfig:
                               "e.g. 0.1", "patience", "val_fraction")
         if self.train.objective == "vaegan":
             check_vaegan(self)
+        for owner in ("semi_supervised", "stack_on"):  # M2 and stacked models: what they take
+            if not getattr(self.model, owner):
+                continue
+            for name, bad in (("objective", self.train.objective != "elbo"),
+                              ("free_bits", self.train.free_bits > 0), ("stream", self.data.stream)):
+                if bad:
+                    raise OptionError(f"{owner} takes objective elbo, no free_bits and in-memory "
+                                      "data (no stream)", owner, name)
+        if self.data.labelled and not self.model.semi_supervised:
+            raise OptionError("labelled N (keep N labels per class) is for a semi-supervised model: "
+                              "add semi_supervised", "labelled", "semi_supervised")
         if self.data.val_fraction and self.data.stream:
             raise OptionError("val_fraction does not combine with stream yet", "val_fraction",
                               "stream")

@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import pipeline
-from .config import RunConfig, iter_options
+from .config import ALPHA, LABELLED_SHARE, RunConfig, iter_options
 from .data.base import Dataset, check_features
 from .errors import ConfigError, DataError
 from .evaluate import posterior_means
@@ -82,16 +83,18 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                  likelihood: str = "auto", preprocess: str = "auto", mixtures: int = 5,
                  obs_std: float = 1.0, learn_obs_std: bool | str = "auto",
                  min_obs_var: float = 1e-6, min_var: float = 1e-5, pixel_weight: float = 1.0,
-                 conditional: bool = False,
+                 conditional: bool = False, semi_supervised: bool = False, stack_on: str = "",
+                 alpha: float = ALPHA,
                  epochs: int | str = "auto", batch_size: int = 128, lr: float | str = "auto",
                  lr_schedule: str = "auto", objective: str = "elbo", k: int = 1,
                  beta: float = 1.0, kl_warmup: int = 0, free_bits: float = 0.0,
                  gamma: float = 0.1, clip_grad: float = 0.0, max_skips: int = 20,
                  max_minutes: float | str = "auto",
                  random_state: int | np.random.RandomState | None = None, device: str = "auto",
-                 precision: str = "auto", patience: int | str = "auto",
+                 precision: str = "auto", labelled_share: float = LABELLED_SHARE,
+                 patience: int | str = "auto",
                  eval_batch_size: int = 1000, test_fraction: float = 0.0,
-                 val_fraction: float | str = "auto", verbose: bool = False) -> None:
+                 val_fraction: float | str = "auto", labelled: int = 0, verbose: bool = False) -> None:
         self.arch = arch
         self.hidden = hidden
         self.latent_dim = latent_dim
@@ -108,6 +111,9 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.min_var = min_var
         self.pixel_weight = pixel_weight
         self.conditional = conditional
+        self.semi_supervised = semi_supervised
+        self.stack_on = stack_on
+        self.alpha = alpha
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -121,6 +127,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.clip_grad = clip_grad
         self.max_skips = max_skips
         self.max_minutes = max_minutes
+        self.labelled_share = labelled_share
         self.random_state = random_state
         self.device = device
         self.precision = precision
@@ -128,6 +135,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.eval_batch_size = eval_batch_size
         self.test_fraction = test_fraction
         self.val_fraction = val_fraction
+        self.labelled = labelled
         self.verbose = verbose
 
     # -- configuration ---------------------------------------------------------------------
@@ -215,14 +223,15 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     def fit(self, X, y=None) -> "VAE":
         """Train on ``X`` of shape ``(n, d)``, ``(n, H, W)`` or ``(n, C, H, W)``; returns self.
 
-        ``y`` (integer labels 0..C-1, one per row) is used by a conditional model and ignored
-        otherwise.
+        ``y`` (integer labels 0..C-1, one per row) is used by a conditional model, and by a
+        semi-supervised one, for which -1 marks an unlabelled row; other models ignore it.
         """
         from .data.files import split_indices
 
         cfg, given = self._config()
         x = self._x(X, reset=True)
-        labels = as_labels(y, len(x)) if self.conditional else None
+        labels = (as_labels(y, len(x), unlabelled=self.semi_supervised)
+                  if self.conditional or self.semi_supervised else None)
         train, test = split_indices(len(x), cfg.data.test_fraction, "X")
         part = (lambda a, i: None if a is None else a[i])
         data = Dataset.from_arrays("X", x[train], x[test], part(labels, train), part(labels, test))
@@ -239,6 +248,8 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.data_shape_ = model.data_shape
         self.n_features_in_ = int(np.prod(model.data_shape))
         self._n_features_out = model.latent_dim
+        if getattr(model, "semi_supervised", False):
+            self.classes_ = np.arange(model.classes)
         self.samplers_: dict = {}
         self._run_path: Path | None = None
 
@@ -340,6 +351,17 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         except ConfigError as e:
             raise DataError(str(e).replace("give label L", "pass label=L").replace(
                 "label needs", "label applies to")) from None
+
+    @available_if(lambda self: bool(self.semi_supervised))
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities q(y|x) of a semi-supervised VAE, ``(n, n_classes)``; rows sum to 1."""
+        x, _ = self._rows(X, None)
+        return self._out(self._model_for(x).predict_proba(x), X)
+
+    @available_if(lambda self: bool(self.semi_supervised))
+    def predict(self, X) -> np.ndarray:
+        """The most probable class of each row under q(y|x), ``(n,)`` int64."""
+        return self.predict_proba(X).argmax(1).astype(np.int64)
 
     def _sampler(self, name: str):
         """The fitted sampler ``name`` (None for the prior)."""
@@ -464,16 +486,19 @@ def parameter_docs() -> str:
 VAE.__doc__ = VAE.__doc__.replace("{parameters}", parameter_docs())
 
 
-def as_labels(y, n: int) -> np.ndarray:
-    """Integer class labels ``(n,)`` int64, >= 0, or a DataError."""
+def as_labels(y, n: int, unlabelled: bool = False) -> np.ndarray:
+    """Integer class labels ``(n,)`` int64, >= 0 (or -1 for an unlabelled row when
+    ``unlabelled``), or a DataError."""
     if y is None:
-        raise DataError("a conditional VAE needs labels: call fit(X, y)")
+        what = "a semi-supervised VAE needs labels, -1 for" if unlabelled else "a conditional VAE needs"
+        raise DataError(f"{what} labels: call fit(X, y)")
     arr = np.asarray(y).reshape(-1)
     if len(arr) != n:
         raise DataError(f"y has {len(arr)} labels for {n} rows")
     if arr.dtype.kind not in "iub" and not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
         raise DataError(f"labels must be integers 0, 1, ..., got dtype {arr.dtype}")
     arr = arr.astype(np.int64)
-    if n and arr.min() < 0:
-        raise DataError(f"labels must be >= 0, got {arr.min()}")
+    if n and arr.min() < -int(unlabelled):
+        raise DataError(f"labels must be >= 0{' or -1 (unlabelled)' if unlabelled else ''}, got "
+                        f"{arr.min()}")
     return arr

@@ -60,6 +60,17 @@ def posterior_means(model, x: torch.Tensor, batch_size: int = 1000,
     return torch.cat(out) if out else torch.zeros(0, model.latent_dim)
 
 
+def classification_error(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
+                         ) -> float | None:
+    """Fraction of the labelled rows of ``x`` (``y >= 0``) whose most probable class under the
+    model's ``q(y|x)`` is not their label; None without labelled rows."""
+    known = y >= 0
+    if not bool(known.any()):
+        return None
+    probs = model.predict_proba(x[known.to(x.device)], batch_size)
+    return float((probs.argmax(-1) != y[known].cpu()).double().mean())
+
+
 def row_seeds(x: torch.Tensor, y: torch.Tensor | None, seed: int) -> list[int]:
     """One 64-bit seed per row: BLAKE2b of the row's float32 bytes and its label, keyed by ``seed``.
 

@@ -295,6 +295,9 @@ def export_onnx(run: str | Path, out: str | Path | None = None, overwrite: bool 
         raise ConfigError(f"--opset must be 18 or later (the torch.export-based exporter), got {opset}")
     rd = RunDir(run)
     model, cfg = rd.load_model("cpu")  # checks config and every tensor
+    if cfg.model.semi_supervised or cfg.model.stack:
+        raise ConfigError("export covers one-layer, ladder and conditional VAEs; a semi-supervised "
+                          "(M2) or stacked model has no ONNX export yet")
     out = Path(out) if out is not None else rd.path / "onnx"
     model_sha = hashlib.sha256(rd.model.read_bytes()).hexdigest()
     check_out_dir(out, model_sha, overwrite)

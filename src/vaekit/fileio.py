@@ -103,7 +103,8 @@ class _DeferredSync:
 
     def __init__(self) -> None:
         self.queue: queue.Queue = queue.Queue()
-        self.error: BaseException | None = None
+        self.error: BaseException | None = None  # the first failure; later writes are dropped
+        self.raised = False
         self.thread = threading.Thread(target=self.run, name="vaekit-sync", daemon=True)
         self.thread.start()
 
@@ -122,9 +123,11 @@ class _DeferredSync:
                     _written(path)
                 else:  # a failed write stops the later ones: their order must hold
                     Path(tmp).unlink(missing_ok=True)
-            except OSError as e:
+            except BaseException as e:  # raised in the writing thread at its next write
                 Path(tmp).unlink(missing_ok=True)
-                self.error = VaekitError(f"cannot write {path}: {e.strerror or e}")
+                if self.error is None:
+                    self.error = (VaekitError(f"cannot write {path}: {e.strerror or e}")
+                                  if isinstance(e, OSError) else e)
             finally:
                 self.queue.task_done()
         self.queue.task_done()
@@ -134,9 +137,10 @@ class _DeferredSync:
         self.queue.join()
 
     def raise_error(self) -> None:
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
+        """Raise the first failure in the caller's thread, once."""
+        if self.error is not None and not self.raised:
+            self.raised = True
+            raise self.error
 
     def stop(self) -> None:
         self.queue.put(None)

@@ -18,8 +18,11 @@ LIKELIHOODS: Registry[type] = Registry("likelihood")
 
 
 def require_unit_interval(x: torch.Tensor, what: str, needs: str) -> None:
-    """DataError unless every value of ``x`` lies in [0, 1]; ``needs`` says why and what to do."""
-    lo, hi = (float(v) for v in torch.aminmax(x))  # one pass over the data
+    """DataError unless every value of ``x`` lies in [0, 1]; ``needs`` says why and what to do.
+
+    ``x`` is a tensor or rows streamed from disk; both have ``aminmax`` (one pass over the data).
+    """
+    lo, hi = (float(v) for v in x.aminmax())
     if lo < 0.0 or hi > 1.0:
         raise DataError(f"{what}: values span [{lo:g}, {hi:g}] but {needs} or use --likelihood gaussian")
 

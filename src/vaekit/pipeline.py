@@ -21,6 +21,7 @@ import torch
 
 from .config import MAX_SIZE, OptionError, RunConfig, option_fields
 from .data import DATASETS, Dataset, load_data, load_part
+from .data.labelled import check_partial_labels, partly_labelled
 from .distributed import World
 from .errors import DataError, RunDirError
 from .fileio import deferred_sync
@@ -128,6 +129,12 @@ def check_rows(model: VAEModel, x: torch.Tensor, y: torch.Tensor | None, what: s
                         f"trained on shape {model.data_shape}")
     if len(x):
         model.likelihood.check_data(x, what)
+    classes = label_classes(model)
+    if classes and not model.cond_dim:  # semi-supervised: labels optional, -1 unlabelled
+        if y is not None and len(y) and (int(y.min()) < -1 or int(y.max()) >= classes):
+            raise DataError(f"{what}: labels must lie in 0..{classes - 1} (the classes the model "
+                            "knows) or be -1 (unlabelled)")
+        return
     if not model.cond_dim:
         return
     if y is None or len(y) != len(x):
@@ -138,9 +145,15 @@ def check_rows(model: VAEModel, x: torch.Tensor, y: torch.Tensor | None, what: s
                         "model was trained on")
 
 
+def label_classes(model: VAEModel) -> int:
+    """Classes whose labels the model reads: a conditional model's (required) or a
+    semi-supervised model's (optional); 0 for a model without labels."""
+    return model.cond_dim or getattr(model, "classes", 0)
+
+
 def check_data(model: VAEModel, data: Dataset) -> None:
     """:func:`check_rows` for both parts of a dataset (before anything is written)."""
-    labels = model.cond_dim > 0
+    labels = label_classes(model) > 0
     check_rows(model, data.x_train, data.y_train if labels else None, f"{data.name} (training part)")
     if len(data.x_test):
         check_rows(model, data.x_test, data.y_test if labels else None, f"{data.name} (test part)")
@@ -174,7 +187,7 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     Every check passes before a run directory is created or changed; the global torch random
     state is left as it was found.
     """
-    from .callbacks import EarlyStopping, EpochLog, RunDirWriter, TensorBoardLogger
+    from .callbacks import ClassificationError, EarlyStopping, EpochLog, RunDirWriter, TensorBoardLogger
     from .train import Trainer
 
     say = log if world.is_main else (lambda s: None)
@@ -188,10 +201,19 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     # Built-in datasets are checksum-verified whenever they load; a user's files get a fingerprint.
     fingerprinted = isinstance(data.x_train, torch.Tensor) and cfg.data.data not in DATASETS
     choices: list[str] = []  # said once every check has passed, so an error stays one line
+    front = None
+    if cfg.model.stack_on and not resume:  # M1 under M2: copied in, frozen
+        from .stack import stack_front
+
+        front, stacked = stack_front(cfg, data, given)
+        choices += stacked
+        given = None if given is None else {*given, "likelihood", "preprocess"}  # fixed for the top
     if not resume:
-        choices = resolve_defaults(cfg, data, given) if given is not None else []
+        choices += resolve_defaults(cfg, data, given) if given is not None else []
         if cfg.model.conditional and not cfg.model.num_classes:
             cfg.model.num_classes = num_classes(data)
+        if cfg.model.semi_supervised and not cfg.model.num_classes:
+            cfg.model.num_classes = check_partial_labels(data.y_train, f"{data.name} (training part)")
         if fingerprinted:
             cfg.data.fingerprint = fingerprint(data)
     elif cfg.data.fingerprint and fingerprinted and fingerprint(data) != cfg.data.fingerprint:
@@ -201,17 +223,25 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)  # weight initialisation, the same in every process
         model = build_model(cfg.model, data.shape, cfg.train.objective)
+    if front is not None:
+        model.front.load_state_dict(front.state_dict())
     check_data(model, data)
     data, val = validation_split(data, cfg.data.val_fraction)
+    order = None
+    if cfg.model.semi_supervised:  # --labelled N; batches that always hold labelled rows
+        data, order = partly_labelled(data, cfg.data.labelled, cfg.train.labelled_share,
+                                      cfg.train.seed)
     cfg.data.n_train, cfg.data.n_test = len(data.x_train), len(data.x_test)
     cfg.data.n_val = 0 if val is None else len(val[0])
     model.preprocess.fit(data.x_train)  # the training part only; deterministic, so resume agrees
-    trainer = Trainer(model, cfg.train, log=say, progress=progress, world=world)
+    trainer = Trainer(model, cfg.train, log=say, progress=progress, world=world, order=order)
     rd = None if out is None else RunDir(out)
     if rd is not None:  # refuse before anything is written, even the lock file
         rd.prepare(resume=resume, overwrite=overwrite, dry_run=True)
     with rd.lock() if rd is not None and world.is_main else contextlib.nullcontext():
         callbacks: list = [EarlyStopping(cfg.train.patience, rd)] if val is not None else []
+        if cfg.model.semi_supervised:  # first: the error joins the row before anything writes it
+            callbacks.insert(0, ClassificationError(val))
         if rd is not None:
             rd.prepare(resume=resume, overwrite=overwrite, dry_run=True)  # every process checks
             world.barrier()
@@ -324,8 +354,8 @@ def load_run(path: str | Path, device: str = "auto") -> tuple[VAEModel, RunConfi
 @dataclass
 class Rows:
     """Checked rows of a run's data: ``x`` ``(n, *data_shape)``; ``y``, the labels the model
-    reads (a conditional model's, else None); and what the data knows about each row:
-    ``labels`` ``(n,)`` int64 and ``factors`` ``(n, F)`` int64 (with ``factor_names``), or None."""
+    reads (a conditional or semi-supervised model's, else None); and what the data knows about
+    each row: ``labels`` ``(n,)`` int64 and ``factors`` ``(n, F)`` int64 (with ``factor_names``), or None."""
 
     x: torch.Tensor
     y: torch.Tensor | None
@@ -351,29 +381,33 @@ def data_rows(model: VAEModel, cfg: RunConfig, data: str | None, split: str) -> 
         x, y = torch.from_numpy(part.x), None if part.y is None else torch.from_numpy(part.y)
         f, names, what = part.factors, part.factor_names, data
     y = None if y is None else y.long()
-    check_rows(model, x, y if model.cond_dim else None, what)
-    return Rows(x, y if model.cond_dim else None, y, f, names if f is not None else None)
+    read = label_classes(model) > 0  # conditional (labels required) or semi-supervised (optional)
+    check_rows(model, x, y if read else None, what)
+    return Rows(x, y if read else None, y, f, names if f is not None else None)
 
 
 def rows(model: VAEModel, cfg: RunConfig, data: str | None, split: str
          ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Rows of ``data`` (a name or path; None: the run's own test split), checked against the
-    model, with their labels when the model is conditional (else None): ``(x, y)``."""
+    model, with their labels when the model reads labels (conditional or semi-supervised, for
+    which they may be None or -1), else None: ``(x, y)``."""
     r = data_rows(model, cfg, data, split)
     return r.x, r.y
 
 
 def check_label(model: VAEModel, label: int | None) -> None:
-    """A conditional model draws a given class; an unconditional one takes no label."""
-    if label is not None and not model.cond_dim:
-        raise OptionError("label needs a conditional model (trained with conditional)",
-                          "label", "conditional")
+    """A conditional model draws a given class; a semi-supervised one a given class or classes
+    drawn from p(y); an unconditional one takes no label."""
+    classes = label_classes(model)
+    if label is not None and not classes:
+        raise OptionError("label needs a conditional model (trained with conditional) or a "
+                          "semi-supervised one", "label", "conditional")
     if model.cond_dim and label is None:
         raise OptionError(f"this model is conditional: give label L (0..{model.cond_dim - 1}), "
                           "the class to draw", "label")
-    if label is not None and not 0 <= label < model.cond_dim:
+    if label is not None and not 0 <= label < classes:
         raise OptionError(f"label {label} is out of range: the model knows classes 0 to "
-                          f"{model.cond_dim - 1}", "label")
+                          f"{classes - 1}", "label")
 
 
 def sample(model: VAEModel, n: int, seed: int | torch.Generator, label: int | None = None,

@@ -132,6 +132,7 @@ def headline(history: list[dict], ev: dict | None, cfg: RunConfig, latent_dim: i
     else:
         cards.append(stat("log-px", "log p(x)", "not evaluated",
                           f"run: vaekit evaluate {run_name} (then the report is refreshed)"))
+    error_card(cards, history, ev)
     cards.append(stat("active", "active units",
                       "—" if active is None else f"{active} of {latent_dim}",
                       "latent dimensions in use (Cov_x E[z_d|x] > 0.01)", active))
@@ -141,6 +142,18 @@ def headline(history: list[dict], ev: dict | None, cfg: RunConfig, latent_dim: i
     notes = "".join(f'<li class="{kind}">{esc(text)}</li>' for kind, text in warnings)
     return (f'<section id="summary" aria-label="Summary"><div class="stats">{"".join(cards)}</div>'
             + (f'<ul class="notes">{notes}</ul>' if notes else "") + "</section>")
+
+
+def error_card(cards: list[str], history: list[dict], ev: dict | None) -> None:
+    """A semi-supervised model's classification error: from the evaluation, else the kept epoch."""
+    error, what = (ev or {}).get("classification_error"), "vaekit evaluate"
+    if error is None and history:
+        row = kept_row(history)
+        error, what = row.get("test_error", row.get("val_error")), f"epoch {row['epoch']}"
+        what = f"{'test' if 'test_error' in row else 'validation'} rows, {what}"
+    if isinstance(error, (int, float)) and math.isfinite(error):
+        cards.append(stat("error", "classification error", f"{100 * error:.2f}%",
+                          f"labelled rows misclassified by q(y|x) ({what}); lower is better", error))
 
 
 def collapse_note(active: int, latent_dim: int, kl: float | None = None) -> str | None:

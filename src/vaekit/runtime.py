@@ -83,12 +83,20 @@ def flushes_denormals() -> bool:
 
 @functools.cache
 def _gomp_parallel():
-    """``GOMP_parallel`` of the OpenMP runtime torch loaded (libgomp), or None (another runtime)."""
+    """``GOMP_parallel`` of the OpenMP runtime torch loaded (libgomp), or None (another runtime).
+
+    Other packages bring their own copy (scikit-learn's wheel does), each with its own thread
+    pool, so the copy is the one in torch's own folders, or the only one loaded.
+    """
     import ctypes
+    from pathlib import Path
 
     try:
         with open("/proc/self/maps") as maps:
-            path = next((line.split()[-1] for line in maps if "libgomp" in line), None)
+            loaded = {line.split()[-1] for line in maps if "libgomp" in line}
+        root = Path(torch.__file__).resolve().parent
+        own = [p for p in loaded if Path(p).parent in (root / "lib", root.parent / "torch.libs")]
+        path = own[0] if len(own) == 1 else next(iter(loaded)) if len(loaded) == 1 else None
         if path is None:
             return None
         func = ctypes.CDLL(path).GOMP_parallel
@@ -152,8 +160,8 @@ class AdamStep:
     torch.optim regroups the tensors by device and dtype and rebuilds the lists on every step,
     about as long as the fused kernel itself for a model of a few hundred thousand weights.
     Anything this does not cover (several parameter groups or devices, amsgrad, a state not yet
-    made, step hooks to call) takes ``optimizer.step()`` itself; both give the same numbers bit
-    for bit (tested).
+    made, step hooks to call, a replaced ``step``) takes ``optimizer.step()`` itself; both give
+    the same numbers bit for bit (tested).
 
     Parameters
     ----------
@@ -186,10 +194,12 @@ class AdamStep:
                 [s["step"] for s in states])
 
     def hooked(self) -> bool:
-        """Whether step hooks watch this optimizer (then ``step()`` itself runs, so they fire)."""
+        """Whether step hooks watch this optimizer, or its ``step`` was replaced on the instance
+        (a profiler's or a test's wrapper): then ``step()`` itself runs, so they see every step."""
         from torch.optim import optimizer as base
 
-        return bool(getattr(self.optimizer, "_optimizer_step_pre_hooks", None)
+        return bool("step" in vars(self.optimizer)
+                    or getattr(self.optimizer, "_optimizer_step_pre_hooks", None)
                     or getattr(self.optimizer, "_optimizer_step_post_hooks", None)
                     or getattr(base, "_global_optimizer_pre_hooks", None)
                     or getattr(base, "_global_optimizer_post_hooks", None))

@@ -71,10 +71,15 @@ class Trainer:
         Show a progress bar; default: when stderr is a terminal.
     world : World
         This process's place among the training processes (one process by default).
+    order : callable, optional
+        ``order(global_batch, generator)``: an epoch's row indices (a semi-supervised model's
+        batches that always hold labelled rows, :mod:`vaekit.data.labelled`); by default a
+        random permutation of the rows.
     """
 
     def __init__(self, model: VAEModel, config: TrainConfig, log: Callable[[str], None] = print,
-                 progress: bool | None = None, world: World = World()) -> None:
+                 progress: bool | None = None, world: World = World(),
+                 order: Callable[[int, torch.Generator], torch.Tensor] | None = None) -> None:
         config.validate()
         self.config = config
         self.world = world
@@ -113,6 +118,9 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.epoch = 0  # the last finished epoch
         self.stop_reason: str | None = None
+        # order(global batch, generator) -> an epoch's row indices (labelled rows in every batch
+        # of a semi-supervised model: vaekit.data.labelled); None: a random permutation
+        self.order = order
 
     def generators(self) -> dict[str, torch.Generator]:
         """The random streams a checkpoint must hold for a bit-identical resume."""
@@ -138,7 +146,9 @@ class Trainer:
         x_train = data.x_train.to(self.device)
         x_test = data.x_test.to(self.device)
         labels = self.model.cond_dim > 0  # a conditional model reads labels with its data
-        y_train = data.y_train.to(self.device) if labels else None
+        # a semi-supervised model learns from the training labels it has (-1: unlabelled)
+        learns = labels or getattr(self.model, "semi_supervised", False)
+        y_train = data.y_train.to(self.device) if learns else None
         y_test = data.y_test.to(self.device) if labels and len(x_test) else None
         parts = [("test", x_test, y_test)]
         if val is not None and len(val[0]):
@@ -214,8 +224,10 @@ class Trainer:
             self.low.refresh()  # the master weights may have been loaded since the last step
         if self.adam_step is not None:
             self.adam_step.invalidate()  # ... and the optimizer state
-        n, gbs = len(x), self.config.batch_size * world.size
-        perm = torch.randperm(n, generator=self.shuffle_gen).to(self.device)
+        gbs = self.config.batch_size * world.size
+        perm = (torch.randperm(len(x), generator=self.shuffle_gen) if self.order is None
+                else self.order(gbs, self.shuffle_gen)).to(self.device)
+        n = len(perm)  # rows this epoch (a semi-supervised epoch repeats its labelled rows)
         parts: list[tuple] = []  # this process's (rec, kl, tc or None) of each step, in order
         params = [p for p in self.model.parameters() if p.requires_grad]
         starts = range(0, n, gbs)

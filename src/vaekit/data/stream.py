@@ -71,11 +71,10 @@ class MappedRows:
             yield self[i: i + CHUNK_ROWS]
             self.release()
 
-    def min(self) -> float:
-        return min(float(c.min()) for c in self.chunks())
-
-    def max(self) -> float:
-        return max(float(c.max()) for c in self.chunks())
+    def aminmax(self) -> tuple[float, float]:
+        """The smallest and largest value, in one pass over the file (like ``Tensor.aminmax``)."""
+        ends = [tuple(float(v) for v in c.aminmax()) for c in self.chunks()]
+        return min(lo for lo, _ in ends), max(hi for _, hi in ends)
 
     def subset(self, index: np.ndarray) -> "MappedRows":
         return MappedRows(self.array, self.rows(index))
@@ -167,11 +166,8 @@ class FolderRows:
                             collate_fn=lambda items: torch.from_numpy(np.stack(items)))
         yield from loader
 
-    def min(self) -> float:
-        return 0.0  # 8-bit pixels scaled by 1/255 always lie in [0, 1]
-
-    def max(self) -> float:
-        return 1.0
+    def aminmax(self) -> tuple[float, float]:
+        return 0.0, 1.0  # 8-bit pixels scaled by 1/255 always lie in [0, 1]
 
     def subset(self, index: np.ndarray) -> "FolderRows":
         return FolderRows(self.files, self.mode, self.item_shape, self.rows(index), self.workers)
