@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 from torch import distributions as D
 
-from vaekit.config import RunConfig, read_toml
+from vaekit.config import RunConfig
+from vaekit.options import read_toml
 from vaekit.data import load_data
 from vaekit.evaluate import evaluate, importance_sample
 from vaekit import pipeline

@@ -38,11 +38,11 @@ import dataclasses
 import math
 import time
 
-import numpy as np
 import torch
 
 from vaekit import pipeline
-from vaekit.config import RunConfig, parse_hidden
+from vaekit.config import RunConfig
+from vaekit.options import parse_hidden
 from vaekit.data import Dataset, load_data
 from vaekit.data.files import split_indices
 from vaekit.disentangle import dci, mig

@@ -43,7 +43,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.mixture import GaussianMixture
 
 from vaekit import pipeline
-from vaekit.config import ModelConfig, RunConfig, TrainConfig, parse_hidden
+from vaekit.config import ModelConfig, RunConfig, TrainConfig
+from vaekit.options import parse_hidden
 from vaekit.data import Dataset, load_data
 from vaekit.evaluate import log_likelihood
 

@@ -35,7 +35,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from vaekit import pipeline, quality, samplers

@@ -2,7 +2,8 @@
 
 import pytest
 
-from vaekit.config import ModelConfig, OptionError, RunConfig, option_fields, read_toml
+from vaekit.config import ModelConfig, RunConfig, option_fields
+from vaekit.options import OptionError, read_toml
 from vaekit.errors import ConfigError
 
 

@@ -12,6 +12,7 @@ from vaekit.callbacks import EarlyStopping
 from vaekit.config import RunConfig
 from vaekit.data import Dataset
 from vaekit.errors import ConfigError
+from vaekit.run import RunDir
 from vaekit.train import Callback, Trainer
 from vaekit.zoo import build_model
 
@@ -105,7 +106,7 @@ def test_resume_with_a_validation_split_is_bit_identical(tmp_path):
                           log=lambda s: None, given=ALL)
     pipeline.train(config(epochs=2, val_fraction=0.2), data, out=tmp_path / "part", log=lambda s: None,
                    given=ALL)
-    cfg = pipeline.resume_config(pipeline.RunDir(tmp_path / "part"), {"epochs": 4}, None)
+    cfg = pipeline.resume_config(RunDir(tmp_path / "part"), {"epochs": 4}, None)
     part = pipeline.train(cfg, data, out=tmp_path / "part", resume=True, log=lambda s: None)
     assert [r["best_epoch"] for r in part.history] == [r["best_epoch"] for r in full.history]
     a, b = (load_file(tmp_path / n / "checkpoint.safetensors") for n in ("full", "part"))

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from vaekit import pipeline
-from vaekit.config import OptionError, RunConfig
+from vaekit.config import RunConfig
+from vaekit.options import OptionError
 from vaekit.data.base import Dataset
 from vaekit.data.labelled import (check_partial_labels, keep_labels, labelled_count,
                                   labelled_order)

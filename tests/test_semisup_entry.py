@@ -23,6 +23,7 @@ from vaekit.data import load_data
 from vaekit.data.base import Dataset
 from vaekit.errors import DataError
 from vaekit.estimator import VAE
+from vaekit.run import RunDir
 
 TINY = ["--hidden", "16", "--latent-dim", "2", "--precision", "fp32", "--batch-size", "64"]
 M2 = ["--semi-supervised", "--labelled", "5", "--epochs", "2", "--val-fraction", "0.1", *TINY]
@@ -188,7 +189,7 @@ def test_resume_is_bit_identical(stacked, m1_run, tmp_path):
     quiet = dict(log=lambda s: None)
     full = pipeline.train(tiny(epochs=4, **extra), out=tmp_path / "full", **quiet)
     pipeline.train(tiny(epochs=2, **extra), out=tmp_path / "part", **quiet)
-    cfg = pipeline.resume_config(pipeline.RunDir(tmp_path / "part"), {"epochs": 4}, None)
+    cfg = pipeline.resume_config(RunDir(tmp_path / "part"), {"epochs": 4}, None)
     part = pipeline.train(cfg, out=tmp_path / "part", resume=True, **quiet)
     drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert drop(part.history) == drop(full.history)

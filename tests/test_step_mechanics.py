@@ -12,7 +12,6 @@ import torch
 
 from vaekit import fileio
 from vaekit.config import RunConfig
-from vaekit.data import Dataset
 from vaekit.errors import VaekitError
 from vaekit.precision import LowPrecisionCopy
 from vaekit.runtime import AdamStep, cpu_has_native_bf16, denormals_flushed, flushes_denormals

@@ -12,7 +12,8 @@ from scipy.special import logsumexp
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
 
 from vaekit.cli import main
-from vaekit.config import ModelConfig, OptionError, RunConfig
+from vaekit.config import ModelConfig, RunConfig
+from vaekit.options import OptionError
 from vaekit.distributions import DiagonalNormal
 from vaekit.model import VAEModel
 from vaekit.objectives import negative_elbo, negative_tcvae, reported_loss

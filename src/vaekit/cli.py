@@ -16,7 +16,8 @@ from . import __version__
 from .commands import (cmd_baseline, cmd_card, cmd_compare, cmd_datasets, cmd_embed, cmd_evaluate,
                        cmd_export, cmd_fit_sampler, cmd_interpolate, cmd_reconstruct, cmd_report,
                        cmd_sample, cmd_score, cmd_traverse)
-from .config import OptionError, choices_of, iter_options, parse_sizes, read_toml
+from .config import iter_options
+from .options import OptionError, choices_of, parse_sizes, read_toml
 from .errors import ConfigError, VaekitError
 
 SPLITS = ("all", "train", "test")

@@ -19,12 +19,12 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import pipeline
 from .config import ALPHA, LABELLED_SHARE, RunConfig, iter_options
-from .data.base import Dataset, check_features
+from .data.base import Dataset, as_labels, check_features
 from .errors import ConfigError, DataError
 from .evaluate import posterior_means
 from .model import VAEModel
 from .run import RunDir
-from .morph import interpolation_ends, morph
+from .estimator_draw import DrawMixin
 
 # Where the estimator's default differs from the CLI's, and why. Options vaekit may choose from
 # the data (``auto`` fields) default to "auto": a value passed explicitly, even the CLI's default,
@@ -38,7 +38,7 @@ PARAM_OF_FIELD = {"seed": "random_state"}
 FLOAT64_COPIES: "weakref.WeakKeyDictionary[VAEModel, VAEModel]" = weakref.WeakKeyDictionary()
 
 
-class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Variational autoencoder with the scikit-learn estimator contract.
 
     ``fit(X)`` trains; ``transform(X)`` gives posterior means; ``score_samples(X)`` the
@@ -281,77 +281,6 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         model = self.model_
         return self._out(model.decode(z.to(model.device), labels).mean, Z)
 
-    @torch.no_grad()
-    def interpolate(self, X, y=None, *, from_index: int | None = None, to_index: int | None = None,
-                    from_label: int | None = None, to_label: int | None = None, steps: int = 10,
-                    spherical: bool = False) -> np.ndarray:
-        """Decoder means along the path between two examples' posterior means.
-
-        Parameters
-        ----------
-        X : array-like of shape (n, d) or (n, C, H, W)
-            The rows to choose the ends from.
-        y : array-like of shape (n,), optional
-            Class labels: to choose by label, and for a conditional model (which decodes the
-            path with the first end's label).
-        from_index, to_index : int, optional
-            The ends as rows of ``X``.
-        from_label, to_label : int, optional
-            The ends as classes of ``y``: of each, the row whose posterior mean is nearest the
-            class's mean posterior mean (:func:`vaekit.morph.class_representative`).
-        steps : int
-            Points on the path, ends included.
-        spherical : bool
-            Spherical instead of linear interpolation (White 2016).
-
-        Returns
-        -------
-        np.ndarray
-            ``(steps, *data_shape)``: the first row decodes the first end's code, the last row
-            the second's.
-        """
-        by_label = from_label is not None or to_label is not None
-        if by_label == (from_index is not None or to_index is not None) or None in (
-                (from_label, to_label) if by_label else (from_index, to_index)):
-            raise ConfigError("give the ends as from_index and to_index, or as from_label and "
-                              "to_label")
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise ConfigError(f"steps must be a positive number of points, got {steps!r}")
-        if by_label and y is None:
-            raise DataError("from_label and to_label choose examples by class: pass the labels y")
-        x, labels = self._rows(X, y)
-        model = self._model_for(x)
-        classes = None if y is None else torch.from_numpy(as_labels(y, len(x)))
-        ends = interpolation_ends(model, x, labels, classes,
-                                  *((from_label, to_label) if by_label else (from_index, to_index)),
-                                  by_label, ("from_label", "to_label") if by_label else
-                                  ("from_index", "to_index"))
-        decoded = morph(model, x[ends], None if labels is None else labels[ends], int(steps),
-                        bool(spherical))
-        return self._out(decoded[1:-1], X)
-
-    @torch.no_grad()
-    def sample(self, n: int = 1, random_state: int | None = None, label: int | None = None,
-               sampler: str = "prior") -> np.ndarray:
-        """Decoder means of ``n`` draws, ``(n, *data_shape)``; of class ``label`` when conditional.
-
-        ``sampler`` says where the codes come from: ``prior`` (p(z)), or ``expost`` / ``two-stage``
-        (a density fitted to the training codes, :mod:`vaekit.samplers`), fitted by
-        :meth:`fit_sampler`, or, for an estimator loaded from a run directory, the run's own
-        (fitted and stored there on first use, as ``vaekit sample`` does).
-        """
-        check_is_fitted(self, "model_")
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ConfigError(f"n must be a positive number of samples, got {n!r}")
-        fitted = self._sampler(sampler)
-        g = torch.Generator(self.model_.device)
-        g.manual_seed(int(random_state)) if random_state is not None else g.seed()
-        try:
-            return pipeline.sample(self.model_, int(n), g, label, fitted).numpy()
-        except ConfigError as e:
-            raise DataError(str(e).replace("give label L", "pass label=L").replace(
-                "label needs", "label applies to")) from None
-
     @available_if(lambda self: bool(self.semi_supervised))
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities q(y|x) of a semi-supervised VAE, ``(n, n_classes)``; rows sum to 1."""
@@ -362,44 +291,6 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row under q(y|x), ``(n,)`` int64."""
         return self.predict_proba(X).argmax(1).astype(np.int64)
-
-    def _sampler(self, name: str):
-        """The fitted sampler ``name`` (None for the prior)."""
-        from .samplers import SAMPLERS
-
-        if not isinstance(name, str) or name not in SAMPLERS:
-            raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS.names())}, got {name!r}")
-        if name == "prior":
-            return None
-        if name not in self.samplers_ and self._run_path is None:  # (a new fit empties samplers_)
-            raise DataError(f"the {name} sampler is not fitted: call fit_sampler(X, sampler="
-                            f"'{name}') with the training data first")
-        if name not in self.samplers_:  # loaded from a run: the run's own, fitted there if need be
-            self.samplers_[name] = pipeline.run_sampler(self._run_path, self.model_, self.config_,
-                                                        name, log=self._log)
-        return self.samplers_[name]
-
-    def _log(self, line: str) -> None:
-        if self.verbose:
-            print(line)
-
-    def fit_sampler(self, X, y=None, sampler: str = "expost") -> "VAE":
-        """Fit a sampler of codes to the codes of ``X`` (the training data); returns self.
-
-        ``expost``: a Gaussian mixture on the codes, its components chosen on a held-out 10%
-        (Ghosh et al. 2020); ``two-stage``: a second VAE on the codes (Dai & Wipf 2019). Kept in
-        ``samplers_`` and written by :meth:`save`; ``sample(..., sampler=...)`` draws from it.
-        ``y``: labels, for a conditional model.
-        """
-        from .samplers import SAMPLERS
-
-        x, labels = self._rows(X, y)
-        if not isinstance(sampler, str) or sampler not in SAMPLERS or sampler == "prior":
-            raise ConfigError(f"sampler must be expost or two-stage, got {sampler!r}")
-        seed = self.config_.train.seed
-        self.samplers_[sampler] = pipeline.fit_sampler(sampler, self.model_, x.float(), labels,
-                                                       seed, log=self._log)
-        return self
 
     def score_samples(self, X, y=None, n_importance: int = 1000) -> np.ndarray:
         """Importance-sampled log p(x) per row in nats (higher is more typical).
@@ -484,21 +375,3 @@ def parameter_docs() -> str:
 
 
 VAE.__doc__ = VAE.__doc__.replace("{parameters}", parameter_docs())
-
-
-def as_labels(y, n: int, unlabelled: bool = False) -> np.ndarray:
-    """Integer class labels ``(n,)`` int64, >= 0 (or -1 for an unlabelled row when
-    ``unlabelled``), or a DataError."""
-    if y is None:
-        what = "a semi-supervised VAE needs labels, -1 for" if unlabelled else "a conditional VAE needs"
-        raise DataError(f"{what} labels: call fit(X, y)")
-    arr = np.asarray(y).reshape(-1)
-    if len(arr) != n:
-        raise DataError(f"y has {len(arr)} labels for {n} rows")
-    if arr.dtype.kind not in "iub" and not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
-        raise DataError(f"labels must be integers 0, 1, ..., got dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
-    if n and arr.min() < -int(unlabelled):
-        raise DataError(f"labels must be >= 0{' or -1 (unlabelled)' if unlabelled else ''}, got "
-                        f"{arr.min()}")
-    return arr

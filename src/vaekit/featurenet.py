@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import MAX_SIZE
+from .options import MAX_SIZE
 from .data import Dataset
 from .errors import DataError, RunDirError, VaekitError
 from .fileio import atomic_write_bytes, exclusive_lock, read_regular, write_json

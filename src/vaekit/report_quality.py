@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from .images import grid_png
 from .report_sections import esc, img, num, table
 

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from . import viz
-from .config import RunConfig, flag, option_fields
+from .config import RunConfig, option_fields
+from .options import flag
 from .objectives import loss_words, trains_likelihood
 
 KL_COLLAPSE = 0.1  # nats per example in all: below it the code carries ~nothing (as pipeline's note)

@@ -258,7 +258,7 @@ class TwoStageSampler(Sampler):
     @classmethod
     def rebuild(cls, model, details, tensors, where) -> "TwoStageSampler":
         from .config import RunConfig
-        from .run import load_state_tensors
+        from .run_read import load_state_tensors
         from .zoo import build_model
 
         try:

@@ -27,7 +27,8 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from .config import ModelConfig, OptionError, coerce
+from .config import ModelConfig, coerce
+from .options import OptionError
 from .errors import ConfigError, DataError
 from .model import SampleTerms, VAEModel
 from .objectives import LossTerms

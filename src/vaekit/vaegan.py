@@ -41,7 +41,6 @@ import math
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
@@ -150,8 +149,9 @@ class VAEGAN(VAEModel):
         self.pixel_weight = config.pixel_weight
         self.discriminator = discriminator_for(self.body)
 
-    def hybrid_update(self, trainer) -> "AdversarialUpdate":
-        """What the trainer runs instead of its plain step (:mod:`vaekit.vaegan_update`)."""
+    def hybrid_update(self, trainer):
+        """What the trainer runs instead of its plain step: an
+        :class:`vaekit.vaegan_update.AdversarialUpdate`."""
         from .vaegan_update import AdversarialUpdate
 
         return AdversarialUpdate(self, trainer)

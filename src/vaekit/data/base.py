@@ -182,3 +182,21 @@ def check_features(x: np.ndarray, what: str) -> np.ndarray:
 def _first_row(mask: np.ndarray) -> int:
     """The first row (example) of a boolean mask shaped like the data with a True in it."""
     return int(np.argmax(mask.reshape(len(mask), -1).any(axis=1)))
+
+
+def as_labels(y, n: int, unlabelled: bool = False) -> np.ndarray:
+    """Integer class labels ``(n,)`` int64, >= 0 (or -1 for an unlabelled row when
+    ``unlabelled``), or a DataError."""
+    if y is None:
+        what = "a semi-supervised VAE needs labels, -1 for" if unlabelled else "a conditional VAE needs"
+        raise DataError(f"{what} labels: call fit(X, y)")
+    arr = np.asarray(y).reshape(-1)
+    if len(arr) != n:
+        raise DataError(f"y has {len(arr)} labels for {n} rows")
+    if arr.dtype.kind not in "iub" and not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
+        raise DataError(f"labels must be integers 0, 1, ..., got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if n and arr.min() < -int(unlabelled):
+        raise DataError(f"labels must be >= 0{' or -1 (unlabelled)' if unlabelled else ''}, got "
+                        f"{arr.min()}")
+    return arr

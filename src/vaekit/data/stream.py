@@ -186,14 +186,14 @@ class _Decode(torch.utils.data.Dataset):
 
 def open_folder(folder: Path, workers: int = 2):
     """Scan a folder's image headers (not pixels): files, labels, one size, the colour mode."""
-    from .files import _GREY_MODES, _image_files, scan_images
+    from .folders import GREY_MODES, image_files, scan_images
 
-    files, labels = _image_files(folder)
+    files, labels = image_files(folder)
     seen = {"colour": False}
 
     def note(img) -> None:
         seen["size"] = img.size
-        seen["colour"] |= img.mode not in _GREY_MODES
+        seen["colour"] |= img.mode not in GREY_MODES
 
     scan_images(folder, files, note)
     w, h = seen["size"]

@@ -1,9 +1,6 @@
-"""The one wiring of vaekit: configuration + data -> a trained run, and run + data -> rows.
-
-The CLI commands, the estimator and the benchmarks call these functions; none of them wires
-data, model and trainer itself. So every check (shapes, labels, the likelihood's support, the
-run directory's rules) is made here once, for every entry point.
-"""
+"""Configuration + data -> a trained run (fresh or resumed, one process or many), and the
+checks every entry point shares (shapes, labels, the likelihood's support, the run directory's
+rules)."""
 
 from __future__ import annotations
 
@@ -16,19 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Collection
 
-import numpy as np
 import torch
 
-from .config import MAX_SIZE, OptionError, RunConfig, option_fields
-from .data import DATASETS, Dataset, load_data, load_part
-from .data.labelled import check_partial_labels, partly_labelled
-from .distributed import World
-from .errors import DataError, RunDirError
-from .fileio import deferred_sync
-from .model import VAEModel
-from .run import RunDir
-from .runtime import resolve_device
-from .zoo import build_model
+from ..config import RunConfig, option_fields
+from ..options import MAX_SIZE, OptionError
+from ..data import DATASETS, Dataset, load_data
+from ..data.labelled import check_partial_labels, partly_labelled
+from ..distributed import World
+from ..errors import DataError, RunDirError
+from ..fileio import deferred_sync
+from ..model import VAEModel
+from ..run import RunDir
+from ..zoo import build_model
 
 Log = Callable[[str], None]
 
@@ -104,7 +100,7 @@ def fingerprint(data: Dataset) -> str:
 def resolve_defaults(cfg: RunConfig, data: Dataset, given: Collection[str]) -> list[str]:
     """Fill the options left to vaekit from what the data is (:mod:`vaekit.defaults`); returns
     one line per choice, with the flag that overrides it."""
-    from .defaults import resolve_auto
+    from ..defaults import resolve_auto
 
     return resolve_auto(cfg, data.x_train, given)
 
@@ -187,8 +183,8 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     Every check passes before a run directory is created or changed; the global torch random
     state is left as it was found.
     """
-    from .callbacks import ClassificationError, EarlyStopping, EpochLog, RunDirWriter, TensorBoardLogger
-    from .train import Trainer
+    from ..callbacks import ClassificationError, EarlyStopping, EpochLog, RunDirWriter, TensorBoardLogger
+    from ..train import Trainer
 
     say = log if world.is_main else (lambda s: None)
     cfg.validate()
@@ -203,7 +199,7 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     choices: list[str] = []  # said once every check has passed, so an error stays one line
     front = None
     if cfg.model.stack_on and not resume:  # M1 under M2: copied in, frozen
-        from .stack import stack_front
+        from ..stack import stack_front
 
         front, stacked = stack_front(cfg, data, given)
         choices += stacked
@@ -252,7 +248,7 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
             if cfg.train.tensorboard and world.is_main:
                 callbacks.append(TensorBoardLogger(rd))
             if cfg.train.mlflow and world.is_main:
-                from .tracking import MLflowLogger, tracking_uri
+                from ..tracking import MLflowLogger, tracking_uri
 
                 cfg.train.mlflow = tracking_uri(cfg.train.mlflow)
                 callbacks.append(MLflowLogger(rd, cfg, cfg.train.mlflow))
@@ -285,7 +281,7 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
 def collapse_note(model: VAEModel, data: Dataset, rows: int = 2000) -> str | None:
     """A plain warning when the posterior collapsed (no active unit, or almost no KL), with
     what to try; None when the latent code carries information."""
-    from .evaluate import latent_diagnostics
+    from ..evaluate import latent_diagnostics
 
     x, y = (data.x_test, data.y_test) if len(data.x_test) else (data.x_train, data.y_train)
     if not isinstance(x, torch.Tensor) or len(x) < 2:
@@ -306,7 +302,7 @@ def collapse_note(model: VAEModel, data: Dataset, rows: int = 2000) -> str | Non
 def save_evaluation(run_dir: RunDir, result: dict[str, Any]) -> list[str]:
     """Keep ``result`` as ``evaluation_k<K>.json``, and as ``evaluation.json`` unless that holds
     a more accurate evaluation (larger K) of the same data; returns what was written."""
-    from .fileio import write_json
+    from ..fileio import write_json
 
     k = result["importance_samples"]
     try:
@@ -329,7 +325,7 @@ def validation_split(data: Dataset, fraction: float
     ``(data without it, (x_val, y_val))``; ``(data, None)`` for a fraction of 0."""
     if not fraction:
         return data, None
-    from .data.files import split_indices
+    from ..data.files import split_indices
 
     train, val = (torch.from_numpy(i) for i in split_indices(len(data.x_train), fraction,
                                                              f"{data.name} (training part)"))
@@ -343,136 +339,3 @@ def validation_split(data: Dataset, fraction: float
 
 def default_out(data: str) -> Path:
     return Path("runs") / f"{Path(data).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-# -- using a trained run -----------------------------------------------------------------------
-def load_run(path: str | Path, device: str = "auto") -> tuple[VAEModel, RunConfig]:
-    """The trained model of a run directory (on ``device``, eval mode) and its configuration."""
-    return RunDir(path).load_model(resolve_device(device))
-
-
-@dataclass
-class Rows:
-    """Checked rows of a run's data: ``x`` ``(n, *data_shape)``; ``y``, the labels the model
-    reads (a conditional or semi-supervised model's, else None); and what the data knows about
-    each row: ``labels`` ``(n,)`` int64 and ``factors`` ``(n, F)`` int64 (with ``factor_names``), or None."""
-
-    x: torch.Tensor
-    y: torch.Tensor | None
-    labels: torch.Tensor | None
-    factors: np.ndarray | None
-    factor_names: tuple[str, ...] | None
-
-
-def data_rows(model: VAEModel, cfg: RunConfig, data: str | None, split: str) -> Rows:
-    """Rows of ``data`` (a name or path; None: the run's own test split) checked against the
-    model, with their labels and known factors where the data has them (:class:`Rows`)."""
-    if data is None:
-        ds = load_data(cfg.data.data, cfg.data.test_fraction, log=stderr, stream=cfg.data.stream)
-        x, y, f, names = ds.x_test, ds.y_test, ds.f_test, ds.factor_names
-        x = x[:] if not isinstance(x, torch.Tensor) else x  # the test split, read whole
-        if len(x) == 0:
-            raise DataError(f"the run's data {cfg.data.data} has no test split (test_fraction 0); "
-                            "give DATA, with --split train to use training rows")
-        f = None if f is None else f.numpy()
-        what = f"{cfg.data.data} (test part)"
-    else:
-        part = load_part(data, split, log=stderr)
-        x, y = torch.from_numpy(part.x), None if part.y is None else torch.from_numpy(part.y)
-        f, names, what = part.factors, part.factor_names, data
-    y = None if y is None else y.long()
-    read = label_classes(model) > 0  # conditional (labels required) or semi-supervised (optional)
-    check_rows(model, x, y if read else None, what)
-    return Rows(x, y if read else None, y, f, names if f is not None else None)
-
-
-def rows(model: VAEModel, cfg: RunConfig, data: str | None, split: str
-         ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Rows of ``data`` (a name or path; None: the run's own test split), checked against the
-    model, with their labels when the model reads labels (conditional or semi-supervised, for
-    which they may be None or -1), else None: ``(x, y)``."""
-    r = data_rows(model, cfg, data, split)
-    return r.x, r.y
-
-
-def check_label(model: VAEModel, label: int | None) -> None:
-    """A conditional model draws a given class; a semi-supervised one a given class or classes
-    drawn from p(y); an unconditional one takes no label."""
-    classes = label_classes(model)
-    if label is not None and not classes:
-        raise OptionError("label needs a conditional model (trained with conditional) or a "
-                          "semi-supervised one", "label", "conditional")
-    if model.cond_dim and label is None:
-        raise OptionError(f"this model is conditional: give label L (0..{model.cond_dim - 1}), "
-                          "the class to draw", "label")
-    if label is not None and not 0 <= label < classes:
-        raise OptionError(f"label {label} is out of range: the model knows classes 0 to "
-                          f"{classes - 1}", "label")
-
-
-def sample(model: VAEModel, n: int, seed: int | torch.Generator, label: int | None = None,
-           sampler: Any = None) -> torch.Tensor:
-    """Decoder means of ``n`` draws (of class ``label``), float32 on the CPU: codes from the
-    prior, or from ``sampler`` (a :class:`vaekit.samplers.Sampler`, see :func:`run_sampler`)."""
-    check_label(model, label)
-    g = seed if isinstance(seed, torch.Generator) else torch.Generator(model.device).manual_seed(seed)
-    y = None if label is None else torch.full((n,), label, device=model.device)
-    if sampler is None:
-        return model.generate(n, g, y).float().cpu()
-    with torch.no_grad():
-        return model.decode(sampler.codes(n, g), y).mean.float().cpu()
-
-
-# -- samplers and the sample-quality metric ------------------------------------------------------
-def run_data(cfg: RunConfig, log: Log = stderr, stream: bool = False) -> Dataset:
-    """The data a run was trained on, loaded again by its name or path."""
-    if cfg.data.data == "array":  # the estimator's name for data that never were a file
-        raise DataError("this run was saved from Python (VAE.save) and its data are not on disk; "
-                        "use the estimator: VAE.fit_sampler(X, sampler=...), then save")
-    return load_data(cfg.data.data, cfg.data.test_fraction, log=log, stream=stream)
-
-
-def training_rows(cfg: RunConfig, log: Log = stderr) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The rows a run was trained on (its training split less its validation part), with their
-    labels where the data has them; refused if a user's data changed since training."""
-    data = run_data(cfg, log, stream=cfg.data.stream)
-    if not isinstance(data.x_train, torch.Tensor):
-        raise DataError(f"{cfg.data.data} is streamed; fitting a sampler needs data that fit in memory")
-    if cfg.data.fingerprint and cfg.data.data not in DATASETS and fingerprint(data) != cfg.data.fingerprint:
-        raise DataError(f"{data.name} is not the data this run was trained on (its contents changed)")
-    data, _ = validation_split(data, cfg.data.val_fraction)
-    return data.x_train, data.y_train
-
-
-def fit_sampler(name: str, model: VAEModel, x: torch.Tensor, y: torch.Tensor | None = None,
-                seed: int = 0, log: Log = stderr):
-    """Fit sampler ``name`` (:mod:`vaekit.samplers`) to the codes of rows ``x``; a two-stage
-    VAE is trained by :func:`train`."""
-    from .samplers import fit_sampler as fit
-
-    return fit(name, model, x, y if model.cond_dim else None, seed, train, log)
-
-
-def run_sampler(run: str | Path, model: VAEModel, cfg: RunConfig, name: str, fit: str = "missing",
-                log: Log = stderr):
-    """Sampler ``name`` of a run: the stored one (checked), or fitted to the run's training rows
-    and stored (``fit``: ``missing`` fits one that is absent, stale or damaged; ``always``
-    refits; ``never`` raises a RunDirError instead); see :func:`vaekit.samplers.obtain`."""
-    from .samplers import obtain
-
-    def fitter():
-        return fit_sampler(name, model, *training_rows(cfg, log), cfg.train.seed, log)
-    return obtain(RunDir(run), model, name, fit, fitter, log)
-
-
-def metric_classifier(cfg: RunConfig, device: torch.device | str = "cpu", log: Log = stderr):
-    """The feature network of the sample-quality metric for a run's data
-    (:func:`vaekit.featurenet.classifier_for`: cached, or trained once)."""
-    from .featurenet import classifier_for
-
-    return classifier_for(run_data(cfg, log), device, log)
-
-
-__all__ = ["TrainResult", "Rows", "train", "resume_config", "load_run", "rows", "data_rows",
-           "check_rows", "check_data", "sample", "training_rows", "fit_sampler", "run_sampler",
-           "metric_classifier"]

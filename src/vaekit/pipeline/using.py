@@ -1,0 +1,147 @@
+"""A trained run + data -> rows to score, draws, and fitted samplers of codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import RunConfig
+from ..data import DATASETS, Dataset, load_data, load_part
+from ..errors import DataError
+from ..model import VAEModel
+from ..options import OptionError
+from ..run import RunDir
+from ..runtime import resolve_device
+from .training import (Log, check_rows, fingerprint, label_classes, stderr, train,
+                       validation_split)
+
+
+def load_run(path: str | Path, device: str = "auto") -> tuple[VAEModel, RunConfig]:
+    """The trained model of a run directory (on ``device``, eval mode) and its configuration."""
+    return RunDir(path).load_model(resolve_device(device))
+
+
+@dataclass
+class Rows:
+    """Checked rows of a run's data: ``x`` ``(n, *data_shape)``; ``y``, the labels the model
+    reads (a conditional or semi-supervised model's, else None); and what the data knows about
+    each row: ``labels`` ``(n,)`` int64 and ``factors`` ``(n, F)`` int64 (with ``factor_names``), or None."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+    labels: torch.Tensor | None
+    factors: np.ndarray | None
+    factor_names: tuple[str, ...] | None
+
+
+def data_rows(model: VAEModel, cfg: RunConfig, data: str | None, split: str) -> Rows:
+    """Rows of ``data`` (a name or path; None: the run's own test split) checked against the
+    model, with their labels and known factors where the data has them (:class:`Rows`)."""
+    if data is None:
+        ds = load_data(cfg.data.data, cfg.data.test_fraction, log=stderr, stream=cfg.data.stream)
+        x, y, f, names = ds.x_test, ds.y_test, ds.f_test, ds.factor_names
+        x = x[:] if not isinstance(x, torch.Tensor) else x  # the test split, read whole
+        if len(x) == 0:
+            raise DataError(f"the run's data {cfg.data.data} has no test split (test_fraction 0); "
+                            "give DATA, with --split train to use training rows")
+        f = None if f is None else f.numpy()
+        what = f"{cfg.data.data} (test part)"
+    else:
+        part = load_part(data, split, log=stderr)
+        x, y = torch.from_numpy(part.x), None if part.y is None else torch.from_numpy(part.y)
+        f, names, what = part.factors, part.factor_names, data
+    y = None if y is None else y.long()
+    read = label_classes(model) > 0  # conditional (labels required) or semi-supervised (optional)
+    check_rows(model, x, y if read else None, what)
+    return Rows(x, y if read else None, y, f, names if f is not None else None)
+
+
+def rows(model: VAEModel, cfg: RunConfig, data: str | None, split: str
+         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rows of ``data`` (a name or path; None: the run's own test split), checked against the
+    model, with their labels when the model reads labels (conditional or semi-supervised, for
+    which they may be None or -1), else None: ``(x, y)``."""
+    r = data_rows(model, cfg, data, split)
+    return r.x, r.y
+
+
+def check_label(model: VAEModel, label: int | None) -> None:
+    """A conditional model draws a given class; a semi-supervised one a given class or classes
+    drawn from p(y); an unconditional one takes no label."""
+    classes = label_classes(model)
+    if label is not None and not classes:
+        raise OptionError("label needs a conditional model (trained with conditional) or a "
+                          "semi-supervised one", "label", "conditional")
+    if model.cond_dim and label is None:
+        raise OptionError(f"this model is conditional: give label L (0..{model.cond_dim - 1}), "
+                          "the class to draw", "label")
+    if label is not None and not 0 <= label < classes:
+        raise OptionError(f"label {label} is out of range: the model knows classes 0 to "
+                          f"{classes - 1}", "label")
+
+
+def sample(model: VAEModel, n: int, seed: int | torch.Generator, label: int | None = None,
+           sampler: Any = None) -> torch.Tensor:
+    """Decoder means of ``n`` draws (of class ``label``), float32 on the CPU: codes from the
+    prior, or from ``sampler`` (a :class:`vaekit.samplers.Sampler`, see :func:`run_sampler`)."""
+    check_label(model, label)
+    g = seed if isinstance(seed, torch.Generator) else torch.Generator(model.device).manual_seed(seed)
+    y = None if label is None else torch.full((n,), label, device=model.device)
+    if sampler is None:
+        return model.generate(n, g, y).float().cpu()
+    with torch.no_grad():
+        return model.decode(sampler.codes(n, g), y).mean.float().cpu()
+
+
+# -- samplers and the sample-quality metric ------------------------------------------------------
+def run_data(cfg: RunConfig, log: Log = stderr, stream: bool = False) -> Dataset:
+    """The data a run was trained on, loaded again by its name or path."""
+    if cfg.data.data == "array":  # the estimator's name for data that never were a file
+        raise DataError("this run was saved from Python (VAE.save) and its data are not on disk; "
+                        "use the estimator: VAE.fit_sampler(X, sampler=...), then save")
+    return load_data(cfg.data.data, cfg.data.test_fraction, log=log, stream=stream)
+
+
+def training_rows(cfg: RunConfig, log: Log = stderr) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The rows a run was trained on (its training split less its validation part), with their
+    labels where the data has them; refused if a user's data changed since training."""
+    data = run_data(cfg, log, stream=cfg.data.stream)
+    if not isinstance(data.x_train, torch.Tensor):
+        raise DataError(f"{cfg.data.data} is streamed; fitting a sampler needs data that fit in memory")
+    if cfg.data.fingerprint and cfg.data.data not in DATASETS and fingerprint(data) != cfg.data.fingerprint:
+        raise DataError(f"{data.name} is not the data this run was trained on (its contents changed)")
+    data, _ = validation_split(data, cfg.data.val_fraction)
+    return data.x_train, data.y_train
+
+
+def fit_sampler(name: str, model: VAEModel, x: torch.Tensor, y: torch.Tensor | None = None,
+                seed: int = 0, log: Log = stderr):
+    """Fit sampler ``name`` (:mod:`vaekit.samplers`) to the codes of rows ``x``; a two-stage
+    VAE is trained by :func:`train`."""
+    from ..samplers import fit_sampler as fit
+
+    return fit(name, model, x, y if model.cond_dim else None, seed, train, log)
+
+
+def run_sampler(run: str | Path, model: VAEModel, cfg: RunConfig, name: str, fit: str = "missing",
+                log: Log = stderr):
+    """Sampler ``name`` of a run: the stored one (checked), or fitted to the run's training rows
+    and stored (``fit``: ``missing`` fits one that is absent, stale or damaged; ``always``
+    refits; ``never`` raises a RunDirError instead); see :func:`vaekit.samplers.obtain`."""
+    from ..samplers import obtain
+
+    def fitter():
+        return fit_sampler(name, model, *training_rows(cfg, log), cfg.train.seed, log)
+    return obtain(RunDir(run), model, name, fit, fitter, log)
+
+
+def metric_classifier(cfg: RunConfig, device: torch.device | str = "cpu", log: Log = stderr):
+    """The feature network of the sample-quality metric for a run's data
+    (:func:`vaekit.featurenet.classifier_for`: cached, or trained once)."""
+    from ..featurenet import classifier_for
+
+    return classifier_for(run_data(cfg, log), device, log)
