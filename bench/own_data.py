@@ -176,11 +176,11 @@ def run_case(name: str, spec: str, flags: list[str], mode: str, root: Path, k: i
         rows[0] = (name, what, ll, mse, f"{seconds:.0f} s; MSE {mse / pca_mse:.2f}x PCA-2 (target <= 0.8)")
         rows.append((name, "PCA, 2 components", None, pca_mse, "reconstruction"))
         # The default gaussian likelihood on pixels as they are: a density of the raw values,
-        # so pPCA in the same units compares (at the VAE's latent size, and at the best q).
-        q, raw = best_ppca(xtr, xte, standardize=False)
-        rows += [(name, "pPCA q=2 (raw)", ppca_score(xtr, xte, 2, standardize=False), None,
-                  "the VAE's latent size"),
-                 (name, f"pPCA q={q} (raw)", raw, None, "q on validation")]
+        # so pPCA in the same units compares at the VAE's latent size. (Not at a q chosen on
+        # validation: with the always-0 border pixels pPCA's noise variance tends to 0 as q
+        # grows, and its density without bound.)
+        rows.append((name, "pPCA q=2 (raw)", ppca_score(xtr, xte, 2, standardize=False), None,
+                     "the VAE's latent size, one shared noise scale"))
         return rows
     if name.startswith("ppca"):
         exact = ppca_score(xtr, xte, 4, standardize=False)
