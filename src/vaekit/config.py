@@ -277,7 +277,8 @@ class RunConfig:
                               ("free_bits", self.train.free_bits > 0), ("stream", self.data.stream)):
                 if bad:
                     raise OptionError(f"{owner} takes objective elbo, no free_bits and in-memory "
-                                      "data (no stream)", owner, name)
+                                      "data (no stream)", owner,
+                                      *dict.fromkeys((name, "objective", "free_bits", "stream")))
         if self.data.labelled and not self.model.semi_supervised:
             raise OptionError("labelled N (keep N labels per class) is for a semi-supervised model: "
                               "add semi_supervised", "labelled", "semi_supervised")
