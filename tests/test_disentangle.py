@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy.stats import special_ortho_group
 
-from vaekit.disentangle import (ESTIMATORS, dataset_factors, dci, dci_from_importance, discretize,
+from vaekit.data import load_part
+from vaekit.disentangle import (ESTIMATORS, dci, dci_from_importance, discretize,
                                 disentanglement_scores, mig)
 
 LOG2 = math.log(2)
@@ -150,10 +151,10 @@ def test_scores_for_evaluate_subsample_and_factors_come_with_the_data():
     assert s["n_rows"] == 1000 and set(s) == {"mig", "dci_disentanglement", "dci_completeness",
                                               "dci_informativeness", "n_rows"}
     assert s["mig"] > 0.9 and s["dci_disentanglement"] > 0.9
-    assert dataset_factors("digits") is None
+    assert load_part("digits").factors is None
     from vaekit.data.shapes import load_factors
 
     train, test, names = load_factors(lambda s: None)
-    got, got_names = dataset_factors("shapes", "all", log=lambda s: None)
-    assert got_names == names and np.array_equal(got, np.concatenate([train, test]))
-    assert np.array_equal(dataset_factors("shapes", "test", log=lambda s: None)[0], test)
+    every = load_part("shapes", "all", log=lambda s: None)
+    assert every.factor_names == names and np.array_equal(every.factors, np.concatenate([train, test]))
+    assert np.array_equal(load_part("shapes", "test", log=lambda s: None).factors, test)

@@ -10,7 +10,6 @@ import torch
 from vaekit.cli import main
 from vaekit.data import load_data, load_part
 from vaekit.data.base import Dataset
-from vaekit.disentangle import dataset_factors
 from vaekit.errors import DataError
 from vaekit.pipeline import validation_split
 
@@ -45,7 +44,7 @@ def test_shapes_dataset_carries_its_factors():
     np.testing.assert_array_equal(ds.f_train.numpy(), train)
     np.testing.assert_array_equal(ds.f_test.numpy(), test)
     np.testing.assert_array_equal(ds.y_test.numpy(), test[:, 0])  # the label is the shape factor
-    assert load_data("digits").f_train is None and dataset_factors("digits") is None
+    assert load_data("digits").f_train is None and load_part("digits").factors is None
 
 
 @pytest.mark.parametrize("with_test", [True, False])
@@ -63,8 +62,6 @@ def test_npz_factors_follow_their_rows_through_every_split(tmp_path, with_test):
         part = load_part(str(path), split)
         rows_match(part.x, part.factors)
         assert part.factor_names == ("a", "b", "row")
-        got, names = dataset_factors(str(path), split)
-        np.testing.assert_array_equal(got, part.factors)
 
 
 def test_unnamed_factors_get_numbered_names(tmp_path):

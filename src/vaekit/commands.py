@@ -139,10 +139,10 @@ def classification(model, x, y) -> dict:
     """A semi-supervised model's test error on the labelled rows (``y >= 0``) of ``x``."""
     from .evaluate import classification_error
 
-    if y is None or not bool((y >= 0).any()):
+    error = None if y is None else classification_error(model, x, y)
+    if error is None:
         return {}  # unlabelled data: the bounds only
-    return {"classification_error": classification_error(model, x, y),
-            "n_labelled": int((y >= 0).sum())}
+    return {"classification_error": error, "n_labelled": int((y >= 0).sum())}
 
 
 def progress_bar(total: int, desc: str):
@@ -236,8 +236,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     rows += [("reconstruction", f"{res['reconstruction_mse']:.6g} mean squared error per value "
                                 "(decoder mean at the posterior mean)"),
              ("KL estimator", res["kl_estimator"]),
-              ("active units", f"{res['active_units']} of {model.latent_dim} "
-                              "(Cov_x E[z_d|x] > 0.01)")]
+             ("active units", f"{res['active_units']} of {model.latent_dim} "
+                             "(Cov_x E[z_d|x] > 0.01)")]
     if res["bits_per_dim"] is not None:
         rows.append(("bits/dim", f"{res['bits_per_dim']:.4f}"))
     if res["kl_per_dim"] is not None:

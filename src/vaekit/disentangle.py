@@ -285,26 +285,3 @@ def disentanglement_scores(codes: np.ndarray, factors: np.ndarray, random_state:
     return {"mig": m.mig, "dci_disentanglement": d.disentanglement,
             "dci_completeness": d.completeness, "dci_informativeness": d.informativeness,
             "n_rows": len(codes)}
-
-
-def dataset_factors(spec: str, split: str = "test", log: Callable[[str], object] = print
-                    ) -> tuple[np.ndarray, tuple[str, ...]] | None:
-    """The known factors of a data set, row for row with ``vaekit.data.load_rows(spec, split)``.
-
-    Parameters
-    ----------
-    spec : str
-        A data set name or path: the built-in ``shapes``, or an ``.npz`` with ``f_train`` (and
-        ``f_test``) have factors (:class:`vaekit.data.Dataset`'s ``f_train``/``f_test``).
-    split : str
-        ``test``, ``train`` or ``all`` (train then test).
-
-    Returns
-    -------
-    (factors, names) or None
-        ``(n, F)`` int64 factor values and the factor names; None when ``spec`` has no factors.
-    """
-    from .data import load_part
-
-    part = load_part(spec, split, log)
-    return None if part.factors is None else (part.factors, part.factor_names)

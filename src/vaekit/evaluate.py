@@ -253,7 +253,7 @@ def evaluate(model, x: torch.Tensor, k: int = 1000, seed: int = 0, batch_size: i
         "importance_samples": k, "n_examples": n,
         "active_units": diag["active_units"], "kl_per_dim": diag["kl_per_dim"],
         "bits_per_dim": float(-ll.mean() / (d * math.log(2))) if discrete else None,
-        "reconstruction_mse": reconstruction_error(model, x, batch_size=1000, y=y),
+        "reconstruction_mse": reconstruction_error(model, x, batch_size=batch_size, y=y),
     }
 
 
