@@ -32,13 +32,13 @@ from pathlib import Path
 import torch
 from torch import distributions as D
 
-from vaekit.config import RunConfig
-from vaekit.options import read_toml
+from vaekit.config.settings import RunConfig
+from vaekit.config.options import read_toml
 from vaekit.data import load_data
-from vaekit.evaluate import evaluate, importance_sample
+from vaekit.evaluation.measures import evaluate, importance_sample
 from vaekit import pipeline
-from vaekit.run import RunDir
-from vaekit.train import TrainingDiverged
+from vaekit.runs.directory import RunDir
+from vaekit.training.trainer import TrainingDiverged
 
 
 @torch.no_grad()

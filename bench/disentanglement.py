@@ -2,14 +2,14 @@
 
 Every model is trained through :func:`vaekit.pipeline.train` on the training split of the built-in
 ``shapes`` data set (46,080 binary 64x64 images of five known factors: shape, scale, rotation,
-x, y) and scored on held-out rows against the true factors with :mod:`vaekit.disentangle`:
+x, y) and scored on held-out rows against the true factors with :mod:`vaekit.evaluation.disentangle`:
 
 - MIG (Chen et al. 2018) and DCI disentanglement, completeness and informativeness (Eastwood &
   Williams 2018), of the posterior means;
 - per-factor MIG gaps, so one can see which factors a model isolates;
 - the reconstruction term -E[log p(x|z)] and KL(q(z|x) || p(z)) in nats per image (one sample),
   the active units, and the total correlation of the codes, the minibatch estimate of
-  :mod:`vaekit.total_correlation` on batches of 1,000 held-out rows (whatever the objective).
+  :mod:`vaekit.parts.total_correlation` on batches of 1,000 held-out rows (whatever the objective).
 
 The literature: MIG rises from beta = 1 to a larger beta (Higgins et al. 2017 for the beta-VAE's
 disentanglement; Chen et al. 2018, Fig. 4 on dSprites), and beta-TCVAE reaches a higher MIG than
@@ -41,13 +41,13 @@ import time
 import torch
 
 from vaekit import pipeline
-from vaekit.config import RunConfig
-from vaekit.options import parse_hidden
+from vaekit.config.settings import RunConfig
+from vaekit.config.options import parse_hidden
 from vaekit.data import Dataset, load_data
 from vaekit.data.files import split_indices
-from vaekit.disentangle import dci, mig
-from vaekit.evaluate import elbo_terms, latent_diagnostics, posterior_means
-from vaekit.total_correlation import total_correlation
+from vaekit.evaluation.disentangle import dci, mig
+from vaekit.evaluation.measures import elbo_terms, latent_diagnostics, posterior_means
+from vaekit.parts.total_correlation import total_correlation
 
 # name -> (objective, beta)
 RUNS = {"beta1": ("elbo", 1.0), "beta4": ("elbo", 4.0), "beta16": ("elbo", 16.0),
@@ -105,7 +105,7 @@ def train_one(name: str, args, data: Dataset) -> tuple[dict, float]:
                          progress=False, log=lambda s: print(f"  [{name}] {s}", flush=True))
     minutes = (time.perf_counter() - t0) / 60
     if not args.no_report:
-        from vaekit.report import write_report
+        from vaekit.report.page import write_report
 
         write_report(res.run_dir.path, data=data)
     return score(res.model, data, args.seed), minutes

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from vaekit.cli import main as vaekit_main
-from vaekit.config import ModelConfig, RunConfig
-from vaekit.model import VAEModel
-from vaekit.run import RunDir
+from vaekit.cli.main import main as vaekit_main
+from vaekit.config.settings import ModelConfig, RunConfig
+from vaekit.models.vae import VAEModel
+from vaekit.runs.directory import RunDir
 
 
 def matmul_rate(n: int = 2048, repeats: int = 10) -> float:

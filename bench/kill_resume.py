@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from vaekit.fileio import KILL_AFTER_ENV, WRITE_LOG_ENV
-from vaekit.run import RunDir
+from vaekit.io.files import KILL_AFTER_ENV, WRITE_LOG_ENV
+from vaekit.runs.directory import RunDir
 
 TRAIN = ["train", "digits", "--hidden", "64", "--latent-dim", "4", "--seed", "2", "--no-report"]
 BURN = "while True: pass"  # one core's worth of load

@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaekit import pipeline
-from vaekit.config import RunConfig
+from vaekit.config.settings import RunConfig
 from vaekit.data import load_data
-from vaekit.runtime import autocast_for, resolve_precision, set_flush_denormal
+from vaekit.compute.runtime import autocast_for, resolve_precision, set_flush_denormal
 
 
 def bare_loop(x: torch.Tensor, epochs: int, precision: str, seed: int, ftz: bool = False) -> float:

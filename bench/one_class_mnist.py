@@ -8,8 +8,8 @@ not ``c``) is reported per digit and averaged over the ten digits. Deep SVDD's p
 
 Methods, all fit on the same images and scoring the same test set (higher score = more anomalous):
 
-- vaekit: a :class:`vaekit.model.VAEModel` trained with :class:`vaekit.train.Trainer`; the score
-  is ``-log p(x)`` from :func:`vaekit.evaluate.log_likelihood` with ``K`` importance samples.
+- vaekit: a :class:`vaekit.models.vae.VAEModel` trained with :class:`vaekit.training.trainer.Trainer`; the score
+  is ``-log p(x)`` from :func:`vaekit.evaluation.measures.log_likelihood` with ``K`` importance samples.
 - IsolationForest: ``-score_samples``, fixed ``random_state``.
 - GaussianMixture: ``-score_samples`` (its covariance type is printed with the results).
 - PCA: ``-score_samples`` of probabilistic PCA (Tipping & Bishop 1999).
@@ -43,10 +43,10 @@ from sklearn.metrics import roc_auc_score
 from sklearn.mixture import GaussianMixture
 
 from vaekit import pipeline
-from vaekit.config import ModelConfig, RunConfig, TrainConfig
-from vaekit.options import parse_hidden
+from vaekit.config.settings import ModelConfig, RunConfig, TrainConfig
+from vaekit.config.options import parse_hidden
 from vaekit.data import Dataset, load_data
-from vaekit.evaluate import log_likelihood
+from vaekit.evaluation.measures import log_likelihood
 
 DEEP_SVDD_MEAN = 0.948  # Ruff et al. 2018, Table 1, one-class MNIST, mean over the ten digits
 VAL_SIZE = 10_000  # --split val: the last 10,000 training images stand in for the test set

@@ -11,8 +11,8 @@ choice ever looks at the test split.
 
     python bench/own_data.py [-k 1000] [--only bc,digits] [--mode auto|cli|library]
 
-``--mode cli`` trains through ``vaekit.cli.main(["train", DATA, "--out", RUN])``; ``library``
-resolves the defaults with :func:`vaekit.defaults.resolve_auto` and trains as the pipeline does
+``--mode cli`` trains through ``vaekit.cli.main.main(["train", DATA, "--out", RUN])``; ``library``
+resolves the defaults with :func:`vaekit.config.defaults.resolve_auto` and trains as the pipeline does
 (validation split, preprocessing fitted on the rows trained on, best epoch kept), for as long as
 the pipeline does not call it itself; ``auto`` picks ``cli`` once it does.
 """
@@ -34,7 +34,7 @@ from sklearn.preprocessing import StandardScaler
 
 from vaekit.data import Dataset, load_data
 from vaekit.data.files import split_indices
-from vaekit.evaluate import log_likelihood
+from vaekit.evaluation.measures import log_likelihood
 
 ISSUE_PPCA_FLAGS = ["--arch", "linear", "--likelihood", "gaussian", "--learn-obs-std", "--latent-dim", "4"]
 VAL_FRACTION = 0.1  # baselines choose their size on this fraction of the training split
@@ -71,8 +71,8 @@ def pipeline_has_defaults() -> bool:
 
 
 def train_cli(spec: str, flags: list[str], run: Path):
-    from vaekit.cli import main
-    from vaekit.run import RunDir
+    from vaekit.cli.main import main
+    from vaekit.runs.directory import RunDir
 
     status = main(["train", spec, "--out", str(run), *flags])
     if status != 0:
@@ -83,12 +83,12 @@ def train_cli(spec: str, flags: list[str], run: Path):
 
 def train_library(data: Dataset, flags: list[str]):
     """What the pipeline does with the defaults, until it calls them itself."""
-    from vaekit.callbacks import EarlyStopping
-    from vaekit.config import RunConfig
-    from vaekit.defaults import resolve_auto
+    from vaekit.training.callbacks import EarlyStopping
+    from vaekit.config.settings import RunConfig
+    from vaekit.config.defaults import resolve_auto
     from vaekit.pipeline import validation_split
-    from vaekit.train import Trainer
-    from vaekit.zoo import build_model
+    from vaekit.training.trainer import Trainer
+    from vaekit.models.build import build_model
 
     cfg, given = RunConfig(), set()
     it = iter(flags)

@@ -2,7 +2,7 @@
 
 One run of this script trains everything it compares (through vaekit's pipeline, into normal
 run directories under ``--out``) and prints, per row, the sample-quality metric of
-:mod:`vaekit.quality` (classifier FD, precision, recall; mean ± sd over ``--draws`` draws of
+:mod:`vaekit.evaluation.quality` (classifier FD, precision, recall; mean ± sd over ``--draws`` draws of
 ``--samples`` examples) against the evaluation rows, and for models the ELBO and the
 reconstruction error on the same rows:
 
@@ -37,13 +37,15 @@ from pathlib import Path
 
 import torch
 
-from vaekit import pipeline, quality, samplers
-from vaekit.config import RunConfig
+from vaekit import pipeline
+from vaekit.evaluation import quality
+from vaekit.sampling import samplers
+from vaekit.config.settings import RunConfig
 from vaekit.data import Dataset, load_data
-from vaekit.evaluate import elbo_terms
-from vaekit.featurenet import classifier_for
-from vaekit.images import save_grid
-from vaekit.objectives import trains_likelihood
+from vaekit.evaluation.measures import elbo_terms
+from vaekit.evaluation.featurenet import classifier_for
+from vaekit.io.images import save_grid
+from vaekit.parts.objectives import trains_likelihood
 
 GOAL = 0.30  # each fitted sampler lowers the prior's classifier FD by at least this fraction
 VAL_SIZE = 10_000

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn, optim
 
-from vaekit.cli import main as vaekit_main
+from vaekit.cli.main import main as vaekit_main
 from vaekit.data import load_data
-from vaekit.images import grid
+from vaekit.io.images import grid
 
 
 class ReferenceVAE(nn.Module):

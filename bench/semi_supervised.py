@@ -34,11 +34,11 @@ from pathlib import Path
 import torch
 
 from vaekit import pipeline
-from vaekit.config import RunConfig
+from vaekit.config.settings import RunConfig
 from vaekit.data import Dataset, load_data
 from vaekit.data.labelled import partly_labelled
-from vaekit.evaluate import classification_error
-from vaekit.nets import BODIES
+from vaekit.evaluation.measures import classification_error
+from vaekit.parts.nets import BODIES
 
 PAPER = {"supervised": 25.81, "M2": 11.97, "M1+M2": 3.33}  # Kingma et al. 2014, Table 1, 100 labels
 GOAL = {"M2": 12.0, "M1+M2": 5.0}

@@ -13,10 +13,10 @@ import time
 
 import torch
 
-from vaekit.config import RunConfig
+from vaekit.config.settings import RunConfig
 from vaekit.data import Dataset, load_data
-from vaekit.train import Trainer
-from vaekit.zoo import build_model
+from vaekit.training.trainer import Trainer
+from vaekit.models.build import build_model
 
 
 def epoch_seconds(objective: str, data: Dataset, args) -> float:

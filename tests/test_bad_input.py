@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
-from vaekit.cli import main
+from vaekit.cli.main import main
 
 
 @pytest.fixture(scope="module")

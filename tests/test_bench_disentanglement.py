@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from vaekit.config import ModelConfig
+from vaekit.config.settings import ModelConfig
 from vaekit.data import load_data
-from vaekit.disentangle import dci, mig
-from vaekit.zoo import build_model
+from vaekit.evaluation.disentangle import dci, mig
+from vaekit.models.build import build_model
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "disentanglement.py"
 

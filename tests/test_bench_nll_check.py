@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import distributions as D
 
-from vaekit.config import ModelConfig
-from vaekit.evaluate import importance_sample
-from vaekit.zoo import build_model
+from vaekit.config.settings import ModelConfig
+from vaekit.evaluation.measures import importance_sample
+from vaekit.models.build import build_model
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "binarized_mnist_nll.py"
 

@@ -11,8 +11,8 @@ import re
 import numpy as np
 import pytest
 
-from vaekit.card import write_card
-from vaekit.cli import main
+from vaekit.report.card import write_card
+from vaekit.cli.main import main
 from vaekit.data import load_data
 from vaekit.errors import RunDirError
 
@@ -96,7 +96,7 @@ def test_header_parses_and_holds_the_final_metrics(run):
 def test_sections_data_configuration_versions_limits(run):
     import torch
 
-    from vaekit import __version__
+    from vaekit.version import __version__
 
     body = front_matter(write_card(run, license="MIT").read_text())[1]
     data = load_data("digits", log=lambda s: None)

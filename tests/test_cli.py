@@ -1,6 +1,6 @@
 """Tests for the ``vaekit`` command line: train, sample, reconstruct, embed, datasets.
 
-Most tests call :func:`vaekit.cli.main` in-process; a few need a real process (exit status,
+Most tests call :func:`vaekit.cli.main.main` in-process; a few need a real process (exit status,
 ``python -m vaekit``, tracebacks with ``--debug``).
 """
 
@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vaekit.cli import main
+from vaekit.cli.main import main
 from vaekit.data import load_data
 from vaekit.estimator import VAE
-from vaekit.run import RunDir
+from vaekit.runs.directory import RunDir
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SMALL = ["--hidden", "32", "--latent-dim", "2"]  # where the model's size does not matter

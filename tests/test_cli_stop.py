@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from vaekit.cli import main
-from vaekit.run import RunDir
+from vaekit.cli.main import main
+from vaekit.runs.directory import RunDir
 
 SMALL = ["--hidden", "8", "--latent-dim", "2", "--batch-size", "16", "--precision", "fp32"]
 

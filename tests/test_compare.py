@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from vaekit.cli import main
+from vaekit.cli.main import main
 
 
 @pytest.fixture(scope="module")

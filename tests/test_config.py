@@ -2,8 +2,8 @@
 
 import pytest
 
-from vaekit.config import ModelConfig, RunConfig, option_fields
-from vaekit.options import OptionError, read_toml
+from vaekit.config.settings import ModelConfig, RunConfig, option_fields
+from vaekit.config.options import OptionError, read_toml
 from vaekit.errors import ConfigError
 
 

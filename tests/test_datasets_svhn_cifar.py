@@ -23,7 +23,7 @@ import pytest
 import scipy.io
 import torch
 
-from vaekit.cli import main
+from vaekit.cli.main import main
 from vaekit.data import cifar, fetch, load_data, svhn
 from vaekit.errors import DataError
 
@@ -343,7 +343,7 @@ def test_downloads_use_a_short_timeout(cache, monkeypatch):
 
 
 def test_datasets_marks_what_is_in_the_cache(tmp_path, monkeypatch, capsys):
-    from vaekit.cli import main
+    from vaekit.cli.main import main
 
     monkeypatch.setenv("VAEKIT_DATA", str(tmp_path))
     (tmp_path / "cifar10").mkdir()

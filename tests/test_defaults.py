@@ -9,12 +9,12 @@ import torch
 from sklearn.datasets import load_breast_cancer
 from sklearn.decomposition import PCA
 
-from vaekit.config import RunConfig
+from vaekit.config.settings import RunConfig
 from vaekit.data import Dataset, load_data
-from vaekit.defaults import MAX_MINUTES, MIN_UPDATES, profile, resolve_auto
-from vaekit.evaluate import log_likelihood
-from vaekit.train import Trainer
-from vaekit.zoo import build_model
+from vaekit.config.defaults import MAX_MINUTES, MIN_UPDATES, profile, resolve_auto
+from vaekit.evaluation.measures import log_likelihood
+from vaekit.training.trainer import Trainer
+from vaekit.models.build import build_model
 
 
 def grid(n, shape, levels, seed=0):
@@ -137,7 +137,7 @@ def issue_ppca(n=10_000, seed=0):
 def train_resolved(cfg, x_train, x_test, given):
     """What the pipeline does with the defaults: resolve, build, carve the validation rows,
     fit the preprocessing on the rows trained on, train keeping the best validation epoch."""
-    from vaekit.callbacks import EarlyStopping
+    from vaekit.training.callbacks import EarlyStopping
     from vaekit.pipeline import validation_split
 
     lines = resolve_auto(cfg, torch.from_numpy(x_train), given)

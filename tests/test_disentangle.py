@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import special_ortho_group
 
 from vaekit.data import load_part
-from vaekit.disentangle import (ESTIMATORS, dci, dci_from_importance, discretize,
+from vaekit.evaluation.disentangle import (ESTIMATORS, dci, dci_from_importance, discretize,
                                 disentanglement_scores, mig)
 
 LOG2 = math.log(2)

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.distributions import kl_divergence
 
-from vaekit.distributions import DiagonalNormal
-from vaekit.likelihoods import BernoulliLikelihood
-from vaekit.posteriors import POSTERIORS, DiagonalGaussianPosterior
-from vaekit.priors import StandardNormalPrior
+from vaekit.parts.distributions import DiagonalNormal
+from vaekit.parts.likelihoods import BernoulliLikelihood
+from vaekit.parts.posteriors import POSTERIORS, DiagonalGaussianPosterior
+from vaekit.parts.priors import StandardNormalPrior
 
 torch.set_default_dtype(torch.float32)
 
@@ -91,7 +91,7 @@ def test_bernoulli_refuses_data_outside_unit_interval():
 
 def test_continuous_bernoulli_is_a_normalised_density():
     """Its density integrates to 1 over [0, 1] (trapezoid rule), unlike the Bernoulli's."""
-    from vaekit.likelihoods import ContinuousBernoulliLikelihood
+    from vaekit.parts.likelihoods import ContinuousBernoulliLikelihood
 
     logits = torch.tensor([[-3.0], [0.0], [0.01], [2.5]])
     grid = torch.linspace(0, 1, 20001)
@@ -104,7 +104,7 @@ def test_continuous_bernoulli_is_a_normalised_density():
 
 
 def test_new_likelihoods_train_end_to_end(tmp_path):
-    from vaekit.cli import main
+    from vaekit.cli.main import main
 
     x = np.random.default_rng(0).random((60, 5)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)

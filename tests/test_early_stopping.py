@@ -8,13 +8,13 @@ import torch
 from safetensors.torch import load_file
 
 from vaekit import pipeline
-from vaekit.callbacks import EarlyStopping
-from vaekit.config import RunConfig
+from vaekit.training.callbacks import EarlyStopping
+from vaekit.config.settings import RunConfig
 from vaekit.data import Dataset
 from vaekit.errors import ConfigError
-from vaekit.run import RunDir
-from vaekit.train import Callback, Trainer
-from vaekit.zoo import build_model
+from vaekit.runs.directory import RunDir
+from vaekit.training.trainer import Callback, Trainer
+from vaekit.models.build import build_model
 
 
 def small_data(n=200, d=6, seed=0) -> Dataset:

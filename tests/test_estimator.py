@@ -73,7 +73,7 @@ ALL_PARAMS = dict(arch="mlp", hidden=(16, 8), latent_dim=3, top_latent_dims=(2,)
 def test_parameters_are_the_config_fields_with_their_defaults_and_help():
     """One source of truth: every estimator-scope field is a parameter, with the same default
     (or a documented estimator default) and its help text in the docstring."""
-    from vaekit.config import iter_options, option_fields
+    from vaekit.config.settings import iter_options, option_fields
     from vaekit.estimator import ESTIMATOR_DEFAULTS, PARAM_OF_FIELD
 
     sig = inspect.signature(VAE.__init__).parameters

@@ -9,12 +9,12 @@ import scipy.stats as st
 import torch
 from sklearn.decomposition import PCA
 
-from vaekit.cli import main
-from vaekit.config import ModelConfig, TrainConfig
+from vaekit.cli.main import main
+from vaekit.config.settings import ModelConfig, TrainConfig
 from vaekit.data import Dataset, load_data
-from vaekit.evaluate import evaluate, importance_sample, latent_diagnostics, log_likelihood
-from vaekit.model import VAEModel
-from vaekit.train import Trainer
+from vaekit.evaluation.measures import evaluate, importance_sample, latent_diagnostics, log_likelihood
+from vaekit.models.vae import VAEModel
+from vaekit.training.trainer import Trainer
 
 D, L, SIGMA = 5, 2, 0.4
 
@@ -207,7 +207,7 @@ def test_bad_input_is_one_error_line(argv, needle, capsys):
 # -- scores you can rank: each row's samples come from its own stream ----------------------------
 def rankable_models():
     """An unconditional, a conditional and a ladder model on 6-D data in [0, 1]."""
-    from vaekit.zoo import build_model
+    from vaekit.models.build import build_model
 
     torch.manual_seed(0)
     return {
@@ -239,7 +239,7 @@ def test_a_rows_score_does_not_depend_on_its_neighbours_order_or_batch(name):
 
 
 def test_row_streams_are_seeded_by_content_and_remain_independent_draws():
-    from vaekit.evaluate import row_noise, row_seeds
+    from vaekit.evaluation.measures import row_noise, row_seeds
 
     x = torch.rand(300, 4, generator=torch.Generator().manual_seed(0))
     seeds = row_seeds(x, None, 0)

@@ -15,7 +15,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from vaekit.cli import main  # noqa: E402
+from vaekit.cli.main import main  # noqa: E402
 from vaekit.data import load_data  # noqa: E402
 from vaekit.export import RANDOM_OPS, export_graphs, random_ops, to_onnx  # noqa: E402
 from vaekit.pipeline import load_run  # noqa: E402
@@ -126,9 +126,9 @@ def test_random_op_check_finds_sampling():
 
 def test_preprocessing_is_inside_the_graphs():
     """A standardizing model on data far from unit scale: the graphs must apply and invert it."""
-    from vaekit.config import ModelConfig
-    from vaekit.preprocess import build_preprocess
-    from vaekit.zoo import build_model
+    from vaekit.config.settings import ModelConfig
+    from vaekit.parts.preprocess import build_preprocess
+    from vaekit.models.build import build_model
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(likelihood="gaussian", hidden=(16,), latent_dim=2), (5,))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaekit.cli import main
+from vaekit.cli.main import main
 from vaekit.data import load_data, load_part
 from vaekit.data.base import Dataset
 from vaekit.errors import DataError

@@ -21,10 +21,10 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 from scipy.special import log_expit, log_softmax, logsumexp
 
-from vaekit.config import ModelConfig
-from vaekit.likelihoods import LIKELIHOODS
-from vaekit.posteriors import POSTERIORS
-from vaekit.priors import PRIORS
+from vaekit.config.settings import ModelConfig
+from vaekit.parts.likelihoods import LIKELIHOODS
+from vaekit.parts.posteriors import POSTERIORS
+from vaekit.parts.priors import PRIORS
 
 F64 = torch.float64
 BATCH = 2

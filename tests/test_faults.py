@@ -15,13 +15,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vaekit.callbacks import RunDirWriter
-from vaekit.config import ModelConfig, RunConfig, TrainConfig
+from vaekit.training.callbacks import RunDirWriter
+from vaekit.config.settings import ModelConfig, RunConfig, TrainConfig
 from vaekit.data import Dataset
 from vaekit.errors import VaekitError
-from vaekit.model import VAEModel
-from vaekit.run import RunDir
-from vaekit.train import Trainer, TrainingDiverged
+from vaekit.models.vae import VAEModel
+from vaekit.runs.directory import RunDir
+from vaekit.training.trainer import Trainer, TrainingDiverged
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -92,7 +92,7 @@ def test_gradient_clipping_bounds_the_update():
 
 
 def test_full_disk_gives_a_clear_error(tmp_path, monkeypatch):
-    from vaekit import fileio
+    from vaekit.io import files as fileio
 
     target = tmp_path / "x.json"
     target.write_text("old")
@@ -119,7 +119,7 @@ class _NoSpace:
 
 
 def test_unwritable_output_directory_gives_a_clear_error(tmp_path, capsys):
-    from vaekit.cli import main
+    from vaekit.cli.main import main
 
     blocker = tmp_path / "file"
     blocker.write_text("x")  # a file where a directory should be created

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from vaekit.cli import main
+from vaekit.cli.main import main
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 

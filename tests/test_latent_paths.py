@@ -10,9 +10,10 @@ import torch
 from PIL import Image
 from sklearn.decomposition import PCA
 
-from vaekit import morph, viz
-from vaekit.callbacks import LATENT_MAP_POINTS, latent_map_rows
-from vaekit.cli import main
+from vaekit.sampling import morph, paths
+from vaekit.report import figures as viz
+from vaekit.training.callbacks import LATENT_MAP_POINTS, latent_map_rows
+from vaekit.cli.main import main
 
 
 # -- the shared projection ---------------------------------------------------------------------
@@ -95,7 +96,7 @@ def test_morph_classes(labels, want):
 
 def test_dimension_sweep_by_hand():
     z = torch.tensor([0.5, -1.0, 2.0])
-    codes = viz.dimension_sweep(z, [2, 0], torch.tensor([[0.0, 1.0], [-3.0, 3.0]]))
+    codes = paths.dimension_sweep(z, [2, 0], torch.tensor([[0.0, 1.0], [-3.0, 3.0]]))
     want = torch.tensor([[0.5, -1, 0], [0.5, -1, 1], [-3, -1, 2], [3, -1, 2]])
     torch.testing.assert_close(codes, want)
 
@@ -180,9 +181,9 @@ def test_estimator_interpolates_between_class_representatives(run3d):
 # -- the report --------------------------------------------------------------------------------
 def test_report_draws_the_3_to_8_morph_and_traversals_ordered_by_kl(run3d, monkeypatch):
     from vaekit.data import load_data
-    from vaekit.evaluate import latent_diagnostics, posterior_means
-    from vaekit.report import build_report
-    from vaekit.run import RunDir
+    from vaekit.evaluation.measures import latent_diagnostics, posterior_means
+    from vaekit.report.page import build_report
+    from vaekit.runs.directory import RunDir
 
     drawn = {}
     real = viz.traversal_figure

@@ -8,8 +8,8 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow")
 
-from vaekit.cli import main  # noqa: E402
-from vaekit.run import RunDir  # noqa: E402
+from vaekit.cli.main import main  # noqa: E402
+from vaekit.runs.directory import RunDir  # noqa: E402
 
 SMALL = ["--hidden", "8", "--latent-dim", "2", "--batch-size", "16", "--precision", "fp32"]
 

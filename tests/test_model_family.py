@@ -13,14 +13,14 @@ import pytest
 import scipy.stats as st
 import torch
 
-from vaekit.cli import main
-from vaekit.config import ModelConfig, RunConfig, TrainConfig
+from vaekit.cli.main import main
+from vaekit.config.settings import ModelConfig, RunConfig, TrainConfig
 from vaekit.data import Dataset
 from vaekit.errors import ConfigError
-from vaekit.evaluate import row_noise, row_seeds, elbo_terms, importance_sample
-from vaekit.zoo import build_model
-from vaekit.objectives import negative_elbo, negative_iwae
-from vaekit.train import Trainer
+from vaekit.evaluation.measures import row_noise, row_seeds, elbo_terms, importance_sample
+from vaekit.models.build import build_model
+from vaekit.parts.objectives import negative_elbo, negative_iwae
+from vaekit.training.trainer import Trainer
 
 SIGMA = 0.5
 # Decoder columns far from orthogonal: the exact posterior p(z|x) is strongly correlated.
@@ -295,7 +295,7 @@ def valid_combinations():
 def test_every_combination_trains_evaluates_and_round_trips(post, prior, obj, lik, cond, top, tmp_path):
     """The parts compose: any valid combination gives finite losses and gradients, an importance-
     sampled log p(x), and the same outputs after saving and loading."""
-    from vaekit.run import RunDir
+    from vaekit.runs.directory import RunDir
 
     torch.manual_seed(0)
     cfg = RunConfig(ModelConfig(hidden=(8,), latent_dim=3, posterior=post, prior=prior, likelihood=lik,

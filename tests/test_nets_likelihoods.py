@@ -10,11 +10,11 @@ import scipy.stats as st
 import torch
 import torch.nn.functional as F
 
-from vaekit.config import ModelConfig
+from vaekit.config.settings import ModelConfig
 from vaekit.errors import ConfigError, DataError
-from vaekit.likelihoods import (LIKELIHOODS, MIN_LOG_SCALE, BernoulliLikelihood, GaussianLikelihood,
+from vaekit.parts.likelihoods import (LIKELIHOODS, MIN_LOG_SCALE, BernoulliLikelihood, GaussianLikelihood,
                                 LogisticMixtureLikelihood, PredictedGaussianLikelihood)
-from vaekit.nets import BODIES
+from vaekit.parts.nets import BODIES
 
 VALUES = torch.arange(256, dtype=torch.float64) / 255  # every 8-bit value
 

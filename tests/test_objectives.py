@@ -5,9 +5,9 @@ import pytest
 import scipy.stats as st
 import torch
 
-from vaekit.config import ModelConfig
-from vaekit.model import VAEModel
-from vaekit.objectives import negative_elbo
+from vaekit.config.settings import ModelConfig
+from vaekit.models.vae import VAEModel
+from vaekit.parts.objectives import negative_elbo
 
 
 def small_model(seed=0, **kw) -> VAEModel:

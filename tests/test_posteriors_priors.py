@@ -10,11 +10,11 @@ import torch
 from scipy.special import logsumexp
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
-from vaekit.config import ModelConfig
-from vaekit.distributions import DiagonalNormal, GaussianMixture
+from vaekit.config.settings import ModelConfig
+from vaekit.parts.distributions import DiagonalNormal, GaussianMixture
 from vaekit.errors import ConfigError
-from vaekit.posteriors import POSTERIORS, CholeskyGaussianPosterior
-from vaekit.priors import PRIORS, MixtureOfGaussiansPrior, StandardNormalPrior, VampPrior
+from vaekit.parts.posteriors import POSTERIORS, CholeskyGaussianPosterior
+from vaekit.parts.priors import PRIORS, MixtureOfGaussiansPrior, StandardNormalPrior, VampPrior
 
 
 def raw_params(batch=4, latent=3, seed=0, dtype=torch.float64):

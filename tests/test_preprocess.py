@@ -10,13 +10,13 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
-from vaekit.config import ModelConfig, TrainConfig
+from vaekit.config.settings import ModelConfig, TrainConfig
 from vaekit.data import Dataset
 from vaekit.errors import ConfigError
-from vaekit.evaluate import evaluate, log_likelihood
-from vaekit.preprocess import PREPROCESSORS, AffineDistribution, build_preprocess
-from vaekit.train import Trainer
-from vaekit.zoo import build_model
+from vaekit.evaluation.measures import evaluate, log_likelihood
+from vaekit.parts.preprocess import PREPROCESSORS, AffineDistribution, build_preprocess
+from vaekit.training.trainer import Trainer
+from vaekit.models.build import build_model
 
 D, L = 5, 2
 SCALES = np.array([1e3, 2.5e3, 4e2, 3e3, 1.2e3])  # raw units: thousands, as in a real table

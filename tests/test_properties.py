@@ -8,12 +8,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 from hypothesis.extra import numpy as hnp
 
-from vaekit.config import ModelConfig, RunConfig
+from vaekit.config.settings import ModelConfig, RunConfig
 from vaekit.data.files import load_rows
-from vaekit.likelihoods import BernoulliLikelihood
-from vaekit.posteriors import DiagonalGaussianPosterior
-from vaekit.model import VAEModel
-from vaekit.run import RunDir
+from vaekit.parts.likelihoods import BernoulliLikelihood
+from vaekit.parts.posteriors import DiagonalGaussianPosterior
+from vaekit.models.vae import VAEModel
+from vaekit.runs.directory import RunDir
 
 FAST = settings(max_examples=25, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -16,9 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
-from vaekit.cli import main
-from vaekit.report import collapse_note
-from vaekit.viz import interpolation_codes, manifold, pick_features, slerp, traversal_codes
+from vaekit.cli.main import main
+from vaekit.report.page import collapse_note
+from vaekit.report.figures import manifold, pick_features
+from vaekit.sampling.paths import interpolation_codes, slerp, traversal_codes
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +263,7 @@ def test_latent_snapshots_every_epoch(run2d):
 def test_manifold_grid_is_at_gaussian_quantiles(run2d):
     from scipy.stats import norm
 
-    from vaekit.run import RunDir
+    from vaekit.runs.directory import RunDir
 
     model, _ = RunDir(run2d).load_model()
     seen = []

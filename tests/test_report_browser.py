@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vaekit.cli import main
+from vaekit.cli.main import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

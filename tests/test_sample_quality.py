@@ -12,10 +12,10 @@ import scipy.linalg
 import torch
 from sklearn.neighbors import NearestNeighbors
 
-from vaekit import featurenet
+from vaekit.evaluation import featurenet
 from vaekit.data import Dataset, load_data
 from vaekit.errors import DataError
-from vaekit.sample_metrics import (frechet_distance, frechet_distance_of, gaussian_stats,
+from vaekit.evaluation.sample_metrics import (frechet_distance, frechet_distance_of, gaussian_stats,
                                    knn_radii, precision_recall)
 
 

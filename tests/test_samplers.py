@@ -11,14 +11,17 @@ import pytest
 import torch
 from sklearn.mixture import GaussianMixture as SkMixture
 
-from vaekit import featurenet, pipeline, quality, samplers
-from vaekit.cli import SAMPLER_NAMES, main
-from vaekit.config import ModelConfig
+from vaekit.evaluation import featurenet, quality
+from vaekit import pipeline
+from vaekit.sampling import samplers
+from vaekit.cli.main import main
+from vaekit.config.settings import SAMPLER_NAMES
+from vaekit.config.settings import ModelConfig
 from vaekit.errors import DataError, RunDirError
 from vaekit.estimator import VAE
-from vaekit.model import VAEModel
-from vaekit.run import RunDir
-from vaekit.samplers import ExPostSampler, TwoStageSampler
+from vaekit.models.vae import VAEModel
+from vaekit.runs.directory import RunDir
+from vaekit.sampling.samplers import ExPostSampler, TwoStageSampler
 
 SMALL = ["--hidden", "32", "--latent-dim", "2", "--epochs", "2", "--no-report"]
 

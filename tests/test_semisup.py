@@ -11,15 +11,15 @@ import torch.nn.functional as F
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from vaekit import pipeline
-from vaekit.config import RunConfig
-from vaekit.options import OptionError
+from vaekit.config.settings import RunConfig
+from vaekit.config.options import OptionError
 from vaekit.data.base import Dataset
 from vaekit.data.labelled import (check_partial_labels, keep_labels, labelled_count,
                                   labelled_order)
 from vaekit.errors import DataError
-from vaekit.model import VAEModel
-from vaekit.nets import BODIES
-from vaekit.semisup import SemiSupervisedVAE, all_class_heads
+from vaekit.models.vae import VAEModel
+from vaekit.parts.nets import BODIES
+from vaekit.models.semisup import SemiSupervisedVAE, all_class_heads
 
 C, D, L = 3, 6, 2
 

@@ -17,13 +17,13 @@ from torch.distributions import Normal
 
 from test_distributed import run as torchrun  # the launcher of the DDP test (tests/ is on the path)
 from vaekit import pipeline
-from vaekit.cli import main
-from vaekit.config import RunConfig
+from vaekit.cli.main import main
+from vaekit.config.settings import RunConfig
 from vaekit.data import load_data
 from vaekit.data.base import Dataset
 from vaekit.errors import DataError
 from vaekit.estimator import VAE
-from vaekit.run import RunDir
+from vaekit.runs.directory import RunDir
 
 TINY = ["--hidden", "16", "--latent-dim", "2", "--precision", "fp32", "--batch-size", "64"]
 M2 = ["--semi-supervised", "--labelled", "5", "--epochs", "2", "--val-fraction", "0.1", *TINY]

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from vaekit import fileio
-from vaekit.config import RunConfig
+from vaekit.io import files as fileio
+from vaekit.config.settings import RunConfig
 from vaekit.errors import VaekitError
-from vaekit.precision import LowPrecisionCopy
-from vaekit.runtime import AdamStep, cpu_has_native_bf16, denormals_flushed, flushes_denormals
-from vaekit.train import Trainer
-from vaekit.zoo import build_model
+from vaekit.compute.precision import LowPrecisionCopy
+from vaekit.compute.runtime import AdamStep, cpu_has_native_bf16, denormals_flushed, flushes_denormals
+from vaekit.training.trainer import Trainer
+from vaekit.models.build import build_model
 
 needs_bf16 = pytest.mark.skipif(not cpu_has_native_bf16(), reason="no native bf16 on this CPU")
 
@@ -179,7 +179,7 @@ def test_a_failed_deferred_write_raises_and_stops_the_later_ones(tmp_path, monke
 def test_denormals_flushed_on_every_thread_while_training_then_restored():
     from sklearn.decomposition import PCA
 
-    from vaekit import runtime
+    from vaekit.compute import runtime
 
     PCA(2).fit(np.random.default_rng(0).random((50, 5)))  # scikit-learn loads its own libgomp
     runtime._gomp_parallel.cache_clear()  # found again with both copies loaded: torch's is taken

@@ -13,11 +13,11 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 
-from vaekit import fileio
-from vaekit.cli import main
+from vaekit.io import files as fileio
+from vaekit.cli.main import main
 from vaekit.errors import RunDirError
-from vaekit.run import RunDir
-from vaekit.store import parse_safetensors
+from vaekit.runs.directory import RunDir
+from vaekit.runs.store import parse_safetensors
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TINY = ["--hidden", "8", "--latent-dim", "2", "--likelihood", "gaussian", "--no-report",

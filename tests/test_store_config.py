@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vaekit.cli import main
-from vaekit.config import RunConfig
+from vaekit.cli.main import main
+from vaekit.config.settings import RunConfig
 from vaekit.errors import RunDirError
-from vaekit.run import RunDir
-from vaekit.store import MAX_ELEMENTS
+from vaekit.runs.directory import RunDir
+from vaekit.runs.store import MAX_ELEMENTS
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from vaekit.cli import main
+from vaekit.cli.main import main
 from vaekit.data.base import check_features
 from vaekit.data.files import load_path, load_rows
 from vaekit.errors import DataError

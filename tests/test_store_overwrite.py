@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from vaekit.cli import main
+from vaekit.cli.main import main
 from vaekit.errors import RunDirError
-from vaekit.run import STAGING_NAME, RunDir
+from vaekit.runs.directory import STAGING_NAME, RunDir
 
 TINY = ["--epochs", "2", "--hidden", "8", "--latent-dim", "2", "--no-report", "--precision", "fp32"]
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vaekit.cli import main
+from vaekit.cli.main import main
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TINY = ["--hidden", "8", "--latent-dim", "2", "--likelihood", "gaussian", "--no-report",

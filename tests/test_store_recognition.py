@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vaekit.errors import RunDirError
-from vaekit.run import OWNED_DIRS, RunDir, is_owned
+from vaekit.runs.directory import OWNED_DIRS, RunDir, is_owned
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 MARKED = '{"format": "vaekit-run", "format_version": 1}'
@@ -105,7 +105,7 @@ def test_without_overwrite_an_existing_run_is_refused(tmp_path):
 # -- the lock -----------------------------------------------------------------------------------
 HOLDER = textwrap.dedent("""
     import sys, time
-    from vaekit.run import RunDir
+    from vaekit.runs.directory import RunDir
     with RunDir(sys.argv[1]).lock():
         print("locked", flush=True)
         time.sleep(float(sys.argv[2]))
@@ -140,7 +140,7 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
 RACER = textwrap.dedent("""
     import os, sys, time
     from vaekit.errors import RunDirError
-    from vaekit.run import RunDir
+    from vaekit.runs.directory import RunDir
     print("ready", flush=True)
     while not os.path.exists(sys.argv[2]):  # start together
         time.sleep(0.001)

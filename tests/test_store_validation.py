@@ -13,11 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vaekit.cli import main
+from vaekit.cli.main import main
 from vaekit.errors import RunDirError
-from vaekit.fileio import json_dumps, write_json
-from vaekit.run import RunDir
-from vaekit.store import parse_npy
+from vaekit.io.files import json_dumps, write_json
+from vaekit.runs.directory import RunDir
+from vaekit.runs.store import parse_npy
 
 TINY = ["--epochs", "2", "--hidden", "8", "--latent-dim", "2", "--no-report", "--precision", "fp32"]
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vaekit.cli import main
+from vaekit.cli.main import main
 from vaekit.data import load_data
 from vaekit.data.stream import open_npy
 

@@ -11,13 +11,13 @@ import torch
 from scipy.special import logsumexp
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
 
-from vaekit.cli import main
-from vaekit.config import ModelConfig, RunConfig
-from vaekit.options import OptionError
-from vaekit.distributions import DiagonalNormal
-from vaekit.model import VAEModel
-from vaekit.objectives import negative_elbo, negative_tcvae, reported_loss
-from vaekit.total_correlation import (aggregate_log_density, decompose_kl, diagonal_parts,
+from vaekit.cli.main import main
+from vaekit.config.settings import ModelConfig, RunConfig
+from vaekit.config.options import OptionError
+from vaekit.parts.distributions import DiagonalNormal
+from vaekit.models.vae import VAEModel
+from vaekit.parts.objectives import negative_elbo, negative_tcvae, reported_loss
+from vaekit.parts.total_correlation import (aggregate_log_density, decompose_kl, diagonal_parts,
                                       total_correlation)
 
 
@@ -163,7 +163,7 @@ def test_tcvae_refuses_what_it_cannot_estimate(flat, fields):
 
 
 def test_diagonal_parts_refuse_a_full_covariance():
-    from vaekit.distributions import CholeskyNormal
+    from vaekit.parts.distributions import CholeskyNormal
     from vaekit.errors import ConfigError
 
     with pytest.raises(ConfigError, match="posterior diagonal"):

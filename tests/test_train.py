@@ -8,15 +8,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vaekit.config import ModelConfig, RunConfig, TrainConfig
+from vaekit.config.settings import ModelConfig, RunConfig, TrainConfig
 from vaekit.data import Dataset, load_data
 from vaekit.errors import ConfigError
-from vaekit.model import VAEModel
-from vaekit.run import RunDir
-from vaekit.callbacks import EpochLog, RunDirWriter, TensorBoardLogger
-from vaekit.objectives import summed_loss
-from vaekit.runtime import cpu_has_native_bf16
-from vaekit.train import Trainer
+from vaekit.models.vae import VAEModel
+from vaekit.runs.directory import RunDir
+from vaekit.training.callbacks import EpochLog, RunDirWriter, TensorBoardLogger
+from vaekit.parts.objectives import summed_loss
+from vaekit.compute.runtime import cpu_has_native_bf16
+from vaekit.training.trainer import Trainer
 
 
 def train(tmp_path, name, epochs, resume=False, data=None, **kw):

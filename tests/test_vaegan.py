@@ -14,16 +14,16 @@ from safetensors.torch import load_file
 from torch.distributions import Normal, kl_divergence
 
 from vaekit import VAE
-from vaekit.cli import main
-from vaekit.config import ModelConfig, RunConfig, TrainConfig
+from vaekit.cli.main import main
+from vaekit.config.settings import ModelConfig, RunConfig, TrainConfig
 from vaekit.data import Dataset
 from vaekit.errors import ConfigError
-from vaekit.evaluate import reconstruction_error
+from vaekit.evaluation.measures import reconstruction_error
 from vaekit.pipeline import load_run
-from vaekit.train import Trainer
-from vaekit.vaegan import SCALE_MOMENTUM, VAEGAN, forward
-from vaekit.vaegan_update import EQUILIBRIUM, MARGIN
-from vaekit.zoo import build_model
+from vaekit.training.trainer import Trainer
+from vaekit.models.vaegan import SCALE_MOMENTUM, VAEGAN, forward
+from vaekit.models.vaegan_update import EQUILIBRIUM, MARGIN
+from vaekit.models.build import build_model
 
 TINY = ["--hidden", "16", "--latent-dim", "3", "--batch-size", "64", "--precision", "fp32",
         "--seed", "4", "--no-report"]
@@ -190,7 +190,7 @@ def test_a_step_alternates_and_a_paused_discriminator_keeps_its_weights(monkeypa
     assert all(changed(before, after, p) for p in ("encoder.", "decoder.", "discriminator.trunk"))
     # with the discriminator declared too strong, only the VAE's side moves
     real = EQUILIBRIUM - MARGIN - 0.1
-    monkeypatch.setattr("vaekit.vaegan_update.EQUILIBRIUM", EQUILIBRIUM + 10)  # every cost "low"
+    monkeypatch.setattr("vaekit.models.vaegan_update.EQUILIBRIUM", EQUILIBRIUM + 10)  # every cost "low"
     before = state(m)
     up.step(x, eps, 1.0, 32)
     after = state(m)
@@ -266,7 +266,7 @@ def test_the_run_holds_the_discriminator_and_its_optimizer(run4, tmp_path, capsy
         if p.is_file():
             (copy / p.name).write_bytes(p.read_bytes())
     from safetensors.torch import save as st_save
-    from vaekit.store import parse_safetensors
+    from vaekit.runs.store import parse_safetensors
     t, meta = parse_safetensors((copy / "checkpoint.safetensors").read_bytes(), "c")
     (copy / "checkpoint.safetensors").write_bytes(st_save(
         {k: v for k, v in t.items() if not k.startswith("optim_discriminator.")}, meta))
@@ -280,7 +280,7 @@ def test_a_plain_runs_checkpoint_is_unchanged(tmp_path):
     assert main(["train", "digits", "--out", str(run), "--epochs", "1", *TINY]) == 0
     ck = load_file(run / "checkpoint.safetensors")
     assert all(k.startswith(("model.", "optim.", "rng.")) for k in ck)
-    from vaekit.run import RunDir
+    from vaekit.runs.directory import RunDir
     assert "extra_optimizers" not in RunDir(run).checkpoint_info()
 
 
@@ -334,7 +334,7 @@ def test_defaults_keep_no_validation_split_for_a_vaegan(capsys, tmp_path):
     cfg = RunConfig()
     cfg.train.objective = "vaegan"
     from vaekit.data import load_data
-    from vaekit.defaults import resolve_auto
+    from vaekit.config.defaults import resolve_auto
     lines = resolve_auto(cfg, load_data("digits", log=lambda s: None).x_train, ())
     assert cfg.data.val_fraction == 0 and cfg.train.patience == 0
     assert any(line.startswith("epochs:") for line in lines)

@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import __version__
-from .errors import ConfigError, RunDirError
-from .fileio import atomic_write_bytes, read_regular, write_json
-from .model import VAEModel
-from .run import RunDir
+from vaekit.version import __version__
+from vaekit.errors import ConfigError, RunDirError
+from vaekit.io.files import atomic_write_bytes, read_regular, write_json
+from vaekit.models.vae import VAEModel
+from vaekit.runs.directory import RunDir
 
 EXPORT_FORMAT = "vaekit-onnx"  # export.json's marker: a folder holds a vaekit export only if it says so
 FILES = ("encoder.onnx", "decoder.onnx", "export.json")
@@ -83,7 +83,7 @@ class MeanEncoder(nn.Module):
         if not hasattr(m, "top_down"):
             return m.posterior(h).mean
         # a ladder VAE: its infer() (bottom-up) and the top-down path at posterior means
-        from .hierarchy import gaussian
+        from vaekit.models.ladder import gaussian
 
         d = F.leaky_relu(h, 0.1)
         hats = [gaussian(m.q_heads[0](d), m.min_var)]
@@ -257,7 +257,7 @@ def check_out_dir(out: Path, model_sha: str, overwrite: bool) -> None:
     if not names:
         return
     try:
-        from .store import JSON_LIMIT, parse_json
+        from vaekit.runs.store import JSON_LIMIT, parse_json
 
         meta = parse_json(read_regular(out / "export.json", JSON_LIMIT, RunDirError), str(out))
         same = isinstance(meta, dict) and meta.get("format") == EXPORT_FORMAT and \
@@ -326,7 +326,7 @@ def export_onnx(run: str | Path, out: str | Path | None = None, overwrite: bool 
 
 def describe(out: Path) -> str:
     """One line about the export in ``out`` (for the CLI)."""
-    from .store import JSON_LIMIT, parse_json
+    from vaekit.runs.store import JSON_LIMIT, parse_json
 
     meta = parse_json(read_regular(out / "export.json", JSON_LIMIT, RunDirError), str(out))
     def names(values) -> str:

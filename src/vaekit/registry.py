@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Generic, TypeVar
 
-from .errors import ConfigError
+from vaekit.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""Data: built-in datasets and the user's own files, as in-memory tensors."""
+"""Floor 2, data: built-in datasets and the user's own files, as in-memory tensors."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
-from ..registry import unknown_name_message
-from .base import Dataset, Part
-from .builtin import DATASETS
+from vaekit.errors import DataError
+from vaekit.registry import unknown_name_message
+from vaekit.data.base import Dataset, Part
+from vaekit.data.builtin import DATASETS
 
 
 def load_data(spec: str, test_fraction: float = 0.1, log=print, stream: bool = False) -> Dataset:
@@ -32,7 +32,7 @@ def load_data(spec: str, test_fraction: float = 0.1, log=print, stream: bool = F
     if spec in DATASETS:
         return DATASETS[spec].load(log=log)
     if Path(spec).exists():
-        from .files import load_path
+        from vaekit.data.files import load_path
 
         return load_path(Path(spec), test_fraction)
     raise DataError(unknown_name_message("dataset", spec, DATASETS.names()).replace(
@@ -40,13 +40,13 @@ def load_data(spec: str, test_fraction: float = 0.1, log=print, stream: bool = F
 
 
 def load_streamed(spec: str, test_fraction: float) -> Dataset:
-    from ..errors import ConfigError
-    from .files import split_indices
-    from .stream import open_npy
+    from vaekit.errors import ConfigError
+    from vaekit.data.files import split_indices
+    from vaekit.data.stream import open_npy
 
     labels = None
     if Path(spec).is_dir():
-        from .stream import open_folder
+        from vaekit.data.stream import open_folder
 
         src, labels = open_folder(Path(spec))
     elif spec.endswith(".npy") and Path(spec).is_file():
@@ -82,7 +82,7 @@ def load_part(spec: str, split: str = "all", log=print) -> Part:
                 np.concatenate([p[i].numpy() for p in chosen]) for i in (1, 2))
         return Part(x, y, f, ds.factor_names if f is not None else None)
     if Path(spec).exists():
-        from .files import load_part as file_part
+        from vaekit.data.files import load_part as file_part
 
         return file_part(Path(spec), split)
     load_data(spec)  # raises the unknown-dataset error

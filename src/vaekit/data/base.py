@@ -8,7 +8,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from ..errors import DataError
+from vaekit.errors import DataError
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Dataset:
     f_train, f_test : torch.Tensor or None
         ``(n, F)`` int64 values of known generative factors (the built-in ``shapes``; an
         ``.npz`` with ``f_train``/``f_test``), row for row with ``x_train``/``x_test``; None where
-        the data has none. :mod:`vaekit.disentangle` scores codes against them.
+        the data has none. :mod:`vaekit.evaluation.disentangle` scores codes against them.
     factor_names : tuple of str or None
         The ``F`` factors' names, with ``f_train``.
     """

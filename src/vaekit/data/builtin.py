@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..registry import Registry
+from vaekit.registry import Registry
 from .base import Dataset
 from . import cifar, svhn as svhn_files
 from .cifar import load_cifar10

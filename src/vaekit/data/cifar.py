@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import DataError
+from vaekit.errors import DataError
 from .fetch import fetch_files
 
 FILENAME = "cifar-10-binary.tar.gz"

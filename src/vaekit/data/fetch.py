@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from ..errors import DataError
+from vaekit.errors import DataError
 
 # Seconds to wait for a connection or for the next chunk. Short, so that an offline machine gets
 # its "put the file here" message at once; a live download keeps sending chunks well within it.

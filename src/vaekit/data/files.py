@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from vaekit.errors import ConfigError, DataError
 from .base import Dataset, Part, check_factors, check_features, factor_names_for
 from .folders import SUPPORTED, read_folder
 

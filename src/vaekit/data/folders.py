@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError
+from vaekit.errors import DataError
 
 SUPPORTED = ("expected a .npy, .npz or .csv file, or a folder of .png/.jpg/.jpeg images "
              "(optionally in one subfolder per class)")

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import DataError
+from vaekit.errors import DataError
 from .base import Dataset
 
 UNLABELLED = -1

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from ..fileio import atomic_write_bytes
+from vaekit.errors import DataError
+from vaekit.io.files import atomic_write_bytes
 from .fetch import cache_dir, download
 
 SHA256 = {

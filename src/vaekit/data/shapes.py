@@ -2,7 +2,7 @@
 
 Every combination of five factors (shape, scale, rotation, x, y; the design of dSprites,
 Matthey et al. 2017, on a smaller grid) is drawn once as a binary 64x64 image, so that
-disentanglement metrics (:mod:`vaekit.disentangle`) can compare a model's codes with the true
+disentanglement metrics (:mod:`vaekit.evaluation.disentangle`) can compare a model's codes with the true
 factors. Rendering is plain IEEE arithmetic on pixel centres: no anti-aliasing, no font or
 rasteriser library, and the only transcendental values (the rotation matrices) are rounded to
 12 decimals, so the bytes are the same on every platform. They are pinned by a SHA-256 that is
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from ..errors import DataError
-from ..fileio import atomic_write_bytes
+from vaekit.errors import DataError
+from vaekit.io.files import atomic_write_bytes
 from .fetch import cache_dir
 
 if TYPE_CHECKING:

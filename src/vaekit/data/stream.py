@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
+from vaekit.errors import DataError
 
 CHUNK_ROWS = 8192  # rows per step of the whole-file checks (25 MB of float32 MNIST rows)
 RELEASE_EVERY = 8  # batch reads between releases (the kernel maps 64 KB around each touched row)

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import DataError
+from vaekit.errors import DataError
 from .fetch import fetch_files
 
 BASE_URL = "http://ufldl.stanford.edu/housenumbers/"

@@ -1,4 +1,4 @@
-"""The one wiring of vaekit: configuration + data -> a trained run, and run + data -> rows.
+"""Floor 8, the one wiring of vaekit: configuration + data -> a trained run, and run + data -> rows.
 
 The CLI commands, the estimator and the benchmarks call these functions; none of them wires
 data, model and trainer itself. So every check (shapes, labels, the likelihood's support, the
@@ -6,11 +6,13 @@ run directory's rules) is made here once, for every entry point. :mod:`.training
 :mod:`.using` reads a trained run (rows to score, draws, samplers of codes).
 """
 
-from .training import (Log, TrainResult, check_data, check_rows, collapse_note, data_location,
-                       default_out, fingerprint, label_classes, num_classes, resolve_defaults,
-                       resume_config, same_data, save_evaluation, stderr, train, validation_split)
-from .using import (Rows, check_label, data_rows, fit_sampler, load_run, metric_classifier, rows,
-                    run_data, run_sampler, sample, training_rows)
+from vaekit.pipeline.training import (Log, TrainResult, check_data, check_rows, collapse_note,
+                                      data_location, default_out, fingerprint, label_classes,
+                                      num_classes, resolve_defaults, resume_config, same_data,
+                                      save_evaluation, stderr, train, validation_split)
+from vaekit.pipeline.using import (Rows, check_label, data_rows, fit_sampler, load_run,
+                                   metric_classifier, rows, run_data, run_sampler, sample,
+                                   training_rows)
 
 __all__ = ["Log", "Rows", "TrainResult", "check_data", "check_label", "check_rows",
            "collapse_note", "data_location", "data_rows", "default_out", "fingerprint",

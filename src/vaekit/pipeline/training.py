@@ -15,16 +15,16 @@ from typing import Any, Callable, Collection
 
 import torch
 
-from ..config import RunConfig, option_fields
-from ..options import MAX_SIZE, OptionError
-from ..data import DATASETS, Dataset, load_data
-from ..data.labelled import check_partial_labels, partly_labelled
-from ..distributed import World
-from ..errors import DataError, RunDirError
-from ..fileio import deferred_sync
-from ..model import VAEModel
-from ..run import RunDir
-from ..zoo import build_model
+from vaekit.config.settings import RunConfig, option_fields
+from vaekit.config.options import MAX_SIZE, OptionError
+from vaekit.data import DATASETS, Dataset, load_data
+from vaekit.data.labelled import check_partial_labels, partly_labelled
+from vaekit.compute.distributed import World
+from vaekit.errors import DataError, RunDirError
+from vaekit.io.files import deferred_sync
+from vaekit.models.vae import VAEModel
+from vaekit.runs.directory import RunDir
+from vaekit.models.build import build_model
 
 Log = Callable[[str], None]
 
@@ -98,9 +98,9 @@ def fingerprint(data: Dataset) -> str:
 
 
 def resolve_defaults(cfg: RunConfig, data: Dataset, given: Collection[str]) -> list[str]:
-    """Fill the options left to vaekit from what the data is (:mod:`vaekit.defaults`); returns
+    """Fill the options left to vaekit from what the data is (:mod:`vaekit.config.defaults`); returns
     one line per choice, with the flag that overrides it."""
-    from ..defaults import resolve_auto
+    from vaekit.config.defaults import resolve_auto
 
     return resolve_auto(cfg, data.x_train, given)
 
@@ -175,7 +175,7 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
         Continue the run in ``out``; replace the run in ``out``.
     given : collection of str, optional
         Option names the user set explicitly: the others may be chosen from the data
-        (:mod:`vaekit.defaults`), as the CLI and the estimator do. None (the default) takes
+        (:mod:`vaekit.config.defaults`), as the CLI and the estimator do. None (the default) takes
         ``cfg`` exactly as it is.
     log : callable
         Receives the plain-text lines (choices, epochs, notices).
@@ -183,8 +183,9 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     Every check passes before a run directory is created or changed; the global torch random
     state is left as it was found.
     """
-    from ..callbacks import ClassificationError, EarlyStopping, EpochLog, RunDirWriter, TensorBoardLogger
-    from ..train import Trainer
+    from vaekit.training.callbacks import (ClassificationError, EarlyStopping, EpochLog,
+                                           RunDirWriter, TensorBoardLogger)
+    from vaekit.training.trainer import Trainer
 
     say = log if world.is_main else (lambda s: None)
     cfg.validate()
@@ -199,7 +200,7 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     choices: list[str] = []  # said once every check has passed, so an error stays one line
     front = None
     if cfg.model.stack_on and not resume:  # M1 under M2: copied in, frozen
-        from ..stack import stack_front
+        from .stacking import stack_front
 
         front, stacked = stack_front(cfg, data, given)
         choices += stacked
@@ -248,7 +249,7 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
             if cfg.train.tensorboard and world.is_main:
                 callbacks.append(TensorBoardLogger(rd))
             if cfg.train.mlflow and world.is_main:
-                from ..tracking import MLflowLogger, tracking_uri
+                from vaekit.training.tracking import MLflowLogger, tracking_uri
 
                 cfg.train.mlflow = tracking_uri(cfg.train.mlflow)
                 callbacks.append(MLflowLogger(rd, cfg, cfg.train.mlflow))
@@ -281,7 +282,7 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
 def collapse_note(model: VAEModel, data: Dataset, rows: int = 2000) -> str | None:
     """A plain warning when the posterior collapsed (no active unit, or almost no KL), with
     what to try; None when the latent code carries information."""
-    from ..evaluate import latent_diagnostics
+    from vaekit.evaluation.measures import latent_diagnostics
 
     x, y = (data.x_test, data.y_test) if len(data.x_test) else (data.x_train, data.y_train)
     if not isinstance(x, torch.Tensor) or len(x) < 2:
@@ -302,7 +303,7 @@ def collapse_note(model: VAEModel, data: Dataset, rows: int = 2000) -> str | Non
 def save_evaluation(run_dir: RunDir, result: dict[str, Any]) -> list[str]:
     """Keep ``result`` as ``evaluation_k<K>.json``, and as ``evaluation.json`` unless that holds
     a more accurate evaluation (larger K) of the same data; returns what was written."""
-    from ..fileio import write_json
+    from vaekit.io.files import write_json
 
     k = result["importance_samples"]
     try:
@@ -325,7 +326,7 @@ def validation_split(data: Dataset, fraction: float
     ``(data without it, (x_val, y_val))``; ``(data, None)`` for a fraction of 0."""
     if not fraction:
         return data, None
-    from ..data.files import split_indices
+    from vaekit.data.files import split_indices
 
     train, val = (torch.from_numpy(i) for i in split_indices(len(data.x_train), fraction,
                                                              f"{data.name} (training part)"))

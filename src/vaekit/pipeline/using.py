@@ -9,15 +9,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import RunConfig
-from ..data import DATASETS, Dataset, load_data, load_part
-from ..errors import DataError
-from ..model import VAEModel
-from ..options import OptionError
-from ..run import RunDir
-from ..runtime import resolve_device
-from .training import (Log, check_rows, fingerprint, label_classes, stderr, train,
-                       validation_split)
+from vaekit.config.settings import RunConfig
+from vaekit.data import DATASETS, Dataset, load_data, load_part
+from vaekit.errors import DataError
+from vaekit.models.vae import VAEModel
+from vaekit.config.options import OptionError
+from vaekit.runs.directory import RunDir
+from vaekit.compute.runtime import resolve_device
+from .training import Log, check_rows, fingerprint, label_classes, stderr, train, validation_split
 
 
 def load_run(path: str | Path, device: str = "auto") -> tuple[VAEModel, RunConfig]:
@@ -87,7 +86,7 @@ def check_label(model: VAEModel, label: int | None) -> None:
 def sample(model: VAEModel, n: int, seed: int | torch.Generator, label: int | None = None,
            sampler: Any = None) -> torch.Tensor:
     """Decoder means of ``n`` draws (of class ``label``), float32 on the CPU: codes from the
-    prior, or from ``sampler`` (a :class:`vaekit.samplers.Sampler`, see :func:`run_sampler`)."""
+    prior, or from ``sampler`` (a :class:`vaekit.sampling.samplers.Sampler`, see :func:`run_sampler`)."""
     check_label(model, label)
     g = seed if isinstance(seed, torch.Generator) else torch.Generator(model.device).manual_seed(seed)
     y = None if label is None else torch.full((n,), label, device=model.device)
@@ -120,9 +119,9 @@ def training_rows(cfg: RunConfig, log: Log = stderr) -> tuple[torch.Tensor, torc
 
 def fit_sampler(name: str, model: VAEModel, x: torch.Tensor, y: torch.Tensor | None = None,
                 seed: int = 0, log: Log = stderr):
-    """Fit sampler ``name`` (:mod:`vaekit.samplers`) to the codes of rows ``x``; a two-stage
+    """Fit sampler ``name`` (:mod:`vaekit.sampling.samplers`) to the codes of rows ``x``; a two-stage
     VAE is trained by :func:`train`."""
-    from ..samplers import fit_sampler as fit
+    from vaekit.sampling.samplers import fit_sampler as fit
 
     return fit(name, model, x, y if model.cond_dim else None, seed, train, log)
 
@@ -131,8 +130,8 @@ def run_sampler(run: str | Path, model: VAEModel, cfg: RunConfig, name: str, fit
                 log: Log = stderr):
     """Sampler ``name`` of a run: the stored one (checked), or fitted to the run's training rows
     and stored (``fit``: ``missing`` fits one that is absent, stale or damaged; ``always``
-    refits; ``never`` raises a RunDirError instead); see :func:`vaekit.samplers.obtain`."""
-    from ..samplers import obtain
+    refits; ``never`` raises a RunDirError instead); see :func:`vaekit.sampling.samplers.obtain`."""
+    from vaekit.sampling.samplers import obtain
 
     def fitter():
         return fit_sampler(name, model, *training_rows(cfg, log), cfg.train.seed, log)
@@ -141,7 +140,7 @@ def run_sampler(run: str | Path, model: VAEModel, cfg: RunConfig, name: str, fit
 
 def metric_classifier(cfg: RunConfig, device: torch.device | str = "cpu", log: Log = stderr):
     """The feature network of the sample-quality metric for a run's data
-    (:func:`vaekit.featurenet.classifier_for`: cached, or trained once)."""
-    from ..featurenet import classifier_for
+    (:func:`vaekit.evaluation.featurenet.classifier_for`: cached, or trained once)."""
+    from vaekit.evaluation.featurenet import classifier_for
 
     return classifier_for(run_data(cfg, log), device, log)

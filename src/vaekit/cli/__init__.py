@@ -1,0 +1,1 @@
+"""Floor 10: the vaekit command: the parser (main) and the commands over the pipeline."""

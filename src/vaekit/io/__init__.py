@@ -1,0 +1,1 @@
+"""Floor 1: files on disk. Atomic writes and locks (files), guarded reads, PNG grids (images)."""

@@ -1,0 +1,210 @@
+"""What happens around the training loop: the run directory, TensorBoard, the epoch line.
+
+Each is a :class:`vaekit.training.trainer.Callback`; the pipeline picks the ones a run needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from vaekit.config.settings import RunConfig
+from vaekit.data import Dataset
+from vaekit.errors import ConfigError
+from vaekit.evaluation.measures import posterior_means
+from vaekit.io.files import drain_writes
+from vaekit.io.images import display_scale, save_grid
+from vaekit.runs.directory import RunDir
+from .trainer import Callback, Trainer
+
+SAMPLE_SEED_OFFSET = 2_000_003  # the report's prior draws: the same every epoch
+LATENT_MAP_POINTS = 2000  # test examples whose codes are kept every epoch for the latent map
+
+
+def shown_split(data: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The rows pictured every epoch: the test split, or the training split without one."""
+    return (data.x_test, data.y_test) if len(data.x_test) else (data.x_train, data.y_train)
+
+
+def latent_map_rows(n: int) -> slice | torch.Tensor:
+    """The rows whose codes the latent maps keep: all, or :data:`LATENT_MAP_POINTS` evenly spaced
+    ones, so that data sorted by class (or a generated grid, like ``shapes``) is pictured whole."""
+    if n <= LATENT_MAP_POINTS:
+        return slice(0, n)
+    return torch.linspace(0, n - 1, LATENT_MAP_POINTS, dtype=torch.float64).round().long()
+
+
+class RunDirWriter(Callback):
+    """Writes a run directory: ``config.json`` at the start, then every epoch the images,
+    the latent map, the weights, the checkpoint (one atomic unit) and the metrics.
+
+    With ``resume``, restores the trainer from the run's checkpoint first (when it has one: a
+    run interrupted in its first epoch simply starts).
+    """
+
+    def __init__(self, run_dir: RunDir, config: RunConfig, resume: bool = False) -> None:
+        self.rd, self.config, self.resume = run_dir, config, resume
+
+    def on_fit_start(self, trainer: Trainer, data: Dataset) -> None:
+        if self.resume and self.rd.has_checkpoint():
+            meta = self.rd.read_checkpoint(trainer.model, trainer.optimizer, trainer.generators(),
+                                           expect={"lr": trainer.config.lr,
+                                                   "lr_schedule": trainer.config.lr_schedule,
+                                                   "epochs": trainer.config.epochs},
+                                           extra=trainer.extra_optimizers())
+            trainer.restore(meta["epoch"], meta["history"])
+            if trainer.epoch >= trainer.config.epochs:
+                trainer.log(f"run already finished {trainer.epoch} epochs; raise --epochs to "
+                            "train further")
+        if trainer.world.is_main:
+            self.rd.write_config(self.config, data.shape)
+
+    def on_epoch_end(self, trainer: Trainer, data: Dataset, row: dict[str, Any]) -> None:
+        if not trainer.world.is_main:
+            return
+        rd, model, epoch = self.rd, trainer.model, row["epoch"]
+        x_show, y_show = shown_split(data)
+        if data.is_image:
+            write_images(rd, model, epoch, x_show, y_show, trainer.config.seed)
+        rows = latent_map_rows(len(x_show))
+        y_in = y_show[rows] if model.cond_dim else None
+        rd.write_latent(epoch, posterior_means(model, x_show[rows], y=y_in),
+                        None if y_show is None else y_show[rows])
+        if row.get("best_epoch", epoch) == epoch:  # model.safetensors holds the kept weights
+            rd.write_model(model)
+        rd.write_checkpoint(epoch, model, trainer.optimizer, trainer.generators(),
+                            {"precision": trainer.precision, "history": trainer.history},
+                            trainer.extra_optimizers())
+        rd.write_metrics(trainer.history)
+
+
+@torch.no_grad()
+def write_images(rd: RunDir, model, epoch: int, x: torch.Tensor, y: torch.Tensor | None,
+                 seed: int) -> None:
+    """Inputs above their reconstructions; 64 samples (row r with label r when conditional)."""
+    was_training = model.training
+    model.eval()
+    device = model.device
+    scale = display_scale(x.shape[-2])
+    xs = x[:8].to(device)
+    ys = y[:8].to(device) if model.cond_dim else None
+    save_grid(torch.cat([xs, model.reconstruct(xs, ys)]), rd.images / f"reconstruction_{epoch}.png",
+              len(xs), scale)
+    g = torch.Generator(device).manual_seed(seed + SAMPLE_SEED_OFFSET)
+    labels = (torch.arange(64, device=device) // 8) % model.cond_dim if model.cond_dim else None
+    save_grid(model.generate(64, g, labels), rd.images / f"samples_{epoch}.png", 8, scale)
+    model.train(was_training)
+
+
+class EarlyStopping(Callback):
+    """Keeps the weights of the epoch with the lowest validation loss, and with ``patience``
+    stops once that many epochs passed without a better one (Prechelt 1998).
+
+    Each row gets ``best_epoch``; ``model.safetensors`` is written only at a best epoch (the
+    checkpoint keeps the latest weights, for resume). At the end the model holds the best
+    weights. A resumed run rebuilds the record from the metrics, and takes the best weights
+    from ``run_dir`` when the best epoch came before the resume.
+    """
+
+    def __init__(self, patience: int = 0, run_dir: RunDir | None = None) -> None:
+        self.patience, self.rd = patience, run_dir
+        self.best_epoch, self.best, self.best_state = 0, float("inf"), None
+
+    def on_fit_start(self, trainer: Trainer, data: Dataset) -> None:
+        for row in trainer.history:  # a resumed run
+            if row.get("val_loss", float("inf")) < self.best:
+                self.best_epoch, self.best = row["epoch"], row["val_loss"]
+
+    def on_epoch_end(self, trainer: Trainer, data: Dataset, row: dict[str, Any]) -> None:
+        if row["val_loss"] < self.best:
+            self.best_epoch, self.best = row["epoch"], row["val_loss"]
+            self.best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        row["best_epoch"] = self.best_epoch
+        if self.patience and row["epoch"] - self.best_epoch >= self.patience \
+                and row["epoch"] < trainer.config.epochs:
+            trainer.stop_reason = (f"early stopping: the validation loss has not improved for "
+                                   f"{self.patience} epochs")
+
+    def on_fit_end(self, trainer: Trainer, data: Dataset) -> None:
+        if not self.best_epoch or self.best_epoch == trainer.epoch:
+            return
+        if self.best_state is None and self.rd is not None:  # best epoch before a resume
+            self.best_state = self.rd.load_model(trainer.device)[0].state_dict()
+        if self.best_state is not None:
+            trainer.model.load_state_dict(self.best_state)
+
+
+class TensorBoardLogger(Callback):
+    """Scalars as ``loss/train`` etc., and the epoch's image grids as written to ``images/``."""
+
+    def __init__(self, run_dir: RunDir) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("tensorboard logging needs the tensorboard package: "
+                              "pip install 'vaekit[tensorboard]'") from None
+        self.rd = run_dir
+        self.writer = SummaryWriter(str(run_dir.path / "tensorboard"))
+
+    def on_epoch_end(self, trainer: Trainer, data: Dataset, row: dict[str, Any]) -> None:
+        import numpy as np
+        from PIL import Image
+
+        epoch = row["epoch"]
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, float):
+                split, _, name = key.partition("_")
+                self.writer.add_scalar(f"{name}/{split}" if name else key, value, epoch)
+        if data.is_image:
+            drain_writes()  # the epoch's images are in place
+            for name in ("reconstruction", "samples"):
+                img = np.asarray(Image.open(self.rd.images / f"{name}_{epoch}.png").convert("RGB"))
+                self.writer.add_image(name, img, epoch, dataformats="HWC")
+        self.writer.flush()
+
+    def on_fit_end(self, trainer: Trainer, data: Dataset) -> None:
+        self.writer.close()
+
+
+class EpochLog(Callback):
+    """One line per epoch: train and test loss, the test terms, seconds."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+
+    def on_epoch_end(self, trainer: Trainer, data: Dataset, row: dict[str, Any]) -> None:
+        if not trainer.world.is_main:
+            return
+        line = f"epoch {row['epoch']:>3}/{trainer.config.epochs}  train {row['train_loss']:.4f}"
+        if "val_loss" in row:
+            line += f"  val {row['val_loss']:.4f}{' *' if row.get('best_epoch') == row['epoch'] else ''}"
+        if "test_loss" in row:
+            line += (f"  test {row['test_loss']:.4f} (rec {row['test_rec']:.2f}, "
+                     f"kl {row['test_kl']:.2f})")
+        if "dis_loss" in row:  # a VAE-GAN's discriminator (vaekit.models.vaegan_update)
+            line += (f"  -log p(x|z) {row['pixel_rec']:.2f}; D(x) {row['dis_real']:.2f}, D(x~) "
+                     f"{row['dis_recon']:.2f}, D(x_p) {row['dis_prior']:.2f}, paused "
+                     f"{row['dis_paused']:.0%}/{row['gan_paused']:.0%}")
+        errors = [f"{p} {100 * row[f'{p}_error']:.2f}%" for p in ("val", "test") if f"{p}_error" in row]
+        if errors:  # a semi-supervised model's classification error
+            line += f"  error {', '.join(errors)}"
+        self.log(line + f"  {row['seconds']:.1f}s")
+
+
+class ClassificationError(Callback):
+    """Adds a semi-supervised model's classification error to each epoch's row: ``val_error``
+    and ``test_error``, the fraction of labelled rows whose most probable class under q(y|x)
+    is wrong (rows labelled -1 do not count; a part without labelled rows gets none)."""
+
+    def __init__(self, val: tuple[torch.Tensor, torch.Tensor | None] | None) -> None:
+        self.val = val
+
+    def on_epoch_end(self, trainer: Trainer, data: Dataset, row: dict[str, Any]) -> None:
+        from vaekit.evaluation.measures import classification_error
+
+        parts = [("val", *self.val)] if self.val is not None else []
+        for part, x, y in [*parts, ("test", data.x_test, data.y_test)]:
+            error = None if y is None else classification_error(trainer.model, x, y)
+            if error is not None:
+                row[f"{part}_error"] = error
