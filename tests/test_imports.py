@@ -1,8 +1,10 @@
 """The house's floors: every import of a vaekit module points down a floor (or stays in its own
 package), and the import graph has no cycle. Every import counts: module level, inside
-functions, and ``importlib.import_module("vaekit....")`` by name.
+functions, and ``importlib.import_module("vaekit....")`` by name, and the CLI's command table (the one place
+that imports by a computed name: ``vaekit.cli.main.COMMANDS``). Optional third-party extras
+are imported through one helper, :func:`vaekit.extras.require`.
 
-The floors, lowest first: 0 errors, version; 1 registry, io; 2 parts, data, compute; 3 config;
+The floors, lowest first: 0 errors, version; 1 registry, extras, io; 2 parts, data, compute; 3 config;
 4 models; 5 runs; 6 evaluation; 7 training, sampling; 8 pipeline; 9 report, estimator, export;
 10 cli.
 The package root (``vaekit/__init__``: the lazy ``vaekit.VAE``) and ``__main__`` stand above.
@@ -20,7 +22,7 @@ import vaekit
 ROOT = Path(vaekit.__file__).parent
 FLOORS = {
     "errors": 0, "version": 0,
-    "registry": 1, "io": 1,
+    "registry": 1, "io": 1, "extras": 1,
     "parts": 2, "data": 2, "compute": 2,
     "config": 3,
     "models": 4,
@@ -73,8 +75,12 @@ def imports(source: str, name: str, is_package: bool, known: set[str]) -> set[tu
             arg = node.args[0]
             if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
                 add(arg.value, node.lineno)
-            else:  # a computed name hides an edge from every reader: not allowed
+            elif name not in ("vaekit.cli.main", "vaekit.extras"):  # hides an edge from readers
                 found.add(("<computed import_module>", node.lineno))
+        elif (isinstance(node, ast.Assign) and name == "vaekit.cli.main"
+              and getattr(node.targets[0], "id", "") == "COMMANDS"):
+            for v in node.value.values:  # the command table: "module:function"
+                add(v.value.partition(":")[0], v.lineno)
     return found
 
 
@@ -133,6 +139,8 @@ def test_the_graph_is_read_with_function_level_imports():
     assert "vaekit.pipeline.training" in g["vaekit.pipeline"]
     # imported inside a function only: the registries' names for the options' choices
     assert "vaekit.parts.likelihoods" in g["vaekit.config.options"]
+    # the CLI's command table, imported by name when a command runs
+    assert {"vaekit.cli.train", "vaekit.cli.use", "vaekit.cli.show"} <= g["vaekit.cli.main"]
 
 
 def test_the_checks_catch_a_planted_upward_import_and_cycle(tmp_path):

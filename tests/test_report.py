@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from vaekit.cli.main import main
-from vaekit.report.page import collapse_note
+from vaekit.evaluation.collapse import collapse_note
 from vaekit.report.figures import manifold, pick_features
 from vaekit.sampling.paths import interpolation_codes, slerp, traversal_codes
 

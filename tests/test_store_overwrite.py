@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 
 from vaekit.cli.main import main
 from vaekit.errors import RunDirError
-from vaekit.runs.directory import STAGING_NAME, RunDir
+from vaekit.runs.directory import RunDir
+from vaekit.runs.layout import STAGING_NAME
 
 TINY = ["--epochs", "2", "--hidden", "8", "--latent-dim", "2", "--no-report", "--precision", "fp32"]
 

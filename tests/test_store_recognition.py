@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from vaekit.errors import RunDirError
-from vaekit.runs.directory import OWNED_DIRS, RunDir, is_owned
+from vaekit.runs.directory import RunDir
+from vaekit.runs.layout import OWNED_DIRS, is_owned
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 MARKED = '{"format": "vaekit-run", "format_version": 1}'

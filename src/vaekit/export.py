@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaekit.version import __version__
+from vaekit.extras import require
 from vaekit.errors import ConfigError, RunDirError
 from vaekit.io.files import atomic_write_bytes, read_regular, write_json
 from vaekit.models.vae import VAEModel
@@ -52,11 +53,7 @@ def require_onnx() -> None:
         raise ConfigError(f"ONNX export needs a PyTorch with the torch.export-based ONNX exporter "
                           f"(2.6 or later); this is {torch.__version__}")
     for name in ("onnx", "onnxscript", "onnxruntime"):
-        try:
-            __import__(name)
-        except ImportError:
-            raise ConfigError(f"ONNX export needs the onnx extra ({name} is not installed): "
-                              "pip install 'vaekit[onnx]'") from None
+        require(name, "onnx", "ONNX export")
 
 
 # -- the two graphs --------------------------------------------------------------------------

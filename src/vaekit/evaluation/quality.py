@@ -25,13 +25,14 @@ import torch
 
 from vaekit.config.settings import SAMPLER_NAMES
 from vaekit.errors import DataError, RunDirError
+from vaekit.runs.layout import SAMPLE_QUALITY
 from .sample_metrics import frechet_distance, gaussian_stats, precision_recall
 
 K_NEIGHBOURS = 3  # Kynkäänniemi et al. 2019 use k = 3
 DRAWS = 5
 FORMAT, VERSION = "vaekit-sample-quality", 1
 METRIC = "classifier_fd"
-FILE = "sample_quality.json"
+FILE = SAMPLE_QUALITY
 Draw = Callable[[int, torch.Generator], torch.Tensor]  # (n, generator) -> (n, *data_shape)
 
 

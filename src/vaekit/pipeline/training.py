@@ -21,6 +21,8 @@ from vaekit.data import DATASETS, Dataset, load_data
 from vaekit.data.labelled import check_partial_labels, partly_labelled
 from vaekit.compute.distributed import World
 from vaekit.errors import DataError, RunDirError
+from vaekit.evaluation.collapse import collapse_note
+from vaekit.evaluation.measures import latent_diagnostics
 from vaekit.io.files import deferred_sync
 from vaekit.models.vae import VAEModel
 from vaekit.runs.directory import RunDir
@@ -271,7 +273,7 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
                 say(f"the run that --overwrite was replacing in {rd.path} is restored")
             raise
     model = trainer.model.eval()
-    notes = [n for n in [collapse_note(model, data)] if n] if world.is_main and history else []
+    notes = [n for n in [collapse_warning(model, data)] if n] if world.is_main and history else []
     if history and "best_epoch" in history[-1]:
         why = trainer.stop_reason or f"all {cfg.train.epochs} epochs ran"
         notes.insert(0, f"kept the weights of epoch {history[-1]['best_epoch']}, the lowest "
@@ -279,11 +281,10 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     return TrainResult(model, cfg, history, rd, data, notes, trainer.stop_reason)
 
 
-def collapse_note(model: VAEModel, data: Dataset, rows: int = 2000) -> str | None:
-    """A plain warning when the posterior collapsed (no active unit, or almost no KL), with
-    what to try; None when the latent code carries information."""
-    from vaekit.evaluation.measures import latent_diagnostics
-
+def collapse_warning(model: VAEModel, data: Dataset, rows: int = 2000) -> str | None:
+    """The collapse note (:func:`vaekit.evaluation.collapse.collapse_note`) of the trained model on
+    up to ``rows`` test rows (training rows without a test split), as a warning line; None when
+    the latent code is in use."""
     x, y = (data.x_test, data.y_test) if len(data.x_test) else (data.x_train, data.y_train)
     if not isinstance(x, torch.Tensor) or len(x) < 2:
         return None
@@ -291,13 +292,8 @@ def collapse_note(model: VAEModel, data: Dataset, rows: int = 2000) -> str | Non
     y = y[:rows].to(model.device) if model.cond_dim and y is not None else None
     diag = latent_diagnostics(model, x, y=y)
     kl = sum(diag["kl_per_dim"]) if diag["kl_per_dim"] is not None else None
-    if diag["active_units"] > 0 and (kl is None or kl > 0.1):
-        return None
-    total = f"a total KL of {kl:.3f} nats, " if kl is not None else ""
-    return (f"warning: the posterior collapsed ({total}{diag['active_units']} of {model.latent_dim} "
-            "latent units active): the code carries almost no information about the data. Try "
-            "--kl-warmup 10, --free-bits 0.1, a smaller --beta, or for a gaussian likelihood "
-            "--learn-obs-std or a smaller --obs-std")
+    note = collapse_note(diag["active_units"], model.latent_dim, kl, partial=False)
+    return None if note is None else "warning: " + note
 
 
 def save_evaluation(run_dir: RunDir, result: dict[str, Any]) -> list[str]:

@@ -22,7 +22,8 @@ from vaekit.config.settings import RunConfig
 from vaekit.errors import ConfigError, RunDirError, VaekitError
 from vaekit.io.files import atomic_write_text, read_regular
 from vaekit.parts.objectives import loss_words, trains_likelihood
-from vaekit.runs.directory import CARD_MARKER as MARKER, RunDir
+from vaekit.runs.directory import RunDir
+from vaekit.runs.layout import CARD_MARKER as MARKER
 from vaekit.runs.store import read_json
 
 CARD_NAME = "README.md"

@@ -28,12 +28,14 @@ from vaekit.io.files import atomic_write_text
 from vaekit.io.images import grid_png
 from vaekit.sampling.paths import dimension_sweep
 from vaekit.sampling.morph import interpolation_ends, morph, morph_classes, typical_row
-from .sections import (collapse_note, config_section, esc, evaluation_section, features_section,
-                       fig_img, headline, img, kept_row, num, objective_words, training_notes,
+from .sections import (config_section, esc, evaluation_section, features_section,
+                       fig_img, headline, img, num, objective_words, training_notes,
                        training_section)
 from vaekit.runs.directory import RunDir
+from vaekit.evaluation.collapse import collapse_note
+from vaekit.runs.store import kept_row
 
-__all__ = ["build_report", "write_report", "collapse_note", "kept_row", "num", "objective_words"]
+__all__ = ["build_report", "write_report", "num", "objective_words"]
 
 DIAGNOSTIC_ROWS = 5000  # test examples behind the diagnostics and interpolation
 

@@ -20,8 +20,8 @@ from . import figures as viz
 from vaekit.config.settings import RunConfig, option_fields
 from vaekit.config.options import flag
 from vaekit.parts.objectives import loss_words, trains_likelihood
+from vaekit.runs.store import kept_row
 
-KL_COLLAPSE = 0.1  # nats per example in all: below it the code carries ~nothing (as pipeline's note)
 FEATURE_ROWS = 5000  # data rows (and at most this many prior draws) behind the per-feature view
 
 
@@ -89,13 +89,6 @@ def objective_words(train) -> str:
     return loss_words(train)
 
 
-def kept_row(history: list[dict]) -> dict:
-    """The metrics of the epoch whose weights the run holds: the early-stopping pick, else the last."""
-    last = history[-1]
-    best = last.get("best_epoch")
-    return next((r for r in history if r["epoch"] == best), last) if best else last
-
-
 def stat(key: str, label: str, value: str, detail: str, raw: Any = None, error: str = "") -> str:
     """A headline card; ``raw`` (the unrounded number) goes in ``data-value`` for scripts."""
     data = f' data-value="{esc(repr(raw))}"' if raw is not None else ""
@@ -155,26 +148,6 @@ def error_card(cards: list[str], history: list[dict], ev: dict | None) -> None:
     if isinstance(error, (int, float)) and math.isfinite(error):
         cards.append(stat("error", "classification error", f"{100 * error:.2f}%",
                           f"labelled rows misclassified by q(y|x) ({what}); lower is better", error))
-
-
-def collapse_note(active: int, latent_dim: int, kl: float | None = None) -> str | None:
-    """A plain-words warning when the posterior carries little or no information."""
-    if active == 0:
-        return ("Posterior collapse: no latent dimension carries information about the input "
-                "(every q(z|x) matches the prior), so the decoder ignores z and samples all look "
-                "alike. Try a smaller --beta, KL warm-up, fewer epochs of a too-strong decoder, or "
-                "check that the data vary.")
-    if kl is not None and kl <= KL_COLLAPSE:
-        return (f"Posterior collapse: the code carries almost no information about the input "
-                f"(a KL of only {kl:.3f} nats per example in all, though {active} of {latent_dim} "
-                "units vary a little), so reconstructions are close to the data's average. Try "
-                "--kl-warmup 10, --free-bits 0.1, a smaller --beta or, for a gaussian likelihood, "
-                "--learn-obs-std or a smaller --obs-std.")
-    if active < latent_dim / 2:
-        return (f"Only {active} of {latent_dim} latent dimensions are in use; the others match the "
-                "prior. That is normal when --latent-dim is larger than the data needs, but if "
-                "reconstructions are poor, try a smaller --beta.")
-    return None
 
 
 def training_notes(history: list[dict], cfg: RunConfig, run_name: str) -> list[tuple[str, str]]:

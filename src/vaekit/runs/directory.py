@@ -2,8 +2,8 @@
 
 A run directory holds ``config.json`` (with the ``"format": "vaekit-run"`` marker),
 ``model.safetensors``, ``metrics.jsonl``, ``checkpoint.safetensors`` (one atomic unit:
-:mod:`vaekit.runs.checkpoint`), ``images/`` and ``latent/``. :data:`OWNED` lists every name vaekit
-writes; a folder is a run only if its config says so and it holds nothing else, and
+:mod:`vaekit.runs.checkpoint`), ``images/`` and ``latent/``. :data:`vaekit.runs.layout.OWNED` lists every name
+vaekit writes; a folder is a run only if its config says so and it holds nothing else, and
 ``--overwrite`` removes nothing else. Model files are safetensors plus JSON; nothing is ever
 unpickled.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import shutil
 import stat
 from pathlib import Path
@@ -32,37 +31,11 @@ from vaekit.io.files import (atomic_write_bytes, atomic_write_text, drain_writes
                              read_regular, write_json)
 from vaekit.models.vae import VAEModel
 from .reading import RunReading, load_state_tensors, metrics_text
+from .layout import (CARD, CARD_MARKER, CHECKPOINT, CONFIG, EVALUATION, LOCK_NAME, METRICS, MODEL,
+                     OWNED_DIRS, REPORT, STAGING_NAME, TEMP, is_owned)
 from .store import FORMAT_VERSION, JSON_LIMIT, RUN_FORMAT, parse_json
 
-__all__ = ["RunDir", "OWNED", "FORMAT_VERSION", "write_npy", "state_tensors", "load_state_tensors"]
-
-LOCK_NAME = ".vaekit.lock"
-STAGING_NAME = ".vaekit-replaced"  # the old run, during an --overwrite, until the new run's first checkpoint
-# Every file vaekit writes in a run directory, relative to it: the one definition of "ours".
-OWNED = re.compile(r"""(
-    config\.json | model\.safetensors | metrics\.jsonl | checkpoint\.safetensors
-  | checkpoint\.json                              # the metadata half of an older vaekit's checkpoint
-  | evaluation[^/]*\.json | report\.html | \.vaekit\.lock
-  | images/(reconstruction|samples)_[0-9]+\.png
-  | latent/(epoch_[0-9]+|labels)\.npy
-  | tensorboard/events\.out\.tfevents\.[^/]+
-  | onnx/(encoder|decoder)\.onnx | onnx/export\.json
-  | mlflow\.json                                  # the MLflow run this run is logged to
-  | samplers/[a-z][a-z0-9-]*\.(safetensors|json)  # fitted samplers of codes (vaekit.sampling.samplers)
-  | sample_quality\.json                          # the sample-quality metric (vaekit.evaluation.quality)
-)""", re.X)
-OWNED_DIRS = {"images", "latent", "tensorboard", "onnx", "samplers"}
-CARD = "README.md"  # vaekit's model card only when it carries CARD_MARKER
-CARD_MARKER = "<!-- vaekit model card: written by vaekit; 'vaekit train' and 'vaekit evaluate' rewrite it -->"
-TEMP = re.compile(r"(?P<dir>(?:[^/]+/)?)\.(?P<name>[^/]+)\.[A-Za-z0-9_]+\.tmp")  # fileio's temp files
-
-
-def is_owned(rel: str) -> bool:
-    """Whether vaekit writes the file at ``rel`` (a ``/``-separated path inside a run)."""
-    if OWNED.fullmatch(rel):
-        return True
-    m = TEMP.fullmatch(rel)
-    return bool(m) and bool(OWNED.fullmatch(m["dir"] + m["name"]))
+__all__ = ["RunDir", "FORMAT_VERSION", "write_npy", "state_tensors", "load_state_tensors"]
 
 
 def is_card(path: Path) -> bool:
@@ -79,14 +52,14 @@ class RunDir(RunReading):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.config = self.path / "config.json"
-        self.model = self.path / "model.safetensors"
-        self.metrics = self.path / "metrics.jsonl"
-        self.checkpoint = self.path / "checkpoint.safetensors"
+        self.config = self.path / CONFIG
+        self.model = self.path / MODEL
+        self.metrics = self.path / METRICS
+        self.checkpoint = self.path / CHECKPOINT
         self.images = self.path / "images"
         self.latent = self.path / "latent"  # posterior means of test examples, one file per epoch
-        self.evaluation = self.path / "evaluation.json"
-        self.report = self.path / "report.html"
+        self.evaluation = self.path / EVALUATION
+        self.report = self.path / REPORT
         self.lock_file = self.path / LOCK_NAME
         self.staging = self.path / STAGING_NAME
 

@@ -146,6 +146,13 @@ def parse_metrics(text: str, path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def kept_row(history: list[dict]) -> dict:
+    """The metrics of the epoch whose weights the run holds: the early-stopping pick, else the last."""
+    last = history[-1]
+    best = last.get("best_epoch")
+    return next((r for r in history if r["epoch"] == best), last) if best else last
+
+
 def check_history(history: Any, epoch: int, where: str) -> list[dict[str, Any]]:
     if not isinstance(history, list) or len(history) != epoch:
         got = f"{len(history)} rows" if isinstance(history, list) else type(history).__name__

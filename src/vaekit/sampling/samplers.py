@@ -37,12 +37,13 @@ from vaekit.runs.checkpoint import state_tensors
 from vaekit.errors import RunDirError
 from vaekit.models.vae import VAEModel
 from vaekit.registry import Registry
+from vaekit.runs.layout import SAMPLERS as SAMPLERS_FOLDER
 
 SAMPLERS: Registry[type] = Registry("sampler")
 FORMAT, VERSION = "vaekit-sampler", 1
 HELD_OUT_FRACTION = 0.1
 CODE_SEED_OFFSET = 3_000_017  # the codes' noise never repeats the training streams
-FOLDER = "samplers"
+FOLDER = SAMPLERS_FOLDER
 Log = Callable[[str], None]
 
 
@@ -246,11 +247,9 @@ class TwoStageSampler(Sampler):
         cfg.data.data = "latent-codes"
         res = train(cfg, Dataset("latent codes", codes, codes[:0]), log=log, progress=False,
                     epoch_log=False)
-        last = res.history[-1]
-        details = {"config": cfg.to_dict(), "epochs": last["epoch"],
-                   "best_epoch": int(last.get("best_epoch", last["epoch"])),
-                   "held_out_loss": float(res.history[int(last.get("best_epoch", last["epoch"])) - 1]
-                                          .get("val_loss", math.nan))}
+        kept = kept_row(res.history)
+        details = {"config": cfg.to_dict(), "epochs": res.history[-1]["epoch"],
+                   "best_epoch": int(kept["epoch"]), "held_out_loss": float(kept.get("val_loss", math.nan))}
         log(f"  two-stage: kept epoch {details['best_epoch']} of {details['epochs']}, held-out "
             f"loss {details['held_out_loss']:.3f} nats per code")
         return cls(model, res.model, res.config, {"details": details})

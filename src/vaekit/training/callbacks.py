@@ -11,7 +11,7 @@ import torch
 
 from vaekit.config.settings import RunConfig
 from vaekit.data import Dataset
-from vaekit.errors import ConfigError
+from vaekit.extras import require
 from vaekit.evaluation.measures import posterior_means
 from vaekit.io.files import drain_writes
 from vaekit.io.images import display_scale, save_grid
@@ -139,13 +139,10 @@ class TensorBoardLogger(Callback):
     """Scalars as ``loss/train`` etc., and the epoch's image grids as written to ``images/``."""
 
     def __init__(self, run_dir: RunDir) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ConfigError("tensorboard logging needs the tensorboard package: "
-                              "pip install 'vaekit[tensorboard]'") from None
+        require("tensorboard", "tensorboard", "--tensorboard logging")
         self.rd = run_dir
-        self.writer = SummaryWriter(str(run_dir.path / "tensorboard"))
+        self.writer = require("torch.utils.tensorboard", "tensorboard", "--tensorboard logging"
+                              ).SummaryWriter(str(run_dir.path / "tensorboard"))
 
     def on_epoch_end(self, trainer: Trainer, data: Dataset, row: dict[str, Any]) -> None:
         import numpy as np

@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from vaekit.data import Dataset
-from vaekit.errors import ConfigError, RunDirError
+from vaekit.extras import require
+from vaekit.errors import RunDirError
 from vaekit.io.files import write_json
 from vaekit.runs.directory import RunDir
+from vaekit.runs.layout import MLFLOW_LINK
 from .trainer import Callback, Trainer
 
 LOCAL = "local"  # --mlflow without a URI: a SQLite store (and artifacts) in ./mlruns
-LINK = "mlflow.json"  # in the run directory: which MLflow run holds this run
+LINK = MLFLOW_LINK  # in the run directory: which MLflow run holds this run
 
 
 def tracking_uri(value: str) -> str:
@@ -32,11 +34,7 @@ def tracking_uri(value: str) -> str:
 
 
 def mlflow_module():
-    try:
-        import mlflow
-    except ImportError:
-        raise ConfigError("--mlflow needs the mlflow extra: pip install 'vaekit[mlflow]'") from None
-    return mlflow
+    return require("mlflow", "mlflow", "--mlflow")
 
 
 def numbers(row: dict[str, Any]) -> dict[str, float]:
