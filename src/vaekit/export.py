@@ -33,6 +33,8 @@ from vaekit.errors import ConfigError, RunDirError
 from vaekit.io.files import atomic_write_bytes, read_regular, write_json
 from vaekit.models.vae import VAEModel
 from vaekit.runs.directory import RunDir
+from vaekit.models.ladder import gaussian
+from vaekit.runs.store import JSON_LIMIT, parse_json
 
 EXPORT_FORMAT = "vaekit-onnx"  # export.json's marker: a folder holds a vaekit export only if it says so
 FILES = ("encoder.onnx", "decoder.onnx", "export.json")
@@ -80,8 +82,6 @@ class MeanEncoder(nn.Module):
         if not hasattr(m, "top_down"):
             return m.posterior(h).mean
         # a ladder VAE: its infer() (bottom-up) and the top-down path at posterior means
-        from vaekit.models.ladder import gaussian
-
         d = F.leaky_relu(h, 0.1)
         hats = [gaussian(m.q_heads[0](d), m.min_var)]
         for up, head in zip(m.up, m.q_heads[1:]):
@@ -254,8 +254,6 @@ def check_out_dir(out: Path, model_sha: str, overwrite: bool) -> None:
     if not names:
         return
     try:
-        from vaekit.runs.store import JSON_LIMIT, parse_json
-
         meta = parse_json(read_regular(out / "export.json", JSON_LIMIT, RunDirError), str(out))
         same = isinstance(meta, dict) and meta.get("format") == EXPORT_FORMAT and \
             meta.get("model_sha256") == model_sha
@@ -323,8 +321,6 @@ def export_onnx(run: str | Path, out: str | Path | None = None, overwrite: bool 
 
 def describe(out: Path) -> str:
     """One line about the export in ``out`` (for the CLI)."""
-    from vaekit.runs.store import JSON_LIMIT, parse_json
-
     meta = parse_json(read_regular(out / "export.json", JSON_LIMIT, RunDirError), str(out))
     def names(values) -> str:
         return ", ".join(f"{v['name']}[{','.join(map(str, v['shape']))}]" for v in values)

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from typing import Collection
 
 import torch
+from vaekit.parts.likelihoods import LIKELIHOODS
+from vaekit.parts.objectives import trains_likelihood
 
 MIN_UPDATES = 4000  # Adam steps a run gets at least when vaekit picks the epochs
 MAX_EPOCHS = 10_000  # at most this many epochs when vaekit picks them
@@ -156,8 +158,6 @@ def preprocess_for(model, given: Collection[str] = (), p: DataProfile | None = N
     p : DataProfile, optional
         The training data; pixel-like data keep their units under a shared-scale likelihood.
     """
-    from vaekit.parts.likelihoods import LIKELIHOODS
-
     lik = model.likelihood
     if not LIKELIHOODS[lik].real_valued:
         return "none", f"--likelihood {lik} takes data in [0, 1] as they are"
@@ -197,8 +197,6 @@ def resolve_auto(cfg, x_train, given: Collection[str]) -> list[str]:
     list of str
         Plain lines such as ``likelihood: gaussian-predicted (...); override with --likelihood``.
     """
-    from vaekit.parts.objectives import trains_likelihood
-
     given = normalise(given)
     m, t = cfg.model, cfg.train
     p = profile(x_train)

@@ -22,6 +22,7 @@ from typing import Any, Iterator
 from vaekit.errors import ConfigError
 from .options import (MAX_SEED, MAX_SIZE, OptionError, choices_of, option, parse_sizes,
                       registry_names, unknown_key_message, valid_device)
+from vaekit.registry import unknown_name_message
 
 # Where generated codes come from (vaekit.sampling.samplers registers one class per name; a
 # test checks that the two agree): the names and their help, for the CLI, the estimator and the
@@ -111,7 +112,7 @@ class ModelConfig:
             raise OptionError("top_latent_dims (a ladder VAE) needs posterior diagonal",
                               "top_latent_dims", "posterior")
         if self.preprocess != "none":
-            from vaekit.parts.likelihoods import LIKELIHOODS
+            from vaekit.parts.likelihoods import LIKELIHOODS  # here: torch stays out of --help
 
             if not LIKELIHOODS[self.likelihood].real_valued:
                 raise OptionError(f"preprocess {self.preprocess} maps data to real values, but "
@@ -402,8 +403,6 @@ def check_fields(section: Any) -> None:
         m = f.metadata
         names = choices_of(f)
         if names is not None and value not in names:
-            from vaekit.registry import unknown_name_message
-
             raise OptionError(unknown_name_message(f.name, value, names), f.name)
         values = value if isinstance(value, tuple) else () if value is None else (value,)
         for v in values:

@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaekit.errors import DataError
+from vaekit.errors import ConfigError, DataError
 from vaekit.registry import unknown_name_message
 from vaekit.data.base import Dataset, Part
 from vaekit.data.builtin import DATASETS
+from .files import load_part as file_part, load_path, split_indices
+from .stream import open_folder, open_npy
 
 
 def load_data(spec: str, test_fraction: float = 0.1, log=print, stream: bool = False) -> Dataset:
@@ -32,22 +34,14 @@ def load_data(spec: str, test_fraction: float = 0.1, log=print, stream: bool = F
     if spec in DATASETS:
         return DATASETS[spec].load(log=log)
     if Path(spec).exists():
-        from vaekit.data.files import load_path
-
         return load_path(Path(spec), test_fraction)
     raise DataError(unknown_name_message("dataset", spec, DATASETS.names()).replace(
         "unknown dataset", "no dataset or file named") + "; give a built-in name or an existing path")
 
 
 def load_streamed(spec: str, test_fraction: float) -> Dataset:
-    from vaekit.errors import ConfigError
-    from vaekit.data.files import split_indices
-    from vaekit.data.stream import open_npy
-
     labels = None
     if Path(spec).is_dir():
-        from vaekit.data.stream import open_folder
-
         src, labels = open_folder(Path(spec))
     elif spec.endswith(".npy") and Path(spec).is_file():
         src = open_npy(Path(spec))
@@ -82,8 +76,6 @@ def load_part(spec: str, split: str = "all", log=print) -> Part:
                 np.concatenate([p[i].numpy() for p in chosen]) for i in (1, 2))
         return Part(x, y, f, ds.factor_names if f is not None else None)
     if Path(spec).exists():
-        from vaekit.data.files import load_part as file_part
-
         return file_part(Path(spec), split)
     load_data(spec)  # raises the unknown-dataset error
     raise AssertionError("unreachable")

@@ -15,6 +15,7 @@ from .cifar import load_cifar10
 from .mnist import CACHE_NAME, load_mnist
 from .shapes import shapes_dataset
 from .svhn import load_svhn
+from .fetch import cache_dir
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,6 @@ class BuiltinDataset:
 
     def cached(self) -> bool:
         """Whether every file it fetches is already in the cache (False if it fetches none)."""
-        from .fetch import cache_dir
-
         return bool(self.cache_files) and all((cache_dir() / f).exists() for f in self.cache_files)
 
 

@@ -15,16 +15,14 @@ import hashlib
 import io
 import math
 from itertools import product
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
 from vaekit.errors import DataError
 from vaekit.io.files import atomic_write_bytes
 from .fetch import cache_dir
-
-if TYPE_CHECKING:
-    from .base import Dataset
+from .base import Dataset
 
 SIZE = 64  # image side, pixels
 FACTOR_NAMES = ("shape", "scale", "rotation", "x", "y")
@@ -198,8 +196,6 @@ def load_factors(log: Callable[[str], object] = print
 def shapes_dataset(log: Callable[[str], object] = print) -> "Dataset":
     """The built-in ``shapes`` :class:`~vaekit.data.Dataset`: images ``(n, 1, 64, 64)`` in {0, 1},
     labels the shape index, factors ``f_train``/``f_test`` those of :func:`load_factors`."""
-    from .base import Dataset
-
     images, factors = load_shapes(log)
     test = split()
     x = [np.take(images, np.flatnonzero(rows), axis=0)[:, None].astype(np.float32)  # 0.0 / 1.0

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from vaekit.errors import DataError
+from .folders import GREY_MODES, image_files, scan_images
 
 CHUNK_ROWS = 8192  # rows per step of the whole-file checks (25 MB of float32 MNIST rows)
 RELEASE_EVERY = 8  # batch reads between releases (the kernel maps 64 KB around each touched row)
@@ -186,8 +187,6 @@ class _Decode(torch.utils.data.Dataset):
 
 def open_folder(folder: Path, workers: int = 2):
     """Scan a folder's image headers (not pixels): files, labels, one size, the colour mode."""
-    from .folders import GREY_MODES, image_files, scan_images
-
     files, labels = image_files(folder)
     seen = {"colour": False}
 

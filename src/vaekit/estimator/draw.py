@@ -14,6 +14,7 @@ from vaekit import pipeline
 from vaekit.data.base import as_labels
 from vaekit.errors import ConfigError, DataError
 from vaekit.sampling.morph import interpolation_ends, morph
+from vaekit.sampling.samplers import SAMPLERS
 
 
 class DrawMixin:
@@ -92,8 +93,6 @@ class DrawMixin:
 
     def _sampler(self, name: str):
         """The fitted sampler ``name`` (None for the prior)."""
-        from vaekit.sampling.samplers import SAMPLERS
-
         if not isinstance(name, str) or name not in SAMPLERS:
             raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS.names())}, got {name!r}")
         if name == "prior":
@@ -118,8 +117,6 @@ class DrawMixin:
         ``samplers_`` and written by :meth:`save`; ``sample(..., sampler=...)`` draws from it.
         ``y``: labels, for a conditional model.
         """
-        from vaekit.sampling.samplers import SAMPLERS
-
         x, labels = self._rows(X, y)
         if not isinstance(sampler, str) or sampler not in SAMPLERS or sampler == "prior":
             raise ConfigError(f"sampler must be expost or two-stage, got {sampler!r}")

@@ -21,10 +21,13 @@ from vaekit import pipeline
 from vaekit.config.settings import ALPHA, LABELLED_SHARE, RunConfig, iter_options
 from vaekit.data.base import Dataset, as_labels, check_features
 from vaekit.errors import ConfigError, DataError
-from vaekit.evaluation.measures import posterior_means
+from vaekit.evaluation.measures import log_likelihood, posterior_means
 from vaekit.models.vae import VAEModel
 from vaekit.runs.directory import RunDir
 from .draw import DrawMixin
+from vaekit.data.files import split_indices
+from vaekit.parts.objectives import check_density
+from vaekit.sampling.samplers import save as save_sampler
 
 # Where the estimator's default differs from the CLI's, and why. Options vaekit may choose from
 # the data (``auto`` fields) default to "auto": a value passed explicitly, even the CLI's default,
@@ -226,8 +229,6 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         ``y`` (integer labels 0..C-1, one per row) is used by a conditional model, and by a
         semi-supervised one, for which -1 marks an unlabelled row; other models ignore it.
         """
-        from vaekit.data.files import split_indices
-
         cfg, given = self._config()
         x = self._x(X, reset=True)
         labels = (as_labels(y, len(x), unlabelled=self.semi_supervised)
@@ -307,9 +308,6 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         n_importance : int
             Importance samples per row (Burda et al. 2015); more is tighter and slower.
         """
-        from vaekit.evaluation.measures import log_likelihood
-        from vaekit.parts.objectives import check_density
-
         x, labels = self._rows(X, y)
         check_density(self.config_.train.objective, "score_samples")
         x = x.float()  # importance sampling runs the model in its own precision
@@ -333,8 +331,6 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         rd = RunDir(path)
         with rd.lock():
             rd.save(self.config_, self.data_shape_, self.model_, overwrite=overwrite)
-            from vaekit.sampling.samplers import save as save_sampler
-
             for fitted in self.samplers_.values():
                 save_sampler(rd.path, fitted)
 

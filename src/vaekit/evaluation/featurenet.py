@@ -40,6 +40,8 @@ from vaekit.config.options import MAX_SIZE
 from vaekit.data import Dataset
 from vaekit.errors import DataError, RunDirError, VaekitError
 from vaekit.io.files import atomic_write_bytes, exclusive_lock, read_regular, write_json
+from vaekit.data.fetch import cache_dir
+from vaekit.runs.store import check_schema, check_tensors, parse_json, parse_safetensors
 
 FEATURE_DIM = 128  # units of the feature layer
 TRAIN_STEPS = 2000  # Adam steps (about 4 epochs of MNIST; accuracy ~99%)
@@ -158,8 +160,6 @@ def check_labelled(data: Dataset) -> int:
 
 
 def cache_path(data: Dataset, steps: int) -> Path:
-    from vaekit.data.fetch import cache_dir
-
     settings = f"v{VERSION}-steps{steps}-batch{BATCH_SIZE}-lr{LR}-seed{SEED}-dim{FEATURE_DIM}"
     key = hashlib.sha256(f"{data_hash(data)}-{settings}".encode()).hexdigest()[:16]
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(data.name).stem)[:40] or "data"
@@ -222,8 +222,6 @@ def save_tensors(clf: Classifier) -> bytes:
 
 def load(base: Path, data: Dataset, classes: int) -> Classifier:
     """Read and verify a cache entry: the record's schema, the checksum, every tensor."""
-    from vaekit.runs.store import check_tensors, parse_json, parse_safetensors
-
     try:
         record = parse_json(read_regular(base.with_suffix(".json"), 2 ** 20, RunDirError), "record")
         check_record(record)
@@ -248,8 +246,6 @@ def load(base: Path, data: Dataset, classes: int) -> Classifier:
 
 
 def check_record(record: Any) -> None:
-    from vaekit.runs.store import check_schema
-
     check_schema(record, RECORD_KEYS, "its JSON record", "not what vaekit writes", CacheDamaged)
     if record["format"] != FORMAT or record["version"] != VERSION or record["kind"] not in ("image", "vector"):
         raise CacheDamaged("its record is not of this vaekit's classifier format")

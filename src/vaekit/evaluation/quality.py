@@ -27,6 +27,8 @@ from vaekit.config.settings import SAMPLER_NAMES
 from vaekit.errors import DataError, RunDirError
 from vaekit.runs.layout import SAMPLE_QUALITY
 from .sample_metrics import frechet_distance, gaussian_stats, precision_recall
+from vaekit.io.files import write_json
+from vaekit.runs.store import check_schema, read_json
 
 K_NEIGHBOURS = 3  # Kynkäänniemi et al. 2019 use k = 3
 DRAWS = 5
@@ -148,8 +150,6 @@ REDO = "run 'vaekit evaluate RUN --samples N' again to rewrite it"
 
 
 def _typed(d: Any, schema: dict[str, type], where: str) -> None:
-    from vaekit.runs.store import check_schema
-
     check_schema(d, schema, where, REDO)
 
 
@@ -171,8 +171,6 @@ def check(d: Any, where: str) -> dict[str, Any]:
 
 def read(run: Path) -> dict[str, Any] | None:
     """The run's ``sample_quality.json`` (validated), or None when there is none."""
-    from vaekit.runs.store import read_json
-
     path = Path(run) / FILE
     return check(read_json(path), str(path)) if path.exists() else None
 
@@ -181,8 +179,6 @@ def merge(run: Path, settings: dict[str, Any], results: dict[str, dict[str, Any]
     """Write ``results`` (sampler -> entry) into the run's file, atomically. Entries of other
     samplers stay when they were measured with the same settings (data, split, sizes, seed and
     classifier), so the table compares like with like; otherwise they are dropped."""
-    from vaekit.io.files import write_json
-
     try:
         current = read(run)
     except RunDirError:  # a damaged file is replaced

@@ -12,6 +12,8 @@ from typing import Callable, NamedTuple
 import torch
 
 from vaekit.registry import Registry
+from vaekit.errors import ConfigError
+from .total_correlation import total_correlation
 
 OBJECTIVES: Registry[Callable] = Registry("objective")
 
@@ -108,8 +110,6 @@ def negative_tcvae(model, x: torch.Tensor, beta: float = 1.0,
     diagonal posterior; under several processes the batch is each process's slice. Arguments as
     :func:`negative_elbo`.
     """
-    from .total_correlation import total_correlation
-
     qz = model.infer(x, y)
     if noise is None:  # drawn here, so that the TC sees the very codes the decoder gets
         loc = qz.mean
@@ -138,8 +138,6 @@ def negative_feature_elbo(model, x: torch.Tensor, beta: float = 1.0,
     its reconstruction; the model's own ``feature_terms`` (:func:`vaekit.models.vaegan.feature_terms`). Not a bound on log p(x)."""
     own = getattr(model, "feature_terms", None)  # the VAE-GAN's (vaekit.models.vaegan)
     if own is None:
-        from vaekit.errors import ConfigError
-
         raise ConfigError("objective vaegan needs a model with a discriminator (vaekit.models.vaegan."
                           "VAEGAN): build it with build_model(config, shape, objective='vaegan')")
     return own(x, beta, generator, noise, y, k)
@@ -170,8 +168,6 @@ def loss_words(train) -> str:
 def check_density(name: str, what: str) -> None:
     """ConfigError unless objective ``name`` trained a density, which ``what`` needs."""
     if not trains_likelihood(name):
-        from vaekit.errors import ConfigError
-
         raise ConfigError(f"{what} needs log p(x), which a model trained with objective {name} "
                           "does not have: it does not fit the decoder as a likelihood (a GAN "
                           "term drives it too); vaekit evaluate reports its reconstruction error "
@@ -195,8 +191,6 @@ def summed_loss(terms: LossTerms, weight: float, free_bits: float = 0.0) -> torc
     if free_bits <= 0 or len(terms.rec) == 0:
         return terms.loss.sum()
     if terms.kl_dims is None:
-        from vaekit.errors import ConfigError
-
         raise ConfigError("free bits need a posterior and prior that factorise over latent "
                           "dimensions (posterior diagonal, prior normal)")
     kl_dims = terms.kl_dims.mean(0)  # (latent,)

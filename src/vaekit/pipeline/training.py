@@ -23,10 +23,17 @@ from vaekit.compute.distributed import World
 from vaekit.errors import DataError, RunDirError
 from vaekit.evaluation.collapse import collapse_note
 from vaekit.evaluation.measures import latent_diagnostics
-from vaekit.io.files import deferred_sync
+from vaekit.io.files import deferred_sync, write_json
 from vaekit.models.vae import VAEModel
 from vaekit.runs.directory import RunDir
 from vaekit.models.build import build_model
+from vaekit.config.defaults import resolve_auto
+from vaekit.data.files import split_indices
+from .stacking import stack_front
+from vaekit.training.callbacks import (ClassificationError, EarlyStopping, EpochLog, RunDirWriter,
+                                       TensorBoardLogger)
+from vaekit.training.tracking import MLflowLogger, tracking_uri
+from vaekit.training.trainer import Trainer
 
 Log = Callable[[str], None]
 
@@ -102,8 +109,6 @@ def fingerprint(data: Dataset) -> str:
 def resolve_defaults(cfg: RunConfig, data: Dataset, given: Collection[str]) -> list[str]:
     """Fill the options left to vaekit from what the data is (:mod:`vaekit.config.defaults`); returns
     one line per choice, with the flag that overrides it."""
-    from vaekit.config.defaults import resolve_auto
-
     return resolve_auto(cfg, data.x_train, given)
 
 
@@ -185,10 +190,6 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     Every check passes before a run directory is created or changed; the global torch random
     state is left as it was found.
     """
-    from vaekit.training.callbacks import (ClassificationError, EarlyStopping, EpochLog,
-                                           RunDirWriter, TensorBoardLogger)
-    from vaekit.training.trainer import Trainer
-
     say = log if world.is_main else (lambda s: None)
     cfg.validate()
     if data is None:
@@ -202,8 +203,6 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     choices: list[str] = []  # said once every check has passed, so an error stays one line
     front = None
     if cfg.model.stack_on and not resume:  # M1 under M2: copied in, frozen
-        from .stacking import stack_front
-
         front, stacked = stack_front(cfg, data, given)
         choices += stacked
         given = None if given is None else {*given, "likelihood", "preprocess"}  # fixed for the top
@@ -251,8 +250,6 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
             if cfg.train.tensorboard and world.is_main:
                 callbacks.append(TensorBoardLogger(rd))
             if cfg.train.mlflow and world.is_main:
-                from vaekit.training.tracking import MLflowLogger, tracking_uri
-
                 cfg.train.mlflow = tracking_uri(cfg.train.mlflow)
                 callbacks.append(MLflowLogger(rd, cfg, cfg.train.mlflow))
         if epoch_log:
@@ -299,8 +296,6 @@ def collapse_warning(model: VAEModel, data: Dataset, rows: int = 2000) -> str | 
 def save_evaluation(run_dir: RunDir, result: dict[str, Any]) -> list[str]:
     """Keep ``result`` as ``evaluation_k<K>.json``, and as ``evaluation.json`` unless that holds
     a more accurate evaluation (larger K) of the same data; returns what was written."""
-    from vaekit.io.files import write_json
-
     k = result["importance_samples"]
     try:
         current = run_dir.read_evaluation()
@@ -322,8 +317,6 @@ def validation_split(data: Dataset, fraction: float
     ``(data without it, (x_val, y_val))``; ``(data, None)`` for a fraction of 0."""
     if not fraction:
         return data, None
-    from vaekit.data.files import split_indices
-
     train, val = (torch.from_numpy(i) for i in split_indices(len(data.x_train), fraction,
                                                              f"{data.name} (training part)"))
     if len(val) == 0:

@@ -17,6 +17,8 @@ from vaekit.config.options import OptionError
 from vaekit.runs.directory import RunDir
 from vaekit.compute.runtime import resolve_device
 from .training import Log, check_rows, fingerprint, label_classes, stderr, train, validation_split
+from vaekit.evaluation.featurenet import classifier_for
+from vaekit.sampling.samplers import fit_sampler as fit, obtain
 
 
 def load_run(path: str | Path, device: str = "auto") -> tuple[VAEModel, RunConfig]:
@@ -121,8 +123,6 @@ def fit_sampler(name: str, model: VAEModel, x: torch.Tensor, y: torch.Tensor | N
                 seed: int = 0, log: Log = stderr):
     """Fit sampler ``name`` (:mod:`vaekit.sampling.samplers`) to the codes of rows ``x``; a two-stage
     VAE is trained by :func:`train`."""
-    from vaekit.sampling.samplers import fit_sampler as fit
-
     return fit(name, model, x, y if model.cond_dim else None, seed, train, log)
 
 
@@ -131,8 +131,6 @@ def run_sampler(run: str | Path, model: VAEModel, cfg: RunConfig, name: str, fit
     """Sampler ``name`` of a run: the stored one (checked), or fitted to the run's training rows
     and stored (``fit``: ``missing`` fits one that is absent, stale or damaged; ``always``
     refits; ``never`` raises a RunDirError instead); see :func:`vaekit.sampling.samplers.obtain`."""
-    from vaekit.sampling.samplers import obtain
-
     def fitter():
         return fit_sampler(name, model, *training_rows(cfg, log), cfg.train.seed, log)
     return obtain(RunDir(run), model, name, fit, fitter, log)
@@ -141,6 +139,4 @@ def run_sampler(run: str | Path, model: VAEModel, cfg: RunConfig, name: str, fit
 def metric_classifier(cfg: RunConfig, device: torch.device | str = "cpu", log: Log = stderr):
     """The feature network of the sample-quality metric for a run's data
     (:func:`vaekit.evaluation.featurenet.classifier_for`: cached, or trained once)."""
-    from vaekit.evaluation.featurenet import classifier_for
-
     return classifier_for(run_data(cfg, log), device, log)

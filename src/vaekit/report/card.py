@@ -25,6 +25,8 @@ from vaekit.parts.objectives import loss_words, trains_likelihood
 from vaekit.runs.directory import RunDir
 from vaekit.runs.layout import CARD_MARKER as MARKER
 from vaekit.runs.store import read_json
+from vaekit.data import DATASETS, load_data
+from vaekit.pipeline import fingerprint
 
 CARD_NAME = "README.md"
 CARD_LIMIT = 4 * 2 ** 20
@@ -84,8 +86,6 @@ def num(v: Any, digits: int = 4) -> str:
 def split_sizes(cfg: RunConfig) -> dict[str, int] | None:
     """Examples in the train / validation / test splits, by loading the run's data; None when
     that would need the network, the data is gone, or it changed since training."""
-    from vaekit.data import DATASETS, load_data
-
     if cfg.data.n_train:  # recorded by the pipeline when it trained
         return {"train": cfg.data.n_train, "validation": cfg.data.n_val, "test": cfg.data.n_test}
     spec = cfg.data.data
@@ -95,8 +95,6 @@ def split_sizes(cfg: RunConfig) -> dict[str, int] | None:
         ds = load_data(spec, cfg.data.test_fraction, log=lambda s: None, stream=cfg.data.stream)
         if cfg.data.fingerprint:
             import torch
-
-            from vaekit.pipeline import fingerprint
 
             if isinstance(ds.x_train, torch.Tensor) and fingerprint(ds) != cfg.data.fingerprint:
                 return None
@@ -109,8 +107,6 @@ def split_sizes(cfg: RunConfig) -> dict[str, int] | None:
 
 def data_label(spec: str) -> str:
     """A built-in name as it is, a path by its file name (a card should not publish paths)."""
-    from vaekit.data import DATASETS
-
     return spec if spec in DATASETS else Path(spec).name or spec
 
 

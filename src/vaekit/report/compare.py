@@ -17,6 +17,7 @@ from typing import Any, Sequence
 from vaekit.errors import ConfigError, RunDirError
 from vaekit.io.files import atomic_write_text
 from vaekit.runs.directory import RunDir
+from . import figures as viz
 
 LOSS_KEYS = ("test_loss", "val_loss", "train_loss")  # the first that every run has is compared
 
@@ -140,8 +141,6 @@ def text_table(c: dict[str, Any]) -> str:
 # -- the HTML page ---------------------------------------------------------------------------
 def curves_png(runs: Sequence[dict[str, Any]], loss: str) -> bytes | None:
     """Loss per epoch of every run, overlaid: ``loss`` solid, the training loss dashed."""
-    from . import figures as viz
-
     if not any(r["history"] for r in runs):
         return None
     plt = viz._plt()  # the package's one matplotlib setup (Agg backend, readable sizes)

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from vaekit.io.images import grid
 
 MARKERS = "o^sDvP*Xh<"
 CSS_PX_PER_INCH = 100  # the report shows a figure inch as this many CSS pixels
@@ -291,8 +292,6 @@ def manifold(model, n: int = 15, span: float = 0.95) -> torch.Tensor:
 def traversal_figure(images: torch.Tensor, row_labels: Sequence[str], steps: int):
     """Decoded traversals as one figure: a row of ``steps`` images per latent dimension, each
     row named on the left (``row_labels``), images drawn pixel for pixel (no smoothing)."""
-    from vaekit.io.images import grid
-
     plt = _plt()
     g = grid(images, steps)  # (H', W') grey or (H', W', 3)
     h = images.shape[-2]

@@ -22,8 +22,8 @@ import numpy as np
 
 from vaekit.version import __version__
 from . import figures as viz
-from vaekit.data import Dataset
-from vaekit.evaluation.measures import posterior_means
+from vaekit.data import Dataset, load_data
+from vaekit.evaluation.measures import latent_diagnostics, posterior_means
 from vaekit.io.files import atomic_write_text
 from vaekit.io.images import grid_png
 from vaekit.sampling.paths import dimension_sweep
@@ -33,7 +33,9 @@ from .sections import (config_section, esc, evaluation_section, features_section
                        training_section)
 from vaekit.runs.directory import RunDir
 from vaekit.evaluation.collapse import collapse_note
-from vaekit.runs.store import kept_row
+from vaekit.errors import VaekitError
+from vaekit.evaluation.quality import read as read_quality
+from .quality import quality_section
 
 __all__ = ["build_report", "write_report", "num", "objective_words"]
 
@@ -240,17 +242,10 @@ def build_report(run: str | Path, data: Dataset | None = None, method: str = "pc
     method : {'pca', 'tsne'}
         Projection of latent maps when the latent space has more than 2 dimensions.
     """
-    from vaekit.data import load_data
-    from vaekit.errors import VaekitError
-    from vaekit.evaluation.measures import latent_diagnostics
-
     rd = RunDir(run)
     model, cfg = rd.load_model()
     history = rd.read_metrics()
     ev = rd.read_evaluation()  # validated: a damaged evaluation.json is one clear error
-    from vaekit.evaluation.quality import read as read_quality
-    from .quality import quality_section
-
     quality = quality_section(rd.path, model, read_quality(rd.path), cfg.train.seed)
     notes = training_notes(history, cfg, str(rd.path))
 

@@ -8,15 +8,16 @@ from typing import Any
 
 from vaekit.io.images import grid_png
 from .sections import esc, img, num, table
+from vaekit.errors import RunDirError
+from vaekit.evaluation.quality import describe_metric, METRIC
+from vaekit.pipeline import sample
+from vaekit.sampling import samplers
 
 GRID = 64  # samples per grid, 8 x 8
 
 
 def available_samplers(run, model) -> dict[str, Any]:
     """The prior and every stored sampler that is current and valid (others are left out)."""
-    from vaekit.sampling import samplers
-    from vaekit.errors import RunDirError
-
     found = {}
     for name in samplers.SAMPLERS.names():
         try:
@@ -30,9 +31,6 @@ def available_samplers(run, model) -> dict[str, Any]:
 
 def quality_section(run, model, doc: dict[str, Any] | None, seed: int) -> str:
     """HTML of the section, or "" when there is neither a measurement nor a fitted sampler."""
-    from vaekit.pipeline import sample
-    from vaekit.evaluation.quality import METRIC, describe_metric
-
     is_image = len(model.data_shape) == 3
     fitted = available_samplers(run, model) if is_image and not model.cond_dim else {}
     if doc is None and len(fitted) <= 1:

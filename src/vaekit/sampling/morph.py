@@ -12,6 +12,7 @@ import torch
 
 from vaekit.errors import DataError
 from .paths import interpolation_codes
+from vaekit.evaluation.measures import posterior_means
 
 
 def typical_row(codes: torch.Tensor) -> int:
@@ -71,7 +72,5 @@ def interpolation_ends(model, x: torch.Tensor, y: torch.Tensor | None, labels: t
         if c not in present:
             shown = ", ".join(map(str, present[:20])) + (", ..." if len(present) > 20 else "")
             raise DataError(f"{name} {c}: no row has this label (the labels here are {shown})")
-    from vaekit.evaluation.measures import posterior_means
-
     codes = posterior_means(model, x, y=y).to(labels.device)
     return [class_representative(codes, labels, c) for c in (start, end)]

@@ -38,6 +38,15 @@ from vaekit.errors import RunDirError
 from vaekit.models.vae import VAEModel
 from vaekit.registry import Registry
 from vaekit.runs.layout import SAMPLERS as SAMPLERS_FOLDER
+from vaekit.config.settings import RunConfig
+from vaekit.data import Dataset
+from vaekit.data.files import split_indices
+from vaekit.io.files import atomic_write_bytes, read_regular, write_json
+from vaekit.models.build import build_model
+from vaekit.parts.distributions import CholeskyNormal, GaussianMixture
+from vaekit.runs.reading import load_state_tensors
+from vaekit.runs.store import (check_schema, check_tensors, JSON_LIMIT, kept_row, parse_json,
+                               parse_safetensors, TENSOR_LIMIT)
 
 SAMPLERS: Registry[type] = Registry("sampler")
 FORMAT, VERSION = "vaekit-sampler", 1
@@ -73,8 +82,6 @@ def latent_codes(model: VAEModel, x: torch.Tensor, y: torch.Tensor | None, seed:
 def held_out_split(n: int) -> tuple[np.ndarray, np.ndarray]:
     """The fixed (fit, held-out) row indices of ``n`` codes: the pipeline's own validation
     split, so the two-stage VAE holds out the same codes."""
-    from vaekit.data.files import split_indices
-
     return split_indices(n, HELD_OUT_FRACTION, "the latent codes")
 
 
@@ -139,8 +146,6 @@ class ExPostSampler(Sampler):
                  covariances: torch.Tensor, record: dict[str, Any] | None = None) -> None:
         super().__init__(model, record)
         self.weights, self.means, self.covariances = weights, means, covariances
-        from vaekit.parts.distributions import CholeskyNormal, GaussianMixture
-
         # float64 on the CPU (MPS has no float64); the draws then move to the model's device
         self.mixture = GaussianMixture(weights.log(), CholeskyNormal(means, torch.linalg.cholesky(covariances)))
 
@@ -189,8 +194,6 @@ class ExPostSampler(Sampler):
         k, d = details.get("components"), model.latent_dim
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise RunDirError(f"{where}: 'components' must be a positive count")
-        from vaekit.runs.store import check_tensors
-
         check_tensors(tensors, {"weights": torch.zeros(k, dtype=torch.float64),
                                 "means": torch.zeros(k, d, dtype=torch.float64),
                                 "covariances": torch.zeros(k, d, d, dtype=torch.float64)}, where)
@@ -239,9 +242,6 @@ class TwoStageSampler(Sampler):
 
     @classmethod
     def fit(cls, model, codes, seed, log, train) -> "TwoStageSampler":
-        from vaekit.config.settings import RunConfig
-        from vaekit.data import Dataset
-
         cfg = RunConfig().update({**cls.OPTIONS, "latent_dim": model.latent_dim, "seed": seed,
                                   "device": str(model.device)})
         cfg.data.data = "latent-codes"
@@ -256,10 +256,6 @@ class TwoStageSampler(Sampler):
 
     @classmethod
     def rebuild(cls, model, details, tensors, where) -> "TwoStageSampler":
-        from vaekit.config.settings import RunConfig
-        from vaekit.runs.reading import load_state_tensors
-        from vaekit.models.build import build_model
-
         try:
             cfg = RunConfig.from_dict(details["config"]).validate()
         except (KeyError, TypeError, ValueError) as e:
@@ -302,8 +298,6 @@ def save(run: Path, sampler: Sampler) -> None:
     """Write the tensors, then the record that vouches for them (each atomically)."""
     from safetensors.torch import save as st_save
 
-    from vaekit.io.files import atomic_write_bytes, write_json
-
     tensors_path, record_path = paths(run, sampler.name)
     blob = st_save({k: v.detach().cpu().contiguous() for k, v in sampler.tensors().items()},
                    {"format": FORMAT})
@@ -315,9 +309,6 @@ def save(run: Path, sampler: Sampler) -> None:
 def load(run: Path, name: str, model: VAEModel) -> tuple[Sampler | None, str]:
     """The stored sampler ``name`` of a run, checked in full: ``(sampler, "")``, or ``(None,
     why)`` when it is missing or was fitted to other weights. A damaged one is a RunDirError."""
-    from vaekit.io.files import read_regular
-    from vaekit.runs.store import JSON_LIMIT, TENSOR_LIMIT, parse_json, parse_safetensors
-
     cls = SAMPLERS[name]
     if not cls.fitted:
         return cls(model), ""
@@ -369,8 +360,6 @@ def obtain(rd, model: VAEModel, name: str, fit: str, fitter: Callable[[], Sample
 
 def check_record(rec: Any, name: str, where: str) -> None:
     """The record's keys and types (exactly :data:`RECORD_KEYS`), or a RunDirError."""
-    from vaekit.runs.store import check_schema
-
     again = "fit it again with vaekit fit-sampler"
     check_schema(rec, RECORD_KEYS, where, again)
     if (rec["format"], rec["version"], rec["sampler"]) != (FORMAT, VERSION, name):

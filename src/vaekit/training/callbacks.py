@@ -12,7 +12,7 @@ import torch
 from vaekit.config.settings import RunConfig
 from vaekit.data import Dataset
 from vaekit.extras import require
-from vaekit.evaluation.measures import posterior_means
+from vaekit.evaluation.measures import classification_error, posterior_means
 from vaekit.io.files import drain_writes
 from vaekit.io.images import display_scale, save_grid
 from vaekit.runs.directory import RunDir
@@ -198,8 +198,6 @@ class ClassificationError(Callback):
         self.val = val
 
     def on_epoch_end(self, trainer: Trainer, data: Dataset, row: dict[str, Any]) -> None:
-        from vaekit.evaluation.measures import classification_error
-
         parts = [("val", *self.val)] if self.val is not None else []
         for part, x, y in [*parts, ("test", data.x_test, data.y_test)]:
             error = None if y is None else classification_error(trainer.model, x, y)
