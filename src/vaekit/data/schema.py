@@ -198,9 +198,10 @@ class Schema:
     def decode(self, array) -> pd.DataFrame:
         """An encoded ``(n, width)`` array (NumPy or torch) -> a DataFrame in the data's types.
 
-        Numbers are rounded for integer dtypes and count columns, level indices are rounded
-        and mapped to the seen levels; NaN gives a missing cell (integer and boolean columns
-        with missing cells come back as pandas' nullable ``Int64`` / ``boolean``).
+        Numbers are rounded for integer dtypes, level indices are rounded and mapped to the
+        seen levels; count columns are always integers (``int64``, or pandas' nullable
+        ``Int64`` where a cell is missing, even if missing cells had made the input float);
+        NaN gives a missing cell (boolean columns with missing cells come back ``boolean``).
         """
         a = np.asarray(array.detach().cpu() if hasattr(array, "detach") else array, dtype=np.float64)
         if a.ndim != 2 or a.shape[1] != self.width:
@@ -404,18 +405,19 @@ def _encode_column(s: pd.Series, col: Column, what: str) -> np.ndarray:
                                 f"{_plain(vals[i])!r} (seen: {_show(col.levels)})")
             out[i] = code
         return out
-    if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
-        i = int(np.flatnonzero(~miss)[0]) if (~miss).any() else 0
-        bad = s.iloc[i] if len(s) else None
-        # find the first cell that is not a number, to name it
-        for i in np.flatnonzero(~miss):
-            try:
-                float(s.iloc[i])
-            except (TypeError, ValueError):
-                bad = s.iloc[i]
-                break
-        raise DataError(f"{what}: column '{col.name}', row {i + 1}: {_plain(bad)!r} is not a "
-                        f"number (the column is {col.kind})")
+    if pd.api.types.is_bool_dtype(s):
+        i = int(np.flatnonzero(~miss)[0])
+        raise DataError(f"{what}: column '{col.name}', row {i + 1}: {_plain(s.iloc[i])!r} is not "
+                        f"a number (the column is {col.kind})")
+    if not pd.api.types.is_numeric_dtype(s):  # text or objects: numbers written as text pass
+        num = pd.to_numeric(s.astype(object).where(~s.isna(), np.nan), errors="coerce")
+        text = num.isna().to_numpy() & ~miss
+        text |= ~miss & s.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+        if text.any():
+            i = int(np.flatnonzero(text)[0])
+            raise DataError(f"{what}: column '{col.name}', row {i + 1}: {_plain(s.iloc[i])!r} is "
+                            f"not a number (the column is {col.kind})")
+        s = num
     x = s.to_numpy(dtype=np.float64, na_value=np.nan)
     ok = ~miss
     tests = [(~np.isfinite(x), "is not a finite number")]
@@ -445,8 +447,8 @@ def _decode_column(a: np.ndarray, col: Column) -> pd.Series:
         if col.dtype == "category":
             return pd.Series(pd.Categorical(vals, categories=list(col.levels)))
         return _cast(pd.Series(vals, dtype=object), col.dtype, miss.any())
-    if col.kind == "count":
-        a = np.rint(a)
+    if col.kind == "count":  # integers, even where missing cells made pandas use floats
+        return _cast(pd.Series(np.rint(a)), "int64", miss.any())
     return _cast(pd.Series(a), col.dtype, miss.any())
 
 
