@@ -26,6 +26,7 @@ def table() -> pd.DataFrame:
         "shift": (i % 5) - 2,                                        # integers -2..2: categorical
         "grade": np.array(["low", "mid", "high"])[i % 3],
         "version": 3,                                                 # constant
+        "name": [f"n{k % 40}" for k in i],                           # 40 levels in 60 cells
         "row": i,                                                     # row number
     })
     df["height"] = df["height"].astype("float64")
@@ -50,6 +51,8 @@ def test_inference_gives_each_type_with_its_reason():
     assert reasons["price"].startswith("numbers 1.5..") and "skewness" in reasons["price"]
     assert dict(s.dropped) == {"id": "text, all 60 values distinct -> ID-like",
                                "version": "constant 3",
+                               "name": "text, 40 levels in 60 cells (mostly distinct) -> ID-like; "
+                                       "declare name=categorical to keep it",
                                "row": "integers 0..59, each once -> row number (ID-like)"}
     assert s.names == ["height", "price", "visits", "smoker", "member", "city", "shift", "grade"]
     # binary words: 'no' is 0, 'yes' is 1; booleans False, True; text levels sorted
@@ -65,7 +68,7 @@ def test_the_printed_table_has_one_line_per_column_and_the_left_out_ones():
     text = infer_schema(table()).table()
     lines = text.splitlines()
     assert lines[0].split() == ["column", "type", "reason"]
-    assert len(lines) == 1 + 8 + 3
+    assert len(lines) == 1 + 8 + 4
     assert any(line.split()[:2] == ["visits", "count"] for line in lines)
     assert any(line.startswith("id") and "(left out)" in line for line in lines)
 

@@ -32,6 +32,7 @@ from ..errors import ConfigError, DataError
 KINDS = ("continuous", "positive", "count", "binary", "categorical", "ordinal")
 LEVELLED = ("binary", "categorical", "ordinal")  # encoded as a level index
 NUMERIC = ("continuous", "positive", "count")  # encoded as the value itself
+MAX_TEXT_LEVELS = 20  # text with more levels than this and than half its cells is a name, not a category
 MAX_INT_LEVELS = 10  # integers with negative values and at most this many levels are categories
 COUNT_MEDIAN_MAX = 1000  # non-negative integers with a larger median are amounts, not counts
 SKEW_POSITIVE = 1.0  # positive values with a larger sample skewness are modelled on the log scale
@@ -217,8 +218,8 @@ def infer_schema(df: pd.DataFrame, overrides: Iterable[str] = (), what: str = "d
 
     Rules, in order: all missing or a single value -> left out; datetime dtypes or text that
     looks like dates -> DataError (drop or convert the column); booleans or any two values ->
-    binary; text (or pandas ``category``) with every value distinct -> left out as an ID;
-    other text -> categorical; integers that are a run of distinct consecutive numbers (a row
+    binary; text (or pandas ``category``) with every value distinct, or with more than 20
+    levels and more levels than half its cells, -> left out as ID-like; other text -> categorical; integers that are a run of distinct consecutive numbers (a row
     number) -> left out; non-negative integers with median <= 1000 -> count; integers with
     negative values and at most 10 levels -> categorical; other numbers > 0 with sample
     skewness > 1 -> positive; other numbers -> continuous.
@@ -315,6 +316,9 @@ def _infer(s: pd.Series, name: str, what: str) -> Column | str:
                       dtype, tuple(_binary_order(levels)))
     if len(levels) == len(obs):
         return f"text, all {len(obs)} values distinct -> ID-like"
+    if len(levels) > max(MAX_TEXT_LEVELS, len(obs) / 2):
+        return (f"text, {len(levels)} levels in {len(obs)} cells (mostly distinct) -> ID-like; "
+                f"declare {name}=categorical to keep it")
     levels = _sorted_levels(levels)
     return Column(name, "categorical", f"text, {len(levels)} levels{miss} -> categorical", dtype,
                   tuple(levels))
@@ -397,13 +401,15 @@ def _encode_column(s: pd.Series, col: Column, what: str) -> np.ndarray:
     out = np.full(len(s), np.nan)
     if col.kind in LEVELLED:
         codes = {_key(v): i for i, v in enumerate(col.levels)}
-        vals = s.to_numpy(dtype=object)
-        for i in np.flatnonzero(~miss):
-            code = codes.get(_key(vals[i]))
-            if code is None:
-                raise DataError(f"{what}: column '{col.name}', row {i + 1}: unknown category "
-                                f"{_plain(vals[i])!r} (seen: {_show(col.levels)})")
-            out[i] = code
+        inverse, uniq = pd.factorize(s.astype(object), use_na_sentinel=True)  # a loop over levels only
+        table = np.array([codes.get(_key(v), -1) for v in uniq] + [-1], dtype=np.int64)
+        found = table[inverse]  # the sentinel -1 indexes the trailing -1
+        unknown = (found < 0) & ~miss
+        if unknown.any():
+            i = int(np.flatnonzero(unknown)[0])
+            raise DataError(f"{what}: column '{col.name}', row {i + 1}: unknown category "
+                            f"{_plain(s.iloc[i])!r} (seen: {_show(col.levels)})")
+        out[~miss] = found[~miss]
         return out
     if pd.api.types.is_bool_dtype(s):
         i = int(np.flatnonzero(~miss)[0])
