@@ -171,6 +171,15 @@ def test_pandas_category_and_missing_integers_come_back_nullable():
     x = s.encode(df)
     x[1, 1] = np.nan
     assert str(s.decode(x)["k"].dtype) == "Int64"
+    size = pd.Categorical(["M", "S", "XL", "M", None], categories=["S", "M", "L", "XL"], ordered=True)
+    s = infer_schema(pd.DataFrame({"size": size, "k": [1, 0, 2, 3, 2]}))
+    assert s["size"].kind == "ordinal" and s["size"].levels == ("S", "M", "XL")  # L never seen
+    assert s["size"].reason == "ordered category, 3 levels, 1 missing -> ordinal"
+    np.testing.assert_array_equal(s.encode(pd.DataFrame({"size": size, "k": 0}))[:, 0],
+                                  [1, 0, 2, 1, np.nan])
+    back = s.decode(s.encode(pd.DataFrame({"size": size, "k": 0})))["size"]
+    assert back.cat.ordered and list(back.cat.categories) == ["S", "M", "XL"]
+    assert list(back.astype(object).where(back.notna(), None)) == ["M", "S", "XL", "M", None]
 
 
 def test_check_names_the_column_and_the_row():

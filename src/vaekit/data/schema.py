@@ -216,7 +216,8 @@ class Schema:
 def infer_schema(df: pd.DataFrame, overrides: Iterable[str] = (), what: str = "data") -> Schema:
     """A :class:`Schema` for ``df``: a type and a one-line reason for each column.
 
-    Rules, in order: all missing or a single value -> left out; datetime dtypes or text that
+    Rules, in order: all missing or a single value -> left out; an ordered pandas
+    ``category`` -> ordinal in its declared order (seen levels only); datetime dtypes or text that
     looks like dates -> DataError (drop or convert the column); booleans or any two values ->
     binary; text (or pandas ``category``) with every value distinct, or with more than 20
     levels and more levels than half its cells, -> left out as ID-like; other text -> categorical; integers that are a run of distinct consecutive numbers (a row
@@ -305,6 +306,13 @@ def _infer(s: pd.Series, name: str, what: str) -> Column | str:
         return Column(name, "binary", f"booleans{miss} -> binary", dtype, tuple(levels))
     if pd.api.types.is_numeric_dtype(s):
         return _infer_numeric(s, obs.to_numpy(dtype=np.float64), name, dtype, miss)
+    if isinstance(s.dtype, pd.CategoricalDtype) and s.dtype.ordered:  # the order is declared
+        seen = {_key(v) for v in _levels(obs)}
+        levels = [_plain(v) for v in s.dtype.categories if _key(v) in seen]
+        if len(levels) == 1:
+            return f"constant {levels[0]!r}"
+        return Column(name, "ordinal", f"ordered category, {len(levels)} levels{miss} -> ordinal",
+                      dtype, tuple(levels))
     values = obs.astype(str)
     if values.map(lambda v: bool(_DATE.match(v))).all():
         raise _date_error(name, what, f"text like {values.iloc[0]!r}")
@@ -451,7 +459,8 @@ def _decode_column(a: np.ndarray, col: Column) -> pd.Series:
         vals[:] = [col.levels[c] for c in codes]
         vals[miss] = np.nan
         if col.dtype == "category":
-            return pd.Series(pd.Categorical(vals, categories=list(col.levels)))
+            return pd.Series(pd.Categorical(vals, categories=list(col.levels),
+                                            ordered=col.kind == "ordinal"))
         return _cast(pd.Series(vals, dtype=object), col.dtype, miss.any())
     if col.kind == "count":  # integers, even where missing cells made pandas use floats
         return _cast(pd.Series(np.rint(a)), "int64", miss.any())
