@@ -24,7 +24,8 @@ categorical     K        Categorical, logits raw (K levels); ordinal the same fo
 from __future__ import annotations
 
 import math
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -122,7 +123,7 @@ class TableDistribution(Distribution):
     width : int
     """
 
-    arg_constraints: dict = {}
+    arg_constraints: ClassVar[dict] = {}
 
     def __init__(self, heads: dict, levelled: list, batch_shape: torch.Size, width: int) -> None:
         self.heads, self.levelled, self.width = heads, levelled, width
@@ -170,7 +171,7 @@ class TableDistribution(Distribution):
             return p0.dtype
         return self.levelled[0][1].dtype
 
-    def _new(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def _new(self, sample_shape=()) -> torch.Tensor:
         return torch.empty((*sample_shape, *self.batch_shape, self.width), dtype=self._dtype(),
                            device=self._device())
 
@@ -199,7 +200,7 @@ class TableDistribution(Distribution):
                 out[..., col] = logits.argmax(-1).to(out.dtype)
         return out
 
-    def sample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, sample_shape=(), generator: torch.Generator | None = None) -> torch.Tensor:
         """Draws from p(x|z) in the encoded layout, ``(*sample_shape, *batch, width)``."""
         sample_shape = torch.Size(sample_shape)
         with torch.no_grad():

@@ -20,9 +20,9 @@ import difflib
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -121,7 +121,7 @@ class Schema:
                            "dropped": [[n, r] for n, r in self.dropped]}, indent=1)
 
     @classmethod
-    def from_json(cls, text: str, what: str = "schema") -> "Schema":
+    def from_json(cls, text: str, what: str = "schema") -> Schema:
         """Read :meth:`to_json`'s text, refusing unknown keys, kinds, dtypes and bad values."""
         try:
             obj = json.loads(text)
