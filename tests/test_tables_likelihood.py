@@ -12,7 +12,7 @@ from scipy import integrate, special, stats
 
 from vaekit.data.schema import Column
 from vaekit.errors import ConfigError, DataError
-from vaekit.table_likelihood import LOG_R_MAX, LOG_R_MIN, TableLikelihood
+from vaekit.parts.tables import LOG_R_MAX, LOG_R_MIN, TableLikelihood
 
 F64 = torch.float64
 B = 7

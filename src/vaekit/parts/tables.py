@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch.distributions import Distribution
 
 from .distributions import full_precision
-from .errors import ConfigError, DataError
+from vaekit.errors import ConfigError, DataError
 from .likelihoods import Likelihood
 
 OUTPUTS = {"continuous": 2, "positive": 2, "count": 2, "binary": 1}  # levelled: one per level
