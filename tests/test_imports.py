@@ -4,9 +4,9 @@ functions, and ``importlib.import_module("vaekit....")`` by name, and the CLI's 
 that imports by a computed name: ``vaekit.cli.main.COMMANDS``). Optional third-party extras
 are imported through one helper, :func:`vaekit.extras.require`.
 
-The floors, lowest first: 0 errors, version; 1 registry, extras, io; 2 parts, data, compute; 3 config;
-4 models; 5 runs; 6 evaluation; 7 training, sampling; 8 pipeline; 9 report, estimator, export;
-10 cli.
+The floors, lowest first: 0 errors, version; 1 registry, extras, io; 2 data, compute; 3 parts;
+4 config; 5 models; 6 runs; 7 evaluation; 8 training, sampling; 9 pipeline; 10 report,
+estimator, export; 11 cli.
 The package root (``vaekit/__init__``: the lazy ``vaekit.VAE``) and ``__main__`` stand above.
 """
 
@@ -23,16 +23,17 @@ ROOT = Path(vaekit.__file__).parent
 FLOORS = {
     "errors": 0, "version": 0,
     "registry": 1, "io": 1, "extras": 1,
-    "parts": 2, "data": 2, "compute": 2,
-    "config": 3,
-    "models": 4,
-    "runs": 5,
-    "evaluation": 6,
-    "training": 7, "sampling": 7,
-    "pipeline": 8,
-    "report": 9, "estimator": 9, "export": 9,
-    "cli": 10,
-    "__main__": 11, "": 11,  # "": the package root
+    "data": 2, "compute": 2,
+    "parts": 3,  # may read the data's column schema (vaekit.data.schema)
+    "config": 4,
+    "models": 5,
+    "runs": 6,
+    "evaluation": 7,
+    "training": 8, "sampling": 8,
+    "pipeline": 9,
+    "report": 10, "estimator": 10, "export": 10,
+    "cli": 11,
+    "__main__": 12, "": 12,  # "": the package root
 }
 
 

@@ -1,1 +1,1 @@
-"""Floor 10: the vaekit command: the parser (main) and the commands over the pipeline."""
+"""Floor 11: the vaekit command: the command table (main), the parser, and the commands by group, each imported when it runs."""

@@ -1,1 +1,1 @@
-"""Floor 3: the options (one field per option: type, default, bounds, help) and the defaults chosen from the data."""
+"""Floor 4: the options (one field per option: type, default, bounds, help) and the defaults chosen from the data."""

@@ -1,4 +1,4 @@
-"""Floor 8, the one wiring of vaekit: configuration + data -> a trained run, and run + data -> rows.
+"""Floor 9, the one wiring of vaekit: configuration + data -> a trained run, and run + data -> rows.
 
 The CLI commands, the estimator and the benchmarks call these functions; none of them wires
 data, model and trainer itself. So every check (shapes, labels, the likelihood's support, the

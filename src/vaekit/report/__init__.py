@@ -1,1 +1,1 @@
-"""Floor 9: what a person reads: figures, the self-contained HTML report, the model card and the comparison of runs."""
+"""Floor 10: what a person reads: figures, the self-contained HTML report, the model card and the comparison of runs."""

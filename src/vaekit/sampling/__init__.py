@@ -1,1 +1,1 @@
-"""Floor 7: where generated codes come from (prior, ex-post mixture, two-stage VAE) and latent paths (interpolations, morphs)."""
+"""Floor 8: where generated codes come from (prior, ex-post mixture, two-stage VAE) and latent paths (interpolations, morphs)."""
