@@ -1,6 +1,5 @@
 """More bad input, for the commands beyond train: one `error:` line, exit 2, nothing changed."""
 
-import hashlib
 import shutil
 
 import numpy as np
@@ -8,6 +7,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from vaekit.cli.main import main
+from helpers import assert_one_error, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -16,11 +16,6 @@ def good_run(tmp_path_factory):
     assert main(["train", "digits", "--out", str(run), "--epochs", "1", "--hidden", "16",
                  "--latent-dim", "2", "--no-report"]) == 0
     return run
-
-
-def snapshot(root):
-    return {p.relative_to(root): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def wrong_shape_tensor(run, d):
@@ -63,12 +58,6 @@ COMMANDS = {
 }
 
 
-def one_error(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:") and "Traceback" not in err[0], err
-    return err[0]
-
-
 @pytest.mark.parametrize("damage", DAMAGES, ids=lambda f: f.__name__)
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_damaged_runs(good_run, tmp_path, capsys, damage, command):
@@ -78,7 +67,7 @@ def test_damaged_runs(good_run, tmp_path, capsys, damage, command):
     before = snapshot(tmp_path)
     capsys.readouterr()
     assert main([str(a) for a in COMMANDS[command](run, tmp_path)]) == 2
-    assert needle in one_error(capsys)
+    assert needle in assert_one_error(capsys.readouterr().err, only=True)
     assert snapshot(tmp_path) == before
 
 
@@ -101,5 +90,5 @@ def test_bad_arguments_and_data(good_run, tmp_path, capsys, argv, needle):
     fill = dict(run=good_run, npz=npz, wide=tmp_path / "wide.npy", d=tmp_path)
     capsys.readouterr()
     assert main([a.format(**fill) for a in argv]) == 2
-    assert needle in one_error(capsys)
+    assert needle in assert_one_error(capsys.readouterr().err, only=True)
     assert snapshot(tmp_path) == before

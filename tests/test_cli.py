@@ -6,7 +6,6 @@ Most tests call :func:`vaekit.cli.main.main` in-process; a few need a real proce
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -24,6 +23,7 @@ from vaekit.cli.main import main
 from vaekit.data import load_data
 from vaekit.estimator import VAE
 from vaekit.runs.directory import RunDir
+from helpers import assert_one_error, cli, config, metrics, snapshot
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SMALL = ["--hidden", "32", "--latent-dim", "2"]  # where the model's size does not matter
@@ -32,42 +32,6 @@ METRIC_KEYS = {"epoch", "train_loss", "test_loss", "test_rec", "test_kl", "secon
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def cli(*args) -> int:
-    """Exit status of ``vaekit ARGS`` run in-process (argparse errors raise SystemExit)."""
-    try:
-        return main([str(a) for a in args])
-    except SystemExit as e:
-        return e.code
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root``, by relative path."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("error: ")]
-
-
-def assert_one_error(err: str, *needles: str) -> str:
-    """Exactly one ``error:`` line, no traceback; returns that line."""
-    lines = error_lines(err)
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def config(run: Path) -> dict:
-    return json.loads((run / "config.json").read_text())
 
 
 def split_sizes(err: str) -> tuple[int, int]:

@@ -10,6 +10,7 @@ import re
 import pytest
 
 from vaekit.cli.main import main
+from helpers import metrics
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +24,6 @@ def runs(tmp_path_factory):
                      "--latent-dim", str(d), "--no-report"]) == 0
     assert main(["evaluate", str(paths[0]), "-k", "5"]) == 0
     return paths
-
-
-def metrics(run):
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_table_shows_only_differing_options(runs, capsys):

@@ -1,6 +1,5 @@
 """torchrun with 2 CPU processes (gloo) trains exactly as 1 process with twice the batch."""
 
-import json
 import os
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from helpers import metrics
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TRAIN = ["train", "digits", "--hidden", "64", "--latent-dim", "4", "--precision", "fp32", "--seed", "3",
@@ -24,10 +24,6 @@ def run(args, nproc=1):
     res = subprocess.run([*launcher, *map(str, args)], env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return res
-
-
-def metrics(path):
-    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")

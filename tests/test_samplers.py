@@ -14,7 +14,6 @@ from sklearn.mixture import GaussianMixture as SkMixture
 from vaekit.evaluation import featurenet, quality
 from vaekit import pipeline
 from vaekit.sampling import samplers
-from vaekit.cli.main import main
 from vaekit.config.settings import SAMPLER_NAMES
 from vaekit.config.settings import ModelConfig
 from vaekit.errors import DataError, RunDirError
@@ -22,20 +21,9 @@ from vaekit.estimator import VAE
 from vaekit.models.vae import VAEModel
 from vaekit.runs.directory import RunDir
 from vaekit.sampling.samplers import ExPostSampler, TwoStageSampler
+from helpers import assert_one_error, cli
 
 SMALL = ["--hidden", "32", "--latent-dim", "2", "--epochs", "2", "--no-report"]
-
-
-def cli(*args) -> int:
-    try:
-        return main([str(a) for a in args])
-    except SystemExit as e:
-        return e.code
-
-
-def one_error(err: str, needle: str) -> None:
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and "Traceback" not in err and needle in lines[0], err
 
 
 @pytest.fixture(autouse=True)
@@ -156,9 +144,9 @@ def test_cli_sample_fit_sampler_and_errors(run, capsys):
     assert "fitted the two-stage sampler" in capsys.readouterr().out
     assert cli("sample", run, "--sampler", "two-stage", "--out", run.parent / "t.png") == 0
     assert cli("sample", run, "--sampler", "gmm", "--out", run.parent / "x.png") == 2
-    one_error(capsys.readouterr().err, "--sampler")
+    assert_one_error(capsys.readouterr().err, "--sampler")
     assert cli("fit-sampler", run, "--sampler", "prior") == 2
-    one_error(capsys.readouterr().err, "--sampler")
+    assert_one_error(capsys.readouterr().err, "--sampler")
 
 
 def test_cli_names_are_the_registry():
@@ -203,7 +191,7 @@ def test_evaluate_samples_measures_keeps_and_reports(run, capsys):
     with pytest.raises(RunDirError, match="'k' must be int"):
         quality.read(run)
     assert cli("report", run) == 2
-    one_error(capsys.readouterr().err, "sample_quality.json")
+    assert_one_error(capsys.readouterr().err, "sample_quality.json")
 
 
 def test_evaluate_samples_needs_labels(tmp_path, capsys):
@@ -211,7 +199,7 @@ def test_evaluate_samples_needs_labels(tmp_path, capsys):
     np.save(tmp_path / "x.npy", x)
     assert cli("train", tmp_path / "x.npy", "--out", tmp_path / "r", *SMALL) == 0
     assert cli("evaluate", tmp_path / "r", "-k", 1, "--samples", 20) == 2
-    one_error(capsys.readouterr().err, "needs labelled data")
+    assert_one_error(capsys.readouterr().err, "needs labelled data")
 
 
 def test_conditional_model_samples_from_a_fitted_sampler(tmp_path, capsys):

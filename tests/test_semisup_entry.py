@@ -17,35 +17,16 @@ from torch.distributions import Normal
 
 from test_distributed import run as torchrun  # the launcher of the DDP test (tests/ is on the path)
 from vaekit import pipeline
-from vaekit.cli.main import main
 from vaekit.config.settings import RunConfig
 from vaekit.data import load_data
 from vaekit.data.base import Dataset
 from vaekit.errors import DataError
 from vaekit.estimator import VAE
 from vaekit.runs.directory import RunDir
+from helpers import assert_one_error, cli, metrics
 
 TINY = ["--hidden", "16", "--latent-dim", "2", "--precision", "fp32", "--batch-size", "64"]
 M2 = ["--semi-supervised", "--labelled", "5", "--epochs", "2", "--val-fraction", "0.1", *TINY]
-
-
-def cli(*args) -> int:
-    try:
-        return main([str(a) for a in args])
-    except SystemExit as e:
-        return e.code
-
-
-def one_error(err: str, *needles: str) -> str:
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +67,11 @@ def test_cli_trains_m2_and_reports_its_error(m2_run, tmp_path, capsys):
     assert np.load(tmp_path / "s.npy").shape == (4, 1, 8, 8)
     assert cli("sample", m2_run, "-n", "4", "--out", tmp_path / "t.npy") == 0
     assert cli("sample", m2_run, "--label", "10", "--out", tmp_path / "u.npy") == 2
-    one_error(capsys.readouterr().err, "--label 10 is out of range")
+    assert_one_error(capsys.readouterr().err, "--label 10 is out of range")
     assert cli("embed", m2_run, "digits", "--split", "test", "--out", tmp_path / "z.npy") == 0
     assert np.load(tmp_path / "z.npy").shape == (179, 2 + 10)
     assert cli("export", m2_run, "--out", tmp_path / "onnx") == 2  # refused, not half-done
-    line = one_error(capsys.readouterr().err)
+    line = assert_one_error(capsys.readouterr().err)
     assert "no ONNX export" in line or "onnx" in line.lower()
     assert not (tmp_path / "onnx").exists()
 
@@ -126,7 +107,7 @@ def test_bad_input_is_one_error_line(case, needles, tmp_path, capsys):
     }[case]
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((30, 4)).astype(np.float32))
     assert cli("train", *args, *TINY, "--epochs", "1", "--out", tmp_path / "run") == 2
-    one_error(capsys.readouterr().err, *needles)
+    assert_one_error(capsys.readouterr().err, *needles)
     assert not (tmp_path / "run").exists()
 
 
@@ -245,7 +226,7 @@ def test_stacked_bound_is_the_front_terms_plus_the_tops_bound(m1_run):
 
 def test_stack_on_refuses_a_model_that_is_not_a_plain_vae(m2_run, tmp_path, capsys):
     assert cli("train", "digits", *M2, "--stack-on", m2_run, "--out", tmp_path / "r") == 2
-    one_error(capsys.readouterr().err, "one-layer VAE without labels")
+    assert_one_error(capsys.readouterr().err, "one-layer VAE without labels")
 
 
 # -- several processes ------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 only vaekit's own files are ever removed. A run with no finished epoch resumes by starting."""
 
 import errno
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -15,14 +14,9 @@ from vaekit.cli.main import main
 from vaekit.errors import RunDirError
 from vaekit.runs.directory import RunDir
 from vaekit.runs.layout import STAGING_NAME
+from helpers import snapshot
 
 TINY = ["--epochs", "2", "--hidden", "8", "--latent-dim", "2", "--no-report", "--precision", "fp32"]
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file under ``root`` (the lock file aside: its content is the holder's pid)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".vaekit.lock"}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +56,7 @@ def test_overwrite_replaces_the_whole_run_and_keeps_nothing_old(tmp_path, old_ru
 def test_a_rename_that_fails_leaves_the_old_run_intact(tmp_path, old_run, monkeypatch, fail_at):
     """As if one file could not be moved (permissions, a busy mount): one error, nothing changed."""
     run = copy_run(old_run, tmp_path / "run")
-    before = snapshot(run)
+    before = snapshot(run, lock=False)
     real, calls = os.rename, []
 
     def flaky(src, dst, *a, **k):
@@ -75,13 +69,13 @@ def test_a_rename_that_fails_leaves_the_old_run_intact(tmp_path, old_run, monkey
     with pytest.raises(RunDirError, match="cannot overwrite .*Permission denied.*old run is unchanged"):
         RunDir(run).prepare(resume=False, overwrite=True)
     monkeypatch.undo()
-    assert snapshot(run) == before
+    assert snapshot(run, lock=False) == before
     assert not (run / STAGING_NAME).exists()
 
 
 def test_a_read_only_mount_gives_one_error_and_changes_nothing(tmp_path, old_run, monkeypatch):
     run = copy_run(old_run, tmp_path / "run")
-    before = snapshot(run)
+    before = snapshot(run, lock=False)
 
     def read_only(*a, **k):
         raise OSError(errno.EROFS, "Read-only file system", str(run / STAGING_NAME))
@@ -90,12 +84,12 @@ def test_a_read_only_mount_gives_one_error_and_changes_nothing(tmp_path, old_run
     with pytest.raises(RunDirError, match="Read-only file system"):
         RunDir(run).prepare(resume=False, overwrite=True)
     monkeypatch.undo()
-    assert snapshot(run) == before
+    assert snapshot(run, lock=False) == before
 
 
 def test_a_cli_overwrite_that_fails_prints_one_error_line(tmp_path, old_run, images, monkeypatch, capsys):
     run = copy_run(old_run, tmp_path / "run")
-    before = snapshot(run)
+    before = snapshot(run, lock=False)
     real = os.rename
     monkeypatch.setattr(os, "rename", lambda s, d, *a, **k: (_ for _ in ()).throw(
         OSError(errno.EBUSY, "Device or resource busy", str(s))) if "latent" in str(s) else real(s, d))
@@ -103,12 +97,12 @@ def test_a_cli_overwrite_that_fails_prints_one_error_line(tmp_path, old_run, ima
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "old run is unchanged" in err[0]
     monkeypatch.undo()
-    assert snapshot(run) == before
+    assert snapshot(run, lock=False) == before
 
 
 def test_rollback_restores_the_old_run_if_training_fails_before_its_first_checkpoint(tmp_path, old_run):
     run = copy_run(old_run, tmp_path / "run")
-    before = snapshot(run)
+    before = snapshot(run, lock=False)
     rd = RunDir(run)
     rd.prepare(resume=False, overwrite=True)
     assert set(os.listdir(run)) <= {STAGING_NAME, ".vaekit.lock"}  # the old run, moved aside
@@ -116,15 +110,15 @@ def test_rollback_restores_the_old_run_if_training_fails_before_its_first_checkp
     (run / "latent").mkdir()
     (run / "latent" / "epoch_1.npy").write_bytes(b"partial")
     assert rd.rollback() is True
-    assert snapshot(run) == before
+    assert snapshot(run, lock=False) == before
     assert rd.rollback() is False  # nothing left to restore: a no-op
 
 
 def test_rollback_is_a_no_op_after_the_first_checkpoint_and_for_new_runs(tmp_path, old_run, images):
     run = copy_run(old_run, tmp_path / "run")
     assert main(["train", str(images), "--out", str(run), *TINY, "--epochs", "1", "--overwrite"]) == 0
-    after = snapshot(run)
-    assert RunDir(run).rollback() is False and snapshot(run) == after
+    after = snapshot(run, lock=False)
+    assert RunDir(run).rollback() is False and snapshot(run, lock=False) == after
     assert RunDir(tmp_path / "nothing").rollback() is False
 
 
@@ -132,13 +126,13 @@ def test_a_killed_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint
     """kill -9 between prepare and the first checkpoint: no rollback ran. A second --overwrite
     replaces only the partial attempt; rollback still brings back the original run."""
     run = copy_run(old_run, tmp_path / "run")
-    before = snapshot(run)
+    before = snapshot(run, lock=False)
     RunDir(run).prepare(resume=False, overwrite=True)
     (run / "config.json").write_text('{"format": "vaekit-run", "format_version": 1}')  # partial
     RunDir(run).prepare(resume=False, overwrite=True)  # again: the staged old run stays staged
     assert not (run / "config.json").exists() and (run / STAGING_NAME / "config.json").exists()
     assert RunDir(run).rollback() is True
-    assert snapshot(run) == before
+    assert snapshot(run, lock=False) == before
 
 
 def test_resume_of_a_run_with_no_finished_epoch_simply_starts_it(tmp_path, images):
@@ -170,15 +164,15 @@ def test_resume_needs_a_run(tmp_path):
 def test_save_onto_an_existing_run_replaces_it_whole_or_not_at_all(tmp_path, old_run):
     """VAE.save onto a CLI run must never leave the old checkpoint and metrics beside a new model."""
     run = copy_run(old_run, tmp_path / "run")
-    before = snapshot(run)
+    before = snapshot(run, lock=False)
     rd = RunDir(run)
     model, cfg = rd.load_model()
     shape = rd.read_config()[1]
     with pytest.raises(RunDirError, match="already exists"):
         rd.save(cfg, shape, model)
-    assert snapshot(run) == before
+    assert snapshot(run, lock=False) == before
     rd.save(cfg, shape, model, overwrite=True)
-    assert sorted(snapshot(run)) == ["config.json", "model.safetensors"]
+    assert sorted(snapshot(run, lock=False)) == ["config.json", "model.safetensors"]
     assert not rd.has_checkpoint() and rd.read_metrics() == []
     rd.load_model()
 
@@ -187,11 +181,11 @@ def test_resume_refuses_a_run_whose_checkpoint_was_removed(tmp_path, old_run, im
     """metrics.jsonl says epochs finished: starting over would silently replace their model."""
     run = copy_run(old_run, tmp_path / "run")
     (run / "checkpoint.safetensors").unlink()
-    before = snapshot(run)
+    before = snapshot(run, lock=False)
     assert main(["train", str(images), "--out", str(run), *TINY, "--epochs", "3", "--resume"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "no checkpoint.safetensors" in err[0] and "--overwrite" in err[0]
-    assert snapshot(run) == before
+    assert snapshot(run, lock=False) == before
 
 
 def test_resume_removes_the_temp_files_a_kill_left_and_nothing_else(tmp_path, old_run):

@@ -3,7 +3,6 @@ of the wrong type, deleted files, stray files), a command either works or fails 
 status 2 and exactly one ``error:`` line; never a traceback or a crash signal, and a failed
 command changes no file that was there before."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vaekit.cli.main import main
+from helpers import snapshot
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TINY = ["--hidden", "8", "--latent-dim", "2", "--likelihood", "gaussian", "--no-report",
@@ -40,11 +40,6 @@ def pristine(tmp_path_factory) -> tuple[Path, Path]:
     assert main(["train", str(data), "--out", str(run), "--epochs", "2", *TINY]) == 0
     assert main(["evaluate", str(run), "-k", "3"]) == 0
     return run, data
-
-
-def digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".vaekit.lock"}
 
 
 def json_paths(obj, prefix=()):
@@ -140,11 +135,11 @@ def test_commands_on_a_damaged_run_fail_cleanly(pristine, capsys, change, comman
         shutil.copytree(src, run)
         out.mkdir()
         apply(run / (target if kind != "stray" else "config.json"))
-        before = digest(run)
+        before = snapshot(run, lock=False)
         args, allowed = COMMANDS[command]
         capsys.readouterr()
         rc = main(args(run, out))
-        check(rc, capsys.readouterr().err, before, digest(run), allowed)
+        check(rc, capsys.readouterr().err, before, snapshot(run, lock=False), allowed)
 
 
 @settings(**{**SETTINGS, "max_examples": 8})
@@ -157,10 +152,10 @@ def test_resume_of_a_damaged_run_never_crashes(pristine, change):
         run = Path(tmp) / "run"
         shutil.copytree(src, run)
         apply(run / (target if kind != "stray" else "config.json"))
-        before = digest(run)
+        before = snapshot(run, lock=False)
         env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
         proc = subprocess.run([sys.executable, "-m", "vaekit", "train", str(data), "--out", str(run),
                                "--epochs", "3", *TINY, "--resume"], env=env, capture_output=True,
                               text=True, timeout=300)
         assert proc.returncode >= 0, f"killed by signal {-proc.returncode}: {proc.stderr}"
-        check(proc.returncode, proc.stderr, before, digest(run), set(before))
+        check(proc.returncode, proc.stderr, before, snapshot(run, lock=False), set(before))

@@ -18,6 +18,7 @@ from vaekit.errors import RunDirError
 from vaekit.io.files import json_dumps, write_json
 from vaekit.runs.directory import RunDir
 from vaekit.runs.store import parse_npy
+from helpers import assert_one_error
 
 TINY = ["--epochs", "2", "--hidden", "8", "--latent-dim", "2", "--no-report", "--precision", "fp32"]
 
@@ -51,20 +52,13 @@ def img(made, tmp_path) -> Path:
     return copy(made["img"], tmp_path / "img")
 
 
-def one_error(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
-
 # -- model.safetensors ----------------------------------------------------------------------------
 def test_a_model_file_cast_to_int32_is_refused(vec, tmp_path, capsys):
     """Issue 14: it loaded and sampled 0.5 everywhere."""
     t = load_file(vec / "model.safetensors")
     save_file({k: v.to(torch.int32) for k, v in t.items()}, vec / "model.safetensors")
     assert main(["sample", str(vec), "-n", "4", "--out", str(tmp_path / "s.npy")]) == 2
-    line = one_error(capsys)
+    line = assert_one_error(capsys.readouterr().err)
     assert "model.safetensors" in line and "torch.int32" in line and "expected" in line
     assert not (tmp_path / "s.npy").exists()
 
@@ -116,7 +110,7 @@ def test_a_pickle_or_truncated_file_is_refused(vec):
 def test_a_bad_metrics_line_gives_one_error_from_report(vec, capsys, line, needle):
     (vec / "metrics.jsonl").write_text(line + "\n")
     assert main(["report", str(vec)]) == 2
-    err = one_error(capsys)
+    err = assert_one_error(capsys.readouterr().err)
     assert "metrics.jsonl line 1" in err and needle in err, err
     assert not (vec / "report.html").exists()
 
@@ -146,7 +140,7 @@ def test_a_truncated_evaluation_is_one_clear_error_from_report(vec, capsys):
     data = (vec / "evaluation.json").read_bytes()
     (vec / "evaluation.json").write_bytes(data[:40])
     assert main(["report", str(vec)]) == 2
-    err = one_error(capsys)
+    err = assert_one_error(capsys.readouterr().err)
     assert "evaluation.json" in err and "not readable JSON" in err
 
 
@@ -184,7 +178,7 @@ def test_a_truncated_latent_file_is_one_clear_error(img, capsys):
     data = (img / "latent" / "epoch_2.npy").read_bytes()
     (img / "latent" / "epoch_2.npy").write_bytes(data[:-7])
     assert main(["report", str(img)]) == 2
-    err = one_error(capsys)
+    err = assert_one_error(capsys.readouterr().err)
     assert "epoch_2.npy is truncated" in err
 
 
@@ -226,7 +220,7 @@ def _npy(a: np.ndarray) -> bytes:
 def test_an_image_that_is_not_a_png_is_refused(img, capsys):
     (img / "images" / "samples_2.png").write_bytes(b"GIF89a....")
     assert main(["report", str(img)]) == 2
-    assert "samples_2.png is not a PNG" in one_error(capsys)
+    assert "samples_2.png is not a PNG" in assert_one_error(capsys.readouterr().err)
 
 
 def test_labels_must_match_the_latent_points(img):
