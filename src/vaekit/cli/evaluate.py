@@ -11,54 +11,18 @@ import torch
 from tqdm import tqdm
 
 from vaekit.data import load_data
-from vaekit.errors import DataError
-from vaekit.evaluation import quality
 from vaekit.evaluation.baselines import BASELINES, fit_baseline
-from vaekit.evaluation.disentangle import disentanglement_scores
-from vaekit.evaluation.measures import (classification_error, evaluate,
-                                        evaluate_without_likelihood, log_likelihood,
-                                        posterior_means)
-from vaekit.evaluation.quality import describe_metric, FILE, merge, table_lines
+from vaekit.evaluation.measures import log_likelihood
+from vaekit.evaluation.quality import describe_metric, table_lines
 from vaekit.io.files import atomic_write_text, json_dumps
-from vaekit.parts.objectives import check_density, trains_likelihood
-from vaekit.pipeline import metric_classifier, run_sampler, save_evaluation
+from vaekit.parts.objectives import check_density
 from vaekit.report.card import write_card
 from vaekit.report.page import write_report
+from vaekit.pipeline.evaluating import density_labels, evaluate_run, save_run_evaluation
 from vaekit.runs.directory import RunDir
+from vaekit.runs.layout import EVALUATION
 from vaekit.training.tracking import log_files
 from .common import check_out, run_data, run_rows, say
-
-
-def sample_quality(args: argparse.Namespace, model, cfg, x, y) -> tuple[dict, dict]:
-    """The sample-quality metric of each of ``args.sampler`` against the rows ``x``:
-    ``(settings, results)`` for :func:`vaekit.evaluation.quality.merge`."""
-
-    if model.cond_dim and y is None:
-        raise DataError("a conditional model's samples need labels: evaluate on labelled rows")
-    clf = metric_classifier(cfg, model.device, say)
-    fitted = {name: run_sampler(args.run, model, cfg, name, log=say) for name in args.sampler}
-    say(f"sample quality: {args.draws} draws of {args.samples} samples from "
-        f"{', '.join(fitted)} against {len(x)} rows")
-    results = quality.measure_samplers(model, clf, x, fitted, args.samples, args.draws, args.seed, y,
-                                       log=say)
-    settings = quality.settings(clf, args.data or cfg.data.data, args.split if args.data else "test",
-                                len(x), args.samples, args.draws, args.seed)
-    return settings, results
-
-
-def density_labels(model, y):
-    """The labels a density needs: a conditional model's (log p(x|y)); a semi-supervised
-    model's densities are of x alone, its labels only say which class a row is."""
-    return y if model.cond_dim else None
-
-
-def classification(model, x, y) -> dict:
-    """A semi-supervised model's test error on the labelled rows (``y >= 0``) of ``x``."""
-
-    error = None if y is None else classification_error(model, x, y)
-    if error is None:
-        return {}  # unlabelled data: the bounds only
-    return {"classification_error": error, "n_labelled": int((y >= 0).sum())}
 
 
 def progress_bar(total: int, desc: str):
@@ -83,39 +47,24 @@ def progress_bar(total: int, desc: str):
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     model, cfg, r = run_data(args)
-    x, y = r.x, r.y
-    if len(x) == 0:
-        raise DataError("no examples to evaluate")
-    density = trains_likelihood(cfg.train.objective)
-    if density:
-        update, close = progress_bar(len(x), f"log p(x), K={args.importance_samples}")
-        try:  # a semi-supervised model's bound is of x alone (U(x)); its labels give the error
-            res = evaluate(model, x, args.importance_samples, seed=args.seed, progress=update,
-                           y=density_labels(model, y))
-        finally:
-            close()
-    else:  # a VAE-GAN: no density to estimate (see evaluate_without_likelihood)
-        res = evaluate_without_likelihood(model, x, seed=args.seed, y=y)
-    res = {"data": args.data or cfg.data.data, "split": args.split if args.data else "test", **res}
-    if getattr(model, "semi_supervised", False):
-        res |= classification(model, x, y)
-    measured = sample_quality(args, model, cfg, x, y) if args.samples else None
-    if r.factors is not None:  # data with known factors (shapes, an .npz with f_*): MIG and DCI
-        res |= disentanglement_scores(posterior_means(model, x, y=y).numpy(), r.factors,
-                                      random_state=args.seed)  # flat keys: mig, dci_*, n_rows
+    update, close = progress_bar(len(r.x), f"log p(x), K={args.importance_samples}")
+    try:
+        ev = evaluate_run(args.run, model, cfg, r, data=args.data or cfg.data.data,
+                          split=args.split if args.data else "test", k=args.importance_samples,
+                          seed=args.seed, samples=args.samples, samplers=args.sampler,
+                          draws=args.draws, progress=update, log=say)
+    finally:
+        close()
+    res, density = ev.numbers, ev.density
     rd = RunDir(args.run)
     with rd.lock():
-        written = save_evaluation(rd, res)
-        quality_doc = None
-        if measured is not None:
-            quality_doc = merge(rd.path, *measured)
-            written.append(FILE)
+        written, quality_doc = save_run_evaluation(rd, ev)
         write_card(rd.path, keep_foreign=True)
-        log_files(rd.path, ["evaluation.json", "README.md"], metrics=res)  # when logged to MLflow
-        refresh = rd.report.exists() and ("evaluation.json" in written or measured is not None)
+        log_files(rd.path, [EVALUATION, "README.md"], metrics=res)  # when logged to MLflow
+        refresh = rd.report.exists() and (EVALUATION in written or quality_doc is not None)
         if refresh:
             write_report(rd.path)
-    kept = "" if "evaluation.json" in written else " (evaluation.json keeps its larger K)"
+    kept = "" if EVALUATION in written else " (evaluation.json keeps its larger K)"
     print(f"saved {', '.join(written)}{kept}{'; report.html refreshed' if refresh else ''}",
           file=sys.stderr)
     if args.json:  # NaN and inf as null: the output stays JSON

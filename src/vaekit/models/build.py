@@ -3,6 +3,8 @@ brings of its own. Every model kind is one module of this package and a row here
 
 from __future__ import annotations
 
+from typing import Any, Callable, NamedTuple
+
 from vaekit.config.settings import ModelConfig
 from .ladder import LadderVAE
 from .vae import VAEModel
@@ -11,16 +13,24 @@ from .stacked import StackedVAE
 from .vaegan import VAEGAN
 from .vaegan_update import AdversarialUpdate
 
-# Objectives whose model has more parts than the VAE: the VAE-GAN's discriminator.
-OBJECTIVE_MODELS: dict[str, type[VAEModel]] = {"vaegan": VAEGAN}
-# Models with a training step of their own, which the trainer runs instead of its plain step:
-# the class of that update, built as ``update(model, trainer)``.
-UPDATES: dict[type, type] = {VAEGAN: AdversarialUpdate}
+class Variant(NamedTuple):
+    """A model kind an objective brings (the VAE-GAN: objective ``vaegan``): its model class,
+    and the training step the trainer runs instead of its plain one (built as
+    ``update(model, trainer)``; it names the optimizers it checkpoints), or None. Its loss is
+    the objective's row in :data:`vaekit.parts.objectives.OBJECTIVES`, and whether evaluate and
+    the report show a density follows that row's ``trains_likelihood``."""
+
+    model: type[VAEModel]
+    update: Callable[..., Any] | None = None
 
 
-def own_update(model, trainer):
-    """The training step ``model`` brings (its row in :data:`UPDATES`), or None for the plain step."""
-    update = UPDATES.get(type(model))
+VARIANTS: dict[str, Variant] = {"vaegan": Variant(VAEGAN, AdversarialUpdate)}
+
+
+def own_update(model: VAEModel, trainer: Any):
+    """The training step ``model``'s kind brings (its row in :data:`VARIANTS`), or None for the
+    trainer's plain step."""
+    update = next((v.update for v in VARIANTS.values() if type(model) is v.model), None)
     return None if update is None else update(model, trainer)
 
 
@@ -28,8 +38,8 @@ def build_model(config: ModelConfig, data_shape: tuple[int, ...], objective: str
     """The model ``config`` describes for training ``objective``: a :class:`VAEModel`, a ladder
     VAE with upper layers, the semi-supervised M2 (possibly stacked on a frozen VAE), or a
     :class:`~vaekit.models.vaegan.VAEGAN` for ``objective='vaegan'``."""
-    if objective in OBJECTIVE_MODELS:
-        return OBJECTIVE_MODELS[objective](config, data_shape)
+    if objective in VARIANTS:
+        return VARIANTS[objective].model(config, data_shape)
     if config.stack:
         return StackedVAE(config, data_shape)
     if config.semi_supervised:

@@ -139,7 +139,7 @@ class VAEGAN(VAEModel):
     (the same seed gives the same initial weights); the discriminator after them. The
     likelihood's mean maps decoder outputs to data (``sigmoid`` of Bernoulli logits, the
     Gaussian mean), and its ``-log p(x|z)``, weighted by ``config.pixel_weight``, joins the
-    feature term (docs/vaegan.md: why); its training step is :class:`vaekit.models.vaegan_update.AdversarialUpdate` (the row in :data:`vaekit.models.build.UPDATES`).
+    feature term (docs/vaegan.md: why); its training step is :class:`vaekit.models.vaegan_update.AdversarialUpdate` (its row in :data:`vaekit.models.build.VARIANTS`).
     """
 
     def __init__(self, config: ModelConfig, data_shape: tuple[int, ...]) -> None:
