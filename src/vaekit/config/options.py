@@ -6,13 +6,18 @@ options themselves with it.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
+import math
 import tomllib
+import typing
 from dataclasses import field
 from pathlib import Path
 from typing import Any, Callable
 
 from vaekit.errors import ConfigError
+from vaekit.registry import unknown_name_message
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit value
 MAX_SIZE = 2**20  # widths, latent sizes, components: far beyond any model that fits in memory
@@ -139,3 +144,71 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"config file {path}: keys are flag names at the top level "
                               f"(like latent-dim = 20); found a table [{key}]")
     return table
+
+
+# -- a field's type, its coercion and its checks (types, choices, bounds) ------------------------
+# field name -> the config section (a dataclass) that declares it, for the fields' types
+OWNERS: dict[str, type] = {}
+
+
+def own_fields(section: type) -> None:
+    """Record ``section`` (a config dataclass) as the owner of its fields."""
+    OWNERS.update({f.name: section for f in dataclasses.fields(section)})
+
+
+def field_kind(f: dataclasses.Field) -> type:
+    """The field's value type: bool, int, float, str or tuple (of ints)."""
+    return _kind(f.name)
+
+
+@functools.cache
+def _kind(name: str) -> type:
+    hint = typing.get_type_hints(OWNERS[name])[name]  # slow: read once per field
+    options = (hint, *typing.get_args(hint)) if typing.get_origin(hint) is not tuple else (hint,)
+    if any(h is tuple or typing.get_origin(h) is tuple for h in options):
+        return tuple
+    for kind in (bool, int, float, str):
+        if kind in options:
+            return kind
+    raise TypeError(f"unsupported config field type {hint}")  # a bug in this module
+
+
+def coerce(f: dataclasses.Field, value: Any) -> Any:
+    """``value`` as the field's type (TOML and JSON give typed values; a str '3' is not an int)."""
+    kind = field_kind(f)
+    if kind is tuple:
+        if value is None and f.default is None:
+            return None
+        return parse_sizes(value, f.name)
+    ok = {bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          str: lambda v: isinstance(v, str)}[kind](value)
+    if not ok:
+        raise OptionError(f"{f.name} must be {kind.__name__}, got {value!r}", f.name)
+    return float(value) if kind is float else value
+
+
+def check_fields(section: Any) -> None:
+    """Types, choices and bounds of every field of a config section."""
+    for f in dataclasses.fields(section):
+        value = coerce(f, getattr(section, f.name))
+        setattr(section, f.name, value)
+        m = f.metadata
+        names = choices_of(f)
+        if names is not None and value not in names:
+            raise OptionError(unknown_name_message(f.name, value, names), f.name)
+        values = value if isinstance(value, tuple) else () if value is None else (value,)
+        for v in values:
+            if isinstance(v, str) or isinstance(v, bool):
+                continue
+            if isinstance(v, float) and not math.isfinite(v):
+                raise OptionError(f"{f.name} must be a finite number, got {v}", f.name)
+            low, high = m["low"], m["high"]
+            if low is not None and (v <= low if m["low_open"] else v < low):
+                what = "positive" if (low == 0 and m["low_open"]) or (low == 1 and isinstance(v, int)) \
+                    else f"{'>' if m['low_open'] else '>='} {low:g}"
+                raise OptionError(f"{f.name} must be {what}, got {v}", f.name)
+            if high is not None and v > high:
+                raise OptionError(f"{f.name} must be at most {high:{'d' if isinstance(high, int) else 'g'}}, "
+                                  f"got {v}", f.name)

@@ -12,17 +12,13 @@ Library errors name the field (``latent_dim must be positive``); the CLI shows t
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-import math
-import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterator
 
 from vaekit.errors import ConfigError
-from .options import (MAX_SEED, MAX_SIZE, OptionError, choices_of, option, parse_sizes,
-                      registry_names, unknown_key_message, valid_device)
-from vaekit.registry import unknown_name_message
+from .options import (MAX_SEED, MAX_SIZE, OptionError, check_fields, coerce, field_kind, option,
+                      own_fields, registry_names, unknown_key_message, valid_device)
 
 # Where generated codes come from (vaekit.sampling.samplers registers one class per name; a
 # test checks that the two agree): the names and their help, for the CLI, the estimator and the
@@ -362,64 +358,6 @@ def public_names(scope: str | None = None) -> list[str]:
             if f.metadata["scope"] != "internal" and scope in (None, f.metadata["scope"])]
 
 
-def field_kind(f: dataclasses.Field) -> type:
-    """The field's value type: bool, int, float, str or tuple (of ints)."""
-    return _kind(f.name)
-
-
-@functools.cache
-def _kind(name: str) -> type:
-    hint = typing.get_type_hints(SECTION_OWNER[name])[name]  # slow: read once per field
-    options = (hint, *typing.get_args(hint)) if typing.get_origin(hint) is not tuple else (hint,)
-    if any(h is tuple or typing.get_origin(h) is tuple for h in options):
-        return tuple
-    for kind in (bool, int, float, str):
-        if kind in options:
-            return kind
-    raise TypeError(f"unsupported config field type {hint}")  # a bug in this module
-
-
-def coerce(f: dataclasses.Field, value: Any) -> Any:
-    """``value`` as the field's type (TOML and JSON give typed values; a str '3' is not an int)."""
-    kind = field_kind(f)
-    if kind is tuple:
-        if value is None and f.default is None:
-            return None
-        return parse_sizes(value, f.name)
-    ok = {bool: lambda v: isinstance(v, bool),
-          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-          str: lambda v: isinstance(v, str)}[kind](value)
-    if not ok:
-        raise OptionError(f"{f.name} must be {kind.__name__}, got {value!r}", f.name)
-    return float(value) if kind is float else value
-
-
-def check_fields(section: Any) -> None:
-    """Types, choices and bounds of every field of a config section."""
-    for f in fields(section):
-        value = coerce(f, getattr(section, f.name))
-        setattr(section, f.name, value)
-        m = f.metadata
-        names = choices_of(f)
-        if names is not None and value not in names:
-            raise OptionError(unknown_name_message(f.name, value, names), f.name)
-        values = value if isinstance(value, tuple) else () if value is None else (value,)
-        for v in values:
-            if isinstance(v, str) or isinstance(v, bool):
-                continue
-            if isinstance(v, float) and not math.isfinite(v):
-                raise OptionError(f"{f.name} must be a finite number, got {v}", f.name)
-            low, high = m["low"], m["high"]
-            if low is not None and (v <= low if m["low_open"] else v < low):
-                what = "positive" if (low == 0 and m["low_open"]) or (low == 1 and isinstance(v, int)) \
-                    else f"{'>' if m['low_open'] else '>='} {low:g}"
-                raise OptionError(f"{f.name} must be {what}, got {v}", f.name)
-            if high is not None and v > high:
-                raise OptionError(f"{f.name} must be at most {high:{'d' if isinstance(high, int) else 'g'}}, "
-                                  f"got {v}", f.name)
-
-
 def flat_keys(cfg: RunConfig) -> dict[str, str]:
     """Flag name (underscored) -> the section holding it."""
     return {name: s for name, (s, _) in option_fields().items()}
@@ -434,7 +372,8 @@ def iter_options(scope: str) -> Iterator[tuple[str, dataclasses.Field, type]]:
 
 
 SECTION_TYPES = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
-SECTION_OWNER = {g.name: t for t in SECTION_TYPES.values() for g in fields(t)}
+for _section in SECTION_TYPES.values():
+    own_fields(_section)
 
 
 def parse_stack(text: str) -> tuple[ModelConfig, tuple[int, ...], list[int]]:
