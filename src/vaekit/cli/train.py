@@ -36,6 +36,9 @@ def train_in_world(args: argparse.Namespace, world) -> int:
         raise ConfigError("--out needs a folder name (or leave it out for runs/<data>-<time>)")
     if world.size > 1 and args.out is None:
         raise ConfigError("under torchrun, give --out so that every process writes to one run")
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues the run in --out and --overwrite replaces it: give "
+                          "one of them")
     if args.resume:
         if args.out is None:
             raise ConfigError("--resume needs --out RUN_DIR, the run to continue")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vaekit.errors import ConfigError
+from vaekit.io.files import read_regular
 from vaekit.registry import unknown_name_message
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit value
@@ -127,18 +128,25 @@ def unknown_key_message(key: str, valid) -> str:
     return f"unknown config key '{key}'{hint}"
 
 
+TOML_LIMIT = 1 << 20  # bytes: a configuration file of flag names is a few hundred
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """Read a flat TOML file of flag-named keys."""
+    """Read a flat TOML file of flag-named keys, through the guarded reader every file vaekit
+    reads goes through (a regular file only, never a FIFO or device, at most 1 MiB)."""
     path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    data = read_regular(path, TOML_LIMIT, ConfigError)
     try:
-        with path.open("rb") as f:
-            table = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read config file {path}: {e}") from None
+        table = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise ConfigError(f"config file {path} nests too deeply; it holds flag names at the "
+                          "top level (like latent-dim = 20)") from None
     for key, value in table.items():
         if isinstance(value, dict):
             raise ConfigError(f"config file {path}: keys are flag names at the top level "

@@ -227,11 +227,12 @@ def read_regular(path: str | Path, limit: int, error: type[VaekitError] = Vaekit
         raise error(f"{path} does not exist") from None
     except OSError as e:
         raise error(f"cannot read {path}: {e.strerror or e}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):  # checked before fdopen, which refuses a folder itself
+        os.close(fd)
+        raise error(f"{path} is not a regular file (a folder, FIFO, socket or device); "
+                    "vaekit reads only plain files")
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise error(f"{path} is not a regular file (a folder, FIFO, socket or device); "
-                        "vaekit reads only plain files")
         if st.st_size > limit:
             raise error(f"{path} is {st.st_size:,} bytes, more than the {limit:,} expected of it; "
                         "it is not a file vaekit wrote")
