@@ -173,7 +173,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .fileio import json_dumps
     from .card import write_card
     from .tracking import log_files
-    from .disentangle import disentanglement_scores
+    from .disentangle import DEFAULT_ESTIMATOR, dci_words, disentanglement_scores
     from .evaluate import posterior_means
     from .pipeline import save_evaluation
     from .run import RunDir
@@ -250,7 +250,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rows.append(("MIG", f"{d['mig']:.3f} (Chen et al. 2018)"))
         rows.append(("DCI", f"disentanglement {d['dci_disentanglement']:.3f}, completeness "
                             f"{d['dci_completeness']:.3f}, informativeness "
-                            f"{d['dci_informativeness']:.3f} (Eastwood & Williams 2018)"))
+                            f"{d['dci_informativeness']:.3f} (Eastwood & Williams 2018; "
+                            f"{dci_words(DEFAULT_ESTIMATOR)})"))
     print(f"evaluation of {args.run} on {res['data']} ({res['split']}); per example"
           + (", higher log p(x) is better" if density else ""))
     for name, value in rows:
