@@ -73,12 +73,18 @@ class MaskedStep(nn.Module):
         outputs = inputs.repeat(2)  # the degree of output row j is j mod L + 1
         self.register_buffer("mask_out", (outputs[:, None] > deg[None, :]).float(), persistent=False)
 
+    def weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """``(w_in, w_ctx, b_in, w_out, b_out)`` masked and in ``dtype`` (a float32 flow can
+        score float64 codes: the encoder output sets the precision)."""
+        w_in, w_out = self.w_in * self.mask_in, self.w_out * self.mask_out
+        return tuple(w.to(dtype) for w in (w_in, self.w_ctx, self.b_in, w_out, self.b_out))
+
     def net(self, z: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(m, s)``, each ``(..., L)``, for codes ``(..., L)`` and context ``(..., C)``
         (broadcast against each other)."""
-        w_in, w_out = self.w_in * self.mask_in.to(z.dtype), self.w_out * self.mask_out.to(z.dtype)
-        hid = torch.tanh(z @ w_in.T + h @ self.w_ctx.T + self.b_in)  # (..., H)
-        out = hid @ w_out.T + self.b_out  # (..., 2L)
+        w_in, w_ctx, b_in, w_out, b_out = self.weights(z.dtype)
+        hid = torch.tanh(z @ w_in.T + h @ w_ctx.T + b_in)  # (..., H)
+        out = hid @ w_out.T + b_out  # (..., 2L)
         return out[..., :self.latent_dim], out[..., self.latent_dim:]
 
     def forward(self, z: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,11 +104,11 @@ class MaskedStep(nn.Module):
         n = self.latent_dim
         shape = torch.broadcast_shapes(y.shape, h.shape[:-1] + (n,))
         y = y.expand(shape)
-        w_in, w_out = self.w_in * self.mask_in.to(y.dtype), self.w_out * self.mask_out.to(y.dtype)
-        pre = (h @ self.w_ctx.T + self.b_in).expand(*shape[:-1], -1)  # (..., H): z = 0 so far
+        w_in, w_ctx, b_in, w_out, b_out = self.weights(y.dtype)
+        pre = (h @ w_ctx.T + b_in).expand(*shape[:-1], -1)  # (..., H): z = 0 so far
         cols, log_gate = [], y.new_zeros(shape[:-1])
         for i in range(n):
-            m_i, s_i = (torch.tanh(pre) @ w_out[[i, n + i]].T + self.b_out[[i, n + i]]).unbind(-1)
+            m_i, s_i = (torch.tanh(pre) @ w_out[[i, n + i]].T + b_out[[i, n + i]]).unbind(-1)
             z_i = (y[..., i] - torch.sigmoid(-s_i) * m_i) / torch.sigmoid(s_i)  # 1 - sigmoid(s) = sigmoid(-s)
             pre = pre + z_i.unsqueeze(-1) * w_in[:, i]  # out of place: autograd keeps every pass
             cols.append(z_i)
