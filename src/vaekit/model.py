@@ -144,7 +144,7 @@ class VAEModel(nn.Module):
     def analytic_kl(self) -> bool:
         """Whether KL(q || p) has a closed form: the prior's and the posterior's say (a flow
         posterior has none)."""
-        return self.prior_dist.analytic_kl and getattr(self.posterior, "analytic_kl", True)
+        return self.prior_dist.analytic_kl and getattr(getattr(self, "posterior", None), "analytic_kl", True)
 
     @property
     def kl_estimator(self) -> str:
