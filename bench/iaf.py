@@ -57,7 +57,8 @@ def run(posterior: str, data, args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=300, help="epochs of each run (default 300: ~3,900 Adam steps)")
+    p.add_argument("--epochs", type=int, default=300,
+                   help="epochs of each run (default 300: about 3,900 Adam steps)")
     p.add_argument("--latent-dim", type=int, default=10)
     p.add_argument("--hidden", default="200,200", help="hidden widths of the mlp body")
     p.add_argument("--objective", default="elbo", help="elbo or iwae")

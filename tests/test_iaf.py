@@ -56,7 +56,7 @@ def test_steps_are_autoregressive_and_alternate_the_order():
     h = q.context[0]
     z0 = torch.randn(4, generator=torch.Generator().manual_seed(3), dtype=F64)
     for step in post.steps:
-        jac = torch.autograd.functional.jacobian(lambda v: torch.cat(step.net(v, h)), z0)  # (8, 4)
+        jac = torch.autograd.functional.jacobian(lambda v, st=step: torch.cat(st.net(v, h)), z0)  # (8, 4)
         for out in (jac[:4], jac[4:]):  # m and s: output i depends on inputs < i only
             assert torch.equal(out.triu(), torch.zeros_like(out))
             assert (out.tril(-1).abs() > 0).sum() == 6

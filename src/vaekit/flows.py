@@ -139,7 +139,7 @@ class IAFNormal(Distribution):
         The flow; odd steps act on the reversed code.
     """
 
-    arg_constraints: dict = {}
+    arg_constraints: dict = {}  # noqa: RUF012 (torch's Distribution reads it; no checked arguments)
     support = constraints.real_vector
     has_rsample = True
 
