@@ -109,6 +109,8 @@ def test_evaluate_reports_mig_on_a_users_npz_with_factors(tmp_path, capsys):
     assert main(["evaluate", str(run), "-k", "5", "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["n_rows"] == 200 and 0 <= res["mig"] <= 1 and res["dci_informativeness"] > 0.5
+    assert main(["evaluate", str(run), "-k", "5"]) == 0  # the printed DCI says whose number it is
+    assert "as disentanglement_lib (Locatello et al. 2019)" in capsys.readouterr().out
     np.savez(tmp_path / "bad.npz", x_train=x[:10], f_train=np.zeros((9, 2)))
     assert main(["evaluate", str(run), str(tmp_path / "bad.npz")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

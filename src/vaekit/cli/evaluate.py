@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from vaekit.data import load_data
 from vaekit.evaluation.baselines import BASELINES, fit_baseline
+from vaekit.evaluation.disentangle import DEFAULT_ESTIMATOR, dci_words
 from vaekit.evaluation.measures import log_likelihood
 from vaekit.evaluation.quality import describe_metric, table_lines
 from vaekit.io.files import atomic_write_text, json_dumps
@@ -97,7 +98,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rows.append(("MIG", f"{d['mig']:.3f} (Chen et al. 2018)"))
         rows.append(("DCI", f"disentanglement {d['dci_disentanglement']:.3f}, completeness "
                             f"{d['dci_completeness']:.3f}, informativeness "
-                            f"{d['dci_informativeness']:.3f} (Eastwood & Williams 2018)"))
+                            f"{d['dci_informativeness']:.3f} (Eastwood & Williams 2018; "
+                            f"{dci_words(DEFAULT_ESTIMATOR)})"))
     print(f"evaluation of {args.run} on {res['data']} ({res['split']}); per example"
           + (", higher log p(x) is better" if density else ""))
     for name, value in rows:

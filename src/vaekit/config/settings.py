@@ -45,7 +45,9 @@ class ModelConfig:
     top_latent_dims: tuple[int, ...] = option(
         (), "stochastic layers above the first, bottom-up, e.g. 32 or 32,16: a ladder VAE with "
         "top-down inference (Sønderby et al. 2016)", low=1, high=MAX_SIZE, metavar="SIZES")
-    posterior: str = option("diagonal", "q(z|x): diagonal, or full-covariance (a Cholesky factor)",
+    posterior: str = option("diagonal", "q(z|x): diagonal, full-covariance (a Cholesky factor), "
+                            "or iaf (two inverse autoregressive flow steps on the diagonal "
+                            "Gaussian, Kingma et al. 2016; Monte Carlo KL)",
                             choices=registry_names("POSTERIORS"))
     prior: str = option("normal", "p(z): normal, mixture (a learned Gaussian mixture) or vamp "
                         "(the VampPrior, Tomczak & Welling 2018)",
@@ -115,6 +117,10 @@ class ModelConfig:
                                   f"likelihood {self.likelihood} needs data in [0, 1]; use preprocess "
                                   "none or a real-valued likelihood (gaussian, laplace, "
                                   "gaussian-predicted)", "preprocess", "likelihood")
+        if self.posterior == "iaf" and (self.prior == "vamp" or self.semi_supervised):
+            raise OptionError("posterior iaf does not combine with prior vamp or semi_supervised "
+                              "yet (both need a Gaussian posterior); use posterior diagonal or "
+                              "full-covariance", "posterior", "prior", "semi_supervised")
         if self.top_latent_dims and self.prior == "vamp":
             raise OptionError("top_latent_dims (a ladder VAE) takes prior normal or mixture",
                               "top_latent_dims", "prior")
@@ -268,6 +274,10 @@ class RunConfig:
             raise OptionError("objective tcvae needs one stochastic layer with posterior diagonal "
                               "(its total correlation uses each dimension's marginal)",
                               "objective", "posterior")
+        if self.train.free_bits > 0 and self.model.posterior == "iaf":
+            raise OptionError("free_bits needs a KL per latent dimension, which posterior iaf does "
+                              "not have (its KL is a Monte Carlo estimate over the whole code)",
+                              "free_bits", "posterior")
         if self.train.patience and not self.data.val_fraction:
             raise OptionError("patience (early stopping) needs a validation split: set val_fraction, "
                               "e.g. 0.1", "patience", "val_fraction")

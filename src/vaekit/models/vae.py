@@ -141,9 +141,15 @@ class VAEModel(nn.Module):
         return self.posterior(self.encoder(u))
 
     @property
+    def analytic_kl(self) -> bool:
+        """Whether KL(q || p) has a closed form: the prior's and the posterior's say (a flow
+        posterior has none)."""
+        return self.prior_dist.analytic_kl and getattr(getattr(self, "posterior", None), "analytic_kl", True)
+
+    @property
     def kl_estimator(self) -> str:
         """``analytic`` when the KL term is in closed form, else ``monte-carlo``."""
-        return "analytic" if self.prior_dist.analytic_kl else "monte-carlo"
+        return "analytic" if self.analytic_kl else "monte-carlo"
 
     @property
     def noise_dim(self) -> int:
@@ -205,9 +211,9 @@ class VAEModel(nn.Module):
         ``(k, b, latent)`` drawn from ``qz``; arguments as :meth:`terms`."""
         k = z.shape[0]
         pz = self.prior() if prior is None else prior
-        log_ratio = pz.log_prob(z) - qz.log_prob(z) if weights or not self.prior_dist.analytic_kl else None
+        log_ratio = pz.log_prob(z) - qz.log_prob(z) if weights or not self.analytic_kl else None
         kl_dims = None
-        if not self.prior_dist.analytic_kl:
+        if not self.analytic_kl:
             kl = -log_ratio
         elif isinstance(qz, Independent) and isinstance(pz, Independent):
             kl_dims = kl_divergence(qz.base_dist, pz.base_dist).expand(k, *qz.batch_shape, -1)

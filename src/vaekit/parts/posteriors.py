@@ -8,6 +8,8 @@ from torch import nn
 from .distributions import CholeskyNormal, DiagonalNormal, full_precision
 from vaekit.registry import Registry
 
+from .flows import IAFPosterior
+
 POSTERIORS: Registry[type] = Registry("posterior")
 
 
@@ -73,3 +75,6 @@ class CholeskyGaussianPosterior(nn.Module):
         tril = torch.diag_embed(diag)  # (batch, L, L)
         tril[..., self._rows, self._cols] = lower  # in place on a fresh tensor: autograd is fine
         return CholeskyNormal(mu, tril)
+
+
+POSTERIORS.register("iaf")(IAFPosterior)  # inverse autoregressive flow, Kingma et al. 2016 (flows.py)

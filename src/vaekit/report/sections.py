@@ -315,7 +315,9 @@ def evaluation_section(ev: dict, latent_dim: int, objective: str = "elbo") -> st
     rows += [["examples evaluated", num(get("n_examples")), ""]]
     if density:
         rows.append(["importance samples K", num(get("importance_samples")), "per example"])
-    rows += [[k.replace("_", " "), num(v) if isinstance(v, (int, float)) else v, ""]
+    from vaekit.evaluation.disentangle import dci_label
+
+    rows += [[k.replace("_", " "), num(v) if isinstance(v, (int, float)) else v, dci_label(k)]
              for k, v in ev.items() if k not in EVALUATION_NAMES and not isinstance(v, list)]
     return ('<h2 id="evaluation">Evaluation</h2>'
             + table(["measure", "value", "unit"], rows, text=(0, 2))
