@@ -15,6 +15,9 @@ from typing import Callable
 import numpy as np
 import torch
 
+from vaekit.errors import ConfigError
+
+MAX_IMPORTANCE = 10**6  # importance samples per row: the CLI's -k bound, for every caller
 NOISE_BUDGET = 2**23  # noise numbers held per batch (32 MB float32): bounds k x rows x latent
 
 
@@ -166,8 +169,9 @@ def importance_sample(model, x: torch.Tensor, k: int = 1000, batch_size: int = 1
         ``(n,)`` float64, the mean of ``log p(z_i) - log q(z_i | x)``: minus a Monte Carlo
         estimate of the KL term.
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    if not 1 <= k <= MAX_IMPORTANCE:
+        raise ConfigError(f"the number of importance samples must be from 1 to "
+                          f"{MAX_IMPORTANCE:,} per row, got {k:,}")
     if check and len(x) and hasattr(model, "check_data"):
         model.check_data(x, "the data to score")
     first = next(model.parameters())
