@@ -15,6 +15,7 @@ from vaekit.errors import RunDirError
 from vaekit.runs.directory import RunDir
 from vaekit.runs.layout import STAGING_NAME
 from helpers import snapshot
+from vaekit.io.files import lock_writers
 
 TINY = ["--epochs", "2", "--hidden", "8", "--latent-dim", "2", "--no-report", "--precision", "fp32"]
 
@@ -192,8 +193,11 @@ def test_resume_removes_the_temp_files_a_kill_left_and_nothing_else(tmp_path, ol
     """SIGKILL in the middle of an atomic write leaves its temp file; the next writer, holding
     the lock, deletes vaekit's temp files only."""
     run = copy_run(old_run, tmp_path / "run")
-    stale = [run / ".model.safetensors.k2j4_x9a.tmp", run / "latent" / ".epoch_2.npy.abcd1234.tmp"]
-    kept = [run / ".notes.txt.abc.tmp", run / "latent" / ".mine.q1w2e3r4.tmp"]
+    mark = sorted(lock_writers(run, ".vaekit.lock"))[0]  # a process that wrote this run
+    stale = [run / f".model.safetensors.{mark}-k2j4_x9a.tmp", run / "latent" / f".epoch_2.npy.{mark}-abcd1234.tmp"]
+    kept = [run / ".notes.txt.abc.tmp", run / "latent" / ".mine.q1w2e3r4.tmp",
+            run / ".model.safetensors.k2j4_x9a.tmp",  # named like an older temp file: no proof
+            run / ".model.safetensors.ffffffff-k2j4_x9a.tmp"]  # a mark no writer of this run had
     for p in stale + kept:
         p.write_bytes(b"partial")
     RunDir(run).prepare(resume=True, overwrite=False)

@@ -63,7 +63,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         _deferred.raise_error()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{NONCE}-", suffix=".tmp")
     except OSError as e:
         raise VaekitError(f"cannot write {path}: {e.strerror or e}") from None
     try:
@@ -245,6 +245,10 @@ def read_regular(path: str | Path, limit: int, error: type[VaekitError] = Vaekit
     return data
 
 
+# This process's mark, in the names of its temp files and in the lock files it held: a temp file
+# is removed only when its mark is one a lock file recorded (proof that vaekit wrote it).
+NONCE = os.urandom(4).hex()
+MAX_WRITERS = 32  # marks a lock file keeps (the writers since its folder was created)
 _HELD: dict[str, list[int]] = {}  # folder -> [lock fd, depth]: a lock is reentrant in a process
 
 
@@ -275,13 +279,14 @@ def exclusive_lock(folder: Path, name: str, error: type[VaekitError] = VaekitErr
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        pid = (os.pread(fd, 32, 0).decode(errors="replace").split() or ["unknown"])[0]
         os.close(fd)
         raise error(f"{folder} is in use by another vaekit process (pid {pid}); wait for it to "
                     "finish, or choose another --out") from None
-    with contextlib.suppress(OSError):  # the pid is only for the message
+    with contextlib.suppress(OSError):  # the pid for the message; the writers' marks
+        marks = [m for m in _marks(os.pread(fd, 4096, 0)) if m != NONCE][-(MAX_WRITERS - 1):]
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()}\nwriters {' '.join([*marks, NONCE])}\n".encode(), 0)
     _HELD[key] = [fd, 1]
     try:
         yield
@@ -292,4 +297,27 @@ def exclusive_lock(folder: Path, name: str, error: type[VaekitError] = VaekitErr
                 (folder / name).unlink()
                 folder.rmdir()
         fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _marks(content: bytes) -> list[str]:
+    """The writers' marks a lock file's ``content`` records (its ``writers`` line)."""
+    for line in content.decode(errors="replace").splitlines():
+        if line.startswith("writers "):
+            return [m for m in line.split()[1:] if len(m) == 8 and all(c in "0123456789abcdef" for c in m)]
+    return []
+
+
+def lock_writers(folder: Path, name: str) -> set[str]:
+    """The marks of the processes that held the lock ``folder/name`` (each wrote its temp files
+    with its mark); empty when there is no lock file or it cannot be read."""
+    try:
+        fd = os.open(Path(folder) / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return set()
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return set()
+        return set(_marks(os.pread(fd, 4096, 0)))
+    finally:
         os.close(fd)

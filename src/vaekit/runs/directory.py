@@ -28,11 +28,11 @@ from .checkpoint import state_tensors
 from vaekit.config.settings import RunConfig
 from vaekit.errors import RunDirError
 from vaekit.io.files import (atomic_write_bytes, atomic_write_text, drain_writes, exclusive_lock,
-                             read_regular, write_json)
+                             lock_writers, read_regular, write_json)
 from vaekit.models.vae import VAEModel
 from .reading import RunReading, load_state_tensors, metrics_text
 from .layout import (CARD, CARD_MARKER, CHECKPOINT, CONFIG, EVALUATION, LOCK_NAME, METRICS, MODEL,
-                     OWNED_DIRS, REPORT, STAGING_NAME, TEMP, is_owned)
+                     OWNED_DIRS, REPORT, STAGING_MARKER, STAGING_NAME, TEMP, is_owned)
 from .store import FORMAT_VERSION, JSON_LIMIT, RUN_FORMAT, parse_json
 
 __all__ = ["RunDir", "FORMAT_VERSION", "write_npy", "state_tensors", "load_state_tensors"]
@@ -70,6 +70,7 @@ class RunDir(RunReading):
         The staging folder of an unfinished ``--overwrite`` is checked as a run of its own.
         """
         found: list[str] = []
+        writers = lock_writers(self.path, LOCK_NAME)
 
         def walk(rel: str, base: str) -> None:
             # rel: the folder's path inside the run; base: the same folder as a run sees it
@@ -86,7 +87,9 @@ class RunDir(RunReading):
                     found.append(path + "/")
                 elif inner == CARD and stat.S_ISREG(mode) and is_card(self.path / path):
                     continue
-                elif not (stat.S_ISREG(mode) and is_owned(inner)):
+                elif rel == STAGING_NAME and name == STAGING_MARKER and stat.S_ISREG(mode):
+                    continue
+                elif not (stat.S_ISREG(mode) and is_owned(inner, writers)):
                     found.append(path)  # a symlink, FIFO, device, or a file of someone else's
         walk("", "")
         return found
@@ -159,17 +162,26 @@ class RunDir(RunReading):
                               "choose another --out") from None
 
     def _remove_stale_temps(self) -> None:
-        """Delete the temp files of writes a kill cut short (ours only: under the lock no write
-        is in progress)."""
+        """Delete the temp files of writes a kill cut short: only those whose writer's mark the
+        lock file recorded (under the lock no write is in progress)."""
+        writers = lock_writers(self.path, LOCK_NAME)
         for folder in ("", *sorted(OWNED_DIRS)):
             if (self.path / folder).is_dir():
                 for name in os.listdir(self.path / folder):
                     rel = f"{folder}/{name}".lstrip("/")
-                    if TEMP.fullmatch(rel) and is_owned(rel) and (self.path / rel).is_file():
+                    if TEMP.fullmatch(rel) and is_owned(rel, writers) and (self.path / rel).is_file():
                         (self.path / rel).unlink(missing_ok=True)
 
     def _top_entries(self) -> list[str]:
         return [n for n in sorted(os.listdir(self.path)) if n not in (LOCK_NAME, STAGING_NAME)]
+
+    def _staged(self) -> list[str]:
+        return [n for n in sorted(os.listdir(self.staging)) if n != STAGING_MARKER]
+
+    def _unstage(self) -> None:
+        """Remove the (emptied) staging folder with its marker."""
+        (self.staging / STAGING_MARKER).unlink(missing_ok=True)
+        self.staging.rmdir()
 
     def _stage_old_run(self) -> None:
         """Move the old run's entries into the staging folder: renames, undone on any failure."""
@@ -183,6 +195,8 @@ class RunDir(RunReading):
         moved: list[str] = []
         try:
             self.staging.mkdir()
+            (self.staging / STAGING_MARKER).write_text("vaekit: the run an --overwrite replaces, "
+                                                       "until the new run's first checkpoint\n")
             for name in self._top_entries():
                 os.rename(self.path / name, self.staging / name)
                 moved.append(name)
@@ -191,7 +205,7 @@ class RunDir(RunReading):
             try:
                 for name in reversed(moved):
                     os.rename(self.staging / name, self.path / name)
-                self.staging.rmdir()
+                self._unstage()
             except OSError:
                 raise RunDirError(f"cannot overwrite {self.path} ({where}: {e.strerror or e}), and "
                                   f"the old run's files could not all be put back: they are in "
@@ -223,9 +237,9 @@ class RunDir(RunReading):
         with self.lock():
             self._remove(self._top_entries())
             try:
-                for name in sorted(os.listdir(self.staging)):
+                for name in self._staged():
                     os.rename(self.staging / name, self.path / name)
-                self.staging.rmdir()
+                self._unstage()
             except OSError as e:
                 raise RunDirError(f"cannot restore the replaced run ({e.strerror or e}); its files "
                                   f"are in {self.staging}") from None
@@ -243,7 +257,35 @@ class RunDir(RunReading):
         Reentrant within a process; creates the directory if needed (and removes it again if
         it holds nothing but the lock on the way out).
         """
-        return exclusive_lock(self.path, LOCK_NAME, RunDirError)
+        return self._owned_lock()
+
+    @contextlib.contextmanager
+    def _owned_lock(self):
+        with exclusive_lock(self.path, LOCK_NAME, RunDirError):
+            self.check_ownership()
+            yield
+
+    def check_ownership(self) -> None:
+        """Refuse a run whose own folders (``images/``, ``latent/``, ``samplers/``, ...) are links
+        or not folders, or whose staging folder lacks vaekit's marker: every writer takes the
+        lock, so none writes or deletes through a folder that is not vaekit's."""
+        for name in sorted(OWNED_DIRS):
+            p = self.path / name
+            try:
+                mode = os.lstat(p).st_mode
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise RunDirError(f"cannot look at {p} ({e.strerror or e})") from None
+            if not stat.S_ISDIR(mode):
+                what = "a link" if stat.S_ISLNK(mode) else "not a folder"
+                raise RunDirError(f"{p} is {what}: vaekit writes only into a run's own folders; "
+                                  "move it out of the run (it is not vaekit's), or choose another --out")
+        if os.path.lexists(self.staging) and not (
+                self.staging.is_dir() and not self.staging.is_symlink()
+                and (self.staging / STAGING_MARKER).is_file()):
+            raise RunDirError(f"{self.staging} was not made by vaekit (it has no {STAGING_MARKER} "
+                              "marker): move it out of the run, or choose another --out")
 
     # -- writing ----------------------------------------------------------------------------
     def write_config(self, config: RunConfig, data_shape: tuple[int, ...]) -> None:

@@ -60,13 +60,17 @@ ENTRIES = (
 )
 
 OWNED = re.compile("|".join(f"(?:{e.pattern})" for e in ENTRIES))
-OWNED_DIRS = {e.pattern.split("/")[0] for e in ENTRIES if "/" in e.pattern}
-TEMP = re.compile(r"(?P<dir>(?:[^/]+/)?)\.(?P<name>[^/]+)\.[A-Za-z0-9_]+\.tmp")  # io.files' temp files
+OWNED_DIRS = {m[1] for e in ENTRIES if (m := re.match(r"([a-z]+)/", e.pattern))}  # folders of their own
+# io.files' temp files: ".NAME.<writer's mark>-<random>.tmp"
+TEMP = re.compile(r"(?P<dir>(?:[^/]+/)?)\.(?P<name>[^/]+)\.(?P<mark>[0-9a-f]{8})-[A-Za-z0-9_]+\.tmp")
+STAGING_MARKER = ".vaekit-staging"  # inside the staging folder: proof that vaekit made it
 
 
-def is_owned(rel: str) -> bool:
-    """Whether vaekit writes the file at ``rel`` (a ``/``-separated path inside a run)."""
+def is_owned(rel: str, writers: set[str] | frozenset[str] = frozenset()) -> bool:
+    """Whether vaekit wrote the file at ``rel`` (a ``/``-separated path inside a run): a name
+    of :data:`OWNED`, or the temp file of one whose writer's mark is in ``writers`` (the marks
+    the run's lock file recorded, :func:`vaekit.io.files.lock_writers`)."""
     if OWNED.fullmatch(rel):
         return True
     m = TEMP.fullmatch(rel)
-    return bool(m) and bool(OWNED.fullmatch(m["dir"] + m["name"]))
+    return bool(m) and m["mark"] in writers and bool(OWNED.fullmatch(m["dir"] + m["name"]))
