@@ -218,8 +218,10 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         return x, labels
 
     def _out(self, a: torch.Tensor, X) -> np.ndarray:
-        """A result in the input's float precision (float64 in, float64 out)."""
-        dtype = np.float64 if getattr(X, "dtype", None) == np.float64 else np.float32
+        """A result in the input's float precision (float64 and float16 in, the same out; other
+        input gives float32). float16 is computed in float32, then rounded."""
+        given = getattr(X, "dtype", None)
+        dtype = given if given in (np.float64, np.float16) else np.float32
         return a.detach().cpu().numpy().astype(dtype, copy=False)
 
     # -- fitting ---------------------------------------------------------------------------
