@@ -27,6 +27,9 @@ from .store import check_history, check_tensors, first_line, is_int, is_number, 
 
 CHECKPOINT_FORMAT = "vaekit-checkpoint"
 CHECKPOINT_VERSION = "1"
+METADATA_KEYS = {"format", "format_version", "meta"}  # the safetensors header's metadata
+# the JSON record: what encode() writes (and the trainer's meta: precision, history)
+RECORD_KEYS = {"epoch", "precision", "history", "param_groups", "optim_state", "extra_optimizers"}
 # Optimizer flags that say how the update is computed, not what it is: they follow the
 # optimizer of the resuming process (resuming on another device may change them).
 IMPLEMENTATION_KEYS = {"foreach", "fused", "capturable", "differentiable"}
@@ -80,9 +83,17 @@ def read_meta(metadata: dict[str, str], path: Path) -> dict[str, Any]:
     if metadata.get("format_version") != CHECKPOINT_VERSION:
         raise RunDirError(f"{path} has checkpoint format {metadata.get('format_version')!r}; this "
                           f"vaekit reads format {CHECKPOINT_VERSION}")
+    unknown = sorted(set(metadata) - METADATA_KEYS)
+    if unknown:
+        raise RunDirError(f"{path} has metadata vaekit does not write ({str(unknown[:3])[:80]}); "
+                          "it is not a checkpoint of this run: start anew with --overwrite")
     meta = parse_json(metadata["meta"], f"{path} (metadata)")
     if not isinstance(meta, dict):
         raise RunDirError(f"{path}: its metadata is not a JSON object")
+    unknown = sorted(set(meta) - RECORD_KEYS)
+    if unknown:
+        raise RunDirError(f"{path}: its record has entries vaekit does not write "
+                          f"({str(unknown[:3])[:80]}); it is not a checkpoint of this run")
     return meta
 
 
