@@ -37,6 +37,7 @@ ESTIMATOR_DEFAULTS = {
     # per-epoch test metrics in history_ with test_fraction > 0.
     "test_fraction": 0.0,
 }
+MAX_DENSE = 2**31  # values of a sparse X made dense (8 GiB of float32)
 PARAM_OF_FIELD = {"seed": "random_state"}
 FLOAT64_COPIES: "weakref.WeakKeyDictionary[VAEModel, VAEModel]" = weakref.WeakKeyDictionary()
 
@@ -173,7 +174,12 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     # -- input checks ----------------------------------------------------------------------
     def _x(self, X, reset: bool) -> np.ndarray:
         """``X`` as examples ``(n, d)`` or ``(n, C, H, W)``; checks names and sizes against the fit."""
-        x = np.asarray(X) if not hasattr(X, "iloc") and not hasattr(X, "tocsr") else X
+        if hasattr(X, "tocsr"):  # scipy sparse (a ColumnTransformer's one-hot output): dense rows
+            if np.prod(X.shape, dtype=np.float64) > MAX_DENSE:
+                raise DataError(f"X is a sparse matrix of shape {X.shape}, too large to hold as "
+                                f"dense rows ({MAX_DENSE:,} values at most)")
+            X = X.toarray()
+        x = np.asarray(X) if not hasattr(X, "iloc") else X
         try:
             if getattr(x, "ndim", 2) == 2:
                 x = validate_data(self, X, reset=reset, dtype=[np.float32, np.float64],
@@ -181,7 +187,7 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             else:
                 x = check_array(x, allow_nd=True, dtype=[np.float32, np.float64],
                                 ensure_min_samples=1)
-        except ValueError as e:  # TypeErrors (sparse input, objects that are not numbers) stay
+        except ValueError as e:  # TypeErrors (objects that are not numbers) stay
             raise DataError(str(e)) from None
         if x.ndim == 3:
             x = x[:, None]  # (n, H, W) grey images gain a channel axis
@@ -206,6 +212,7 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
     def _rows(self, X, y) -> tuple[torch.Tensor, torch.Tensor | None]:
         check_is_fitted(self, "model_")
+        X = X.toarray() if hasattr(X, "tocsr") and np.prod(X.shape, dtype=np.float64) <= MAX_DENSE else X
         x = torch.from_numpy(self._x(X, reset=False)).to(self.model_.device)
         if getattr(X, "dtype", None) == np.float64:  # keep the caller's precision
             x = torch.from_numpy(np.asarray(X, np.float64).reshape(len(x), *self.data_shape_))
@@ -351,6 +358,7 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
         tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = True  # made dense rows (a one-hot ColumnTransformer output)
         tags.target_tags.required = False
         return tags
 
