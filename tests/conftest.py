@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import battery_runs, run_copy  # noqa: F401  (session runs of the test_battery_* files)
+
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path_factory):
