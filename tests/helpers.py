@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,11 @@ KINDS: dict[str, list[str]] = {
     "linear": ["--arch", "linear", "--likelihood", "gaussian", "--learn-obs-std"],
 }
 TIMEOUT = 60.0  # a generous bound for one command on a loaded 2-core machine; a hang fails
+MEMORY = 8 * 2**30  # address-space cap of each child: an unbounded read fails there, not the host
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
 
 
 @dataclass
@@ -69,7 +75,8 @@ def cli(*args: object, timeout: float = TIMEOUT, cwd: Path | str | None = None,
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "vaekit", *argv], env=env(), cwd=cwd,
                             stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, errors="replace", start_new_session=True)
+                            text=True, errors="replace", start_new_session=True,
+                            preexec_fn=_limit_memory)
     try:
         out, err = proc.communicate(timeout=timeout)
         rc: int | None = proc.returncode
@@ -85,7 +92,7 @@ def python(code: str, timeout: float = TIMEOUT) -> Result:
     t0 = time.monotonic()
     try:
         p = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True,
-                           timeout=timeout, errors="replace")
+                           timeout=timeout, errors="replace", preexec_fn=_limit_memory)
         return Result(["-c"], p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
     except subprocess.TimeoutExpired as e:
         return Result(["-c"], None, str(e.stdout or ""), str(e.stderr or ""), time.monotonic() - t0)
