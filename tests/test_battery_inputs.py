@@ -154,7 +154,7 @@ def marked(table: dict, prefix: str, commands: tuple[str, ...]):
             yield pytest.param(name, command, id=cid, marks=marks)
 
 
-@pytest.mark.parametrize("name, command", marked(CONFIGS, "config", ("train",)))
+@pytest.mark.parametrize("name, command", list(marked(CONFIGS, "config", ("train",))))
 def test_a_config_file_is_read_through_the_guard(battery_runs, tmp_path, name, command):
     config = CONFIGS[name](tmp_path)
     r = cli("train", battery_runs["data"], "--out", tmp_path / "run", "--config", config, *SMALL,
@@ -163,7 +163,7 @@ def test_a_config_file_is_read_through_the_guard(battery_runs, tmp_path, name, c
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
-@pytest.mark.parametrize("name, command", marked(DATA, "data", ("train", "evaluate")))
+@pytest.mark.parametrize("name, command", list(marked(DATA, "data", ("train", "evaluate"))))
 def test_a_data_file_is_read_through_the_guard(battery_runs, run_copy, tmp_path, name, command):
     data = DATA[name](tmp_path, battery_runs["data"])
     if command == "train":

@@ -94,7 +94,7 @@ def check_usable(run) -> None:
     assert_ok(cli("evaluate", run, "--importance-samples", "10"))
 
 
-@pytest.mark.parametrize("folder, name", marked(cases_links()))
+@pytest.mark.parametrize("folder, name", list(marked(cases_links())))
 def test_a_folder_linked_to_a_users_folder_is_never_written_through(run_copy, battery_runs,
                                                                      tmp_path, folder, name):
     run = run_copy("plain")
@@ -115,7 +115,7 @@ def test_a_folder_linked_to_a_users_folder_is_never_written_through(run_copy, ba
     check_usable(run)
 
 
-@pytest.mark.parametrize("rel, is_dir, name", marked(cases_scratch()))
+@pytest.mark.parametrize("rel, is_dir, name", list(marked(cases_scratch())))
 def test_a_users_entry_named_like_vaekits_scratch_is_never_removed(run_copy, battery_runs,
                                                                    tmp_path, rel, is_dir, name):
     run = run_copy("plain")
