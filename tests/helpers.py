@@ -40,7 +40,8 @@ TIMEOUT = 60.0  # a generous bound for one command on a loaded 2-core machine; a
 MEMORY = 8 * 2**30  # address-space cap of each child: an unbounded read fails there, not the host
 
 
-def _limit_memory() -> None:
+def limit_memory() -> None:
+    """Cap the address space of a child (run in it, before exec)."""
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
 
 
@@ -76,7 +77,7 @@ def cli(*args: object, timeout: float = TIMEOUT, cwd: Path | str | None = None,
     proc = subprocess.Popen([sys.executable, "-m", "vaekit", *argv], env=env(), cwd=cwd,
                             stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, errors="replace", start_new_session=True,
-                            preexec_fn=_limit_memory)
+                            preexec_fn=limit_memory)
     try:
         out, err = proc.communicate(timeout=timeout)
         rc: int | None = proc.returncode
@@ -92,7 +93,7 @@ def python(code: str, timeout: float = TIMEOUT) -> Result:
     t0 = time.monotonic()
     try:
         p = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True,
-                           timeout=timeout, errors="replace", preexec_fn=_limit_memory)
+                           timeout=timeout, errors="replace", preexec_fn=limit_memory)
         return Result(["-c"], p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
     except subprocess.TimeoutExpired as e:
         return Result(["-c"], None, str(e.stdout or ""), str(e.stderr or ""), time.monotonic() - t0)
