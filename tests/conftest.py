@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from helpers import battery_runs, run_copy  # noqa: F401  (session runs of the test_battery_* files)
 
 

@@ -40,9 +40,10 @@ TIMEOUT = 60.0  # a generous bound for one command on a loaded 2-core machine; a
 MEMORY = 8 * 2**30  # address-space cap of each child: an unbounded read fails there, not the host
 
 
-def limit_memory() -> None:
-    """Cap the address space of a child (run in it, before exec)."""
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
+def limit_memory(proc: subprocess.Popen) -> subprocess.Popen:
+    """Cap the address space of a child just started (prlimit: no preexec_fn under threads)."""
+    resource.prlimit(proc.pid, resource.RLIMIT_AS, (MEMORY, MEMORY))
+    return proc
 
 
 @dataclass
@@ -74,10 +75,10 @@ def cli(*args: object, timeout: float = TIMEOUT, cwd: Path | str | None = None,
     """Run ``python -m vaekit ARGS``; a run past ``timeout`` is killed and reported as a hang."""
     argv = [str(a) for a in args]
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "vaekit", *argv], env=env(), cwd=cwd,
-                            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, errors="replace", start_new_session=True,
-                            preexec_fn=limit_memory)
+    proc = limit_memory(subprocess.Popen(
+        [sys.executable, "-m", "vaekit", *argv], env=env(), cwd=cwd, stdin=stdin,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+        start_new_session=True))
     try:
         out, err = proc.communicate(timeout=timeout)
         rc: int | None = proc.returncode
@@ -91,12 +92,16 @@ def cli(*args: object, timeout: float = TIMEOUT, cwd: Path | str | None = None,
 def python(code: str, timeout: float = TIMEOUT) -> Result:
     """Run a Python snippet in a fresh interpreter (for estimator calls that may hang or blow up)."""
     t0 = time.monotonic()
+    proc = limit_memory(subprocess.Popen(
+        [sys.executable, "-c", code], env=env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True))
     try:
-        p = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True,
-                           timeout=timeout, errors="replace", preexec_fn=limit_memory)
-        return Result(["-c"], p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
-    except subprocess.TimeoutExpired as e:
-        return Result(["-c"], None, str(e.stdout or ""), str(e.stderr or ""), time.monotonic() - t0)
+        out, err = proc.communicate(timeout=timeout)
+        return Result(["-c"], proc.returncode, out, err, time.monotonic() - t0)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        return Result(["-c"], None, out, err, time.monotonic() - t0)
 
 
 def contract_problem(r: Result) -> str | None:

@@ -10,7 +10,6 @@ import json
 import math
 
 import pytest
-
 from helpers import KINDS, SMALL, assert_contract, assert_refused, cli, train_flags
 
 

@@ -14,8 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from helpers import SMALL, assert_contract, assert_refused, cli, snapshot, assert_unchanged
+from helpers import (
+    SMALL,
+    assert_refused,
+    assert_unchanged,
+    cli,
+    snapshot,
+)
 
 HANG = 20.0  # seconds: a guarded read of a FIFO or device ends at once
 

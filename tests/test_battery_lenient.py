@@ -11,10 +11,9 @@ import json
 
 import numpy as np
 import pytest
+from helpers import assert_ok, assert_refused, cli, python
 from safetensors import safe_open
 from safetensors.numpy import save_file
-
-from helpers import assert_ok, assert_refused, cli, python
 
 BIG = 50 * 2**20  # a 50 MB metadata entry
 
@@ -23,7 +22,7 @@ def rewrite(path, extra_meta: dict[str, str] | None = None, extra_tensor: bool =
     """Rewrite a safetensors file with safetensors' own API, adding metadata or a tensor."""
     with safe_open(str(path), "np") as f:
         meta = dict(f.metadata() or {})
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  (safe_open, no dict)
     meta.update(extra_meta or {})
     if extra_tensor:
         tensors["not_a_vaekit_tensor"] = np.zeros(3, np.float32)
@@ -90,7 +89,7 @@ SCRIPT = """
 import json, numpy as np
 from vaekit import VAE
 out = {}
-for dtype in %r:
+for dtype in DTYPES:
     X = np.random.default_rng(0).random((120, 6)).astype(dtype)
     got = {"fit_transform": VAE(latent_dim=2, hidden=8, epochs=1, random_state=0).fit_transform(X)}
     vae = VAE(latent_dim=2, hidden=8, epochs=1, random_state=0).fit(X)
@@ -101,7 +100,7 @@ for dtype in %r:
     for method, a in got.items():
         out[method + "-" + dtype] = [str(a.dtype), bool(np.isfinite(a.astype(np.float64)).all())]
 print(json.dumps(out))
-""" % (DTYPES,)
+""".replace("DTYPES", repr(DTYPES))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from helpers import SMALL, assert_refused, cli, python
 
 PROMPT = 30.0  # seconds: a closed port or a bad scheme is known at once

@@ -11,8 +11,14 @@ from __future__ import annotations
 import os
 
 import pytest
-
-from helpers import assert_contract, assert_ok, assert_unchanged, cli, snapshot, user_folder
+from helpers import (
+    assert_contract,
+    assert_ok,
+    assert_unchanged,
+    cli,
+    snapshot,
+    user_folder,
+)
 
 # The names vaekit writes in each of a run's folders (run.py's OWNED), epochs 1 and 2.
 FOLDER_NAMES = {

@@ -17,8 +17,7 @@ import sys
 import time
 
 import pytest
-
-from helpers import KINDS, SMALL, assert_ok, cli, env, train_flags, limit_memory
+from helpers import KINDS, SMALL, assert_ok, cli, env, limit_memory, train_flags
 
 STOP = 20.0  # seconds from the signal to the exit
 SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT}
@@ -34,10 +33,10 @@ def delay(case: str) -> float:
 
 def start(args: list[object], folder) -> tuple[subprocess.Popen, object]:
     """``vaekit ARGS`` in the background, its stderr in a file (polled for progress)."""
-    err = open(folder / "stderr.txt", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "vaekit", *map(str, args)], env=env(),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                            start_new_session=True, preexec_fn=limit_memory)
+    err = open(folder / "stderr.txt", "w")  # noqa: SIM115  (closed by stop())
+    proc = limit_memory(subprocess.Popen(
+        [sys.executable, "-m", "vaekit", *map(str, args)], env=env(), stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=err, start_new_session=True))
     return proc, err
 
 
