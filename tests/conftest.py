@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from battery import battery_runs, run_copy  # noqa: F401  (session runs of the test_battery_* files)
 
 
 @pytest.fixture(autouse=True)
