@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaekit.version import __version__
-from vaekit.extras import require
+from vaekit.extras import require as require_extra
+from vaekit.models.kinds import require
 from vaekit.errors import ConfigError, RunDirError
 from vaekit.io.files import atomic_write_bytes, read_regular, write_json
 from vaekit.models.vae import VAEModel
@@ -55,7 +56,7 @@ def require_onnx() -> None:
         raise ConfigError(f"ONNX export needs a PyTorch with the torch.export-based ONNX exporter "
                           f"(2.6 or later); this is {torch.__version__}")
     for name in ("onnx", "onnxscript", "onnxruntime"):
-        require(name, "onnx", "ONNX export")
+        require_extra(name, "onnx", "ONNX export")
 
 
 # -- the two graphs --------------------------------------------------------------------------
@@ -290,9 +291,7 @@ def export_onnx(run: str | Path, out: str | Path | None = None, overwrite: bool 
         raise ConfigError(f"--opset must be 18 or later (the torch.export-based exporter), got {opset}")
     rd = RunDir(run)
     model, cfg = rd.load_model("cpu")  # checks config and every tensor
-    if cfg.model.semi_supervised or cfg.model.stack:
-        raise ConfigError("export covers one-layer, ladder and conditional VAEs; a semi-supervised "
-                          "(M2) or stacked model has no ONNX export yet")
+    require(cfg, "onnx", "vaekit export")
     out = Path(out) if out is not None else rd.path / "onnx"
     model_sha = hashlib.sha256(rd.model.read_bytes()).hexdigest()
     check_out_dir(out, model_sha, overwrite)

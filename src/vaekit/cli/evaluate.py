@@ -10,13 +10,13 @@ import time
 import torch
 from tqdm import tqdm
 
+from vaekit.models.kinds import require
 from vaekit.data import load_data
 from vaekit.evaluation.baselines import BASELINES, fit_baseline
 from vaekit.evaluation.disentangle import DEFAULT_ESTIMATOR, dci_words
 from vaekit.evaluation.measures import log_likelihood
 from vaekit.evaluation.quality import describe_metric, table_lines
 from vaekit.io.files import atomic_write_text, json_dumps
-from vaekit.parts.objectives import check_density
 from vaekit.report.card import write_card
 from vaekit.report.page import write_report
 from vaekit.pipeline.evaluating import density_labels, evaluate_run, save_run_evaluation
@@ -114,7 +114,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     out = check_out(args.out, (".csv",))
     model, cfg, x, y = run_rows(args)
-    check_density(cfg.train.objective, "score")
+    require(cfg, "density", "vaekit score")
     g = torch.Generator(model.device).manual_seed(args.seed)
     update, close = progress_bar(len(x), f"log p(x), K={args.importance_samples}")
     try:

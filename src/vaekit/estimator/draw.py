@@ -11,6 +11,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from vaekit import pipeline
+from vaekit.models.kinds import require
 from vaekit.data.base import as_labels
 from vaekit.errors import ConfigError, DataError
 from vaekit.sampling.morph import interpolation_ends, morph
@@ -120,6 +121,7 @@ class DrawMixin:
         x, labels = self._rows(X, y)
         if not isinstance(sampler, str) or sampler not in SAMPLERS or sampler == "prior":
             raise ConfigError(f"sampler must be expost or two-stage, got {sampler!r}")
+        require(self.config_, "code-samplers", f"fit_sampler(sampler={sampler!r})")
         seed = self.config_.train.seed
         self.samplers_[sampler] = pipeline.fit_sampler(sampler, self.model_, x.float(), labels,
                                                        seed, log=self._log)

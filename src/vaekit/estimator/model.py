@@ -18,6 +18,7 @@ from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from vaekit import pipeline
+from vaekit.models.kinds import require
 from vaekit.config.settings import ALPHA, LABELLED_SHARE, RunConfig, iter_options
 from vaekit.data.base import Dataset, as_labels, check_features
 from vaekit.errors import ConfigError, DataError
@@ -26,7 +27,6 @@ from vaekit.models.vae import VAEModel
 from vaekit.runs.directory import RunDir
 from .draw import DrawMixin
 from vaekit.data.files import split_indices
-from vaekit.parts.objectives import check_density
 from vaekit.sampling.samplers import save as save_sampler
 
 # Where the estimator's default differs from the CLI's, and why. Options vaekit may choose from
@@ -318,7 +318,7 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             Importance samples per row (Burda et al. 2015); more is tighter and slower.
         """
         x, labels = self._rows(X, y)
-        check_density(self.config_.train.objective, "score_samples")
+        require(self.config_, "density", "score_samples")
         x = x.float()  # importance sampling runs the model in its own precision
         seed = self.random_state if isinstance(self.random_state, (int, np.integer)) else 0
         g = torch.Generator(self.model_.device).manual_seed(int(seed))

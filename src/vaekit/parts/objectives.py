@@ -165,15 +165,6 @@ def loss_words(train) -> str:
     return "negative ELBO" + (f", averaged over k = {train.k} samples" if train.k > 1 else "")
 
 
-def check_density(name: str, what: str) -> None:
-    """ConfigError unless objective ``name`` trained a density, which ``what`` needs."""
-    if not trains_likelihood(name):
-        raise ConfigError(f"{what} needs log p(x), which a model trained with objective {name} "
-                          "does not have: it does not fit the decoder as a likelihood (a GAN "
-                          "term drives it too); vaekit evaluate reports its reconstruction error "
-                          "instead")
-
-
 def kl_weight(beta: float, warmup_epochs: int, epoch: int, step: int, steps: int) -> float:
     """The KL weight of a training step: ``beta``, ramped linearly from 0 over ``warmup_epochs``
     epochs step by step when warm-up is on (Bowman et al. 2016; Sønderby et al. 2016)."""

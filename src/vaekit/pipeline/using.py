@@ -12,6 +12,7 @@ import torch
 from vaekit.config.settings import RunConfig
 from vaekit.data import DATASETS, Dataset, load_data, load_part
 from vaekit.errors import DataError
+from vaekit.models.kinds import require
 from vaekit.models.vae import VAEModel
 from vaekit.config.options import OptionError
 from vaekit.runs.directory import RunDir
@@ -131,6 +132,9 @@ def run_sampler(run: str | Path, model: VAEModel, cfg: RunConfig, name: str, fit
     """Sampler ``name`` of a run: the stored one (checked), or fitted to the run's training rows
     and stored (``fit``: ``missing`` fits one that is absent, stale or damaged; ``always``
     refits; ``never`` raises a RunDirError instead); see :func:`vaekit.sampling.samplers.obtain`."""
+    if name != "prior":
+        require(cfg, "code-samplers", f"the {name} sampler")
+
     def fitter():
         return fit_sampler(name, model, *training_rows(cfg, log), cfg.train.seed, log)
     return obtain(RunDir(run), model, name, fit, fitter, log)

@@ -1,0 +1,59 @@
+"""What each model kind can do, in one table: the kind of a configuration (plain, conditional,
+ladder, semi-supervised, stacked, VAE-GAN, linear) and the capabilities commands need. Every
+entry point that needs a capability asks :func:`require` first, so a kind that lacks it gets one
+clear line, never a traceback from deep inside; a new kind is a row here.
+"""
+
+from __future__ import annotations
+
+from vaekit.config.settings import RunConfig
+from vaekit.errors import ConfigError
+
+# capability -> what it is, in the words of the refusal
+CAPABILITIES = {
+    "density": "log p(x) (the decoder fitted as a likelihood)",
+    "code-samplers": "samplers of continuous latent codes (ex-post mixture, two-stage VAE)",
+    "onnx": "an ONNX export of the encoder and decoder",
+}
+# kind -> the capabilities it lacks, and why
+LACKS: dict[str, dict[str, str]] = {
+    "plain": {}, "conditional": {}, "ladder": {}, "linear": {},
+    "semi-supervised": {"code-samplers": "its code is [z, one-hot y], part discrete",
+                        "onnx": "its encoder sums over the classes"},
+    "stacked": {"onnx": "it decodes through a frozen front model"},
+    "vaegan": {"density": "a GAN term drives its decoder too (vaekit evaluate reports its "
+                          "reconstruction error instead)"},
+}
+
+
+def kind_of(cfg: RunConfig) -> str:
+    """The model kind of a run's configuration."""
+    m = cfg.model
+    if cfg.train.objective == "vaegan":
+        return "vaegan"
+    if m.stack:
+        return "stacked"
+    if m.semi_supervised:
+        return "semi-supervised"
+    if m.top_latent_dims:
+        return "ladder"
+    if m.conditional:
+        return "conditional"
+    if m.arch == "linear":
+        return "linear"
+    return "plain"
+
+
+def supports(cfg: RunConfig, capability: str) -> bool:
+    if capability not in CAPABILITIES:
+        raise KeyError(capability)  # a bug: every capability is named in the table
+    return capability not in LACKS[kind_of(cfg)]
+
+
+def require(cfg: RunConfig, capability: str, what: str) -> None:
+    """ConfigError naming the kind and why, unless a model of ``cfg`` has ``capability``, which
+    ``what`` (a command or method) needs."""
+    if not supports(cfg, capability):
+        kind = kind_of(cfg)
+        raise ConfigError(f"{what} needs {CAPABILITIES[capability]}, which a {kind} model does "
+                          f"not have: {LACKS[kind][capability]}")
