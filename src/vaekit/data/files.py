@@ -227,6 +227,10 @@ def _read_npz(path: Path) -> _Parts:
             raise _corrupt_npz(path, e) from e
         except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             raise _corrupt_npz(path, e) from e
+    for k, a in arrays.items():  # a member that is no .npy array comes back as raw bytes
+        if not isinstance(a, np.ndarray):
+            raise DataError(f"{path}: its member {k} is not a NumPy array (a .npy file inside the "
+                            "archive); save with numpy.savez(path, x_train=..., x_test=...)")
     x_test = arrays.get("x_test")
     names = arrays.get("factor_names")
     if x_test is None and "f_test" in arrays:
