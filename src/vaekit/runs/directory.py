@@ -131,6 +131,9 @@ class RunDir(RunReading):
                 raise RunDirError(f"{self.path} does not exist, so there is no run to resume; "
                                   "start a new run without --resume")
             self.read_config()
+            # what the end of training reads again (the card): damaged, it is refused now,
+            # before an epoch is trained, not after the run has changed
+            self.read_evaluation()
             if not self.has_checkpoint() and self.metrics.is_file() and self.metrics.stat().st_size:
                 # metrics.jsonl is written after the checkpoint: epochs finished, and then the
                 # checkpoint was removed. Starting over would replace their model.
