@@ -57,6 +57,14 @@ def sizes(name: str):
     return parse
 
 
+class JoinValues(argparse.Action):
+    """A repeatable text flag whose values are joined by commas into one string."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: D102 (argparse API)
+        old = getattr(namespace, self.dest)
+        setattr(namespace, self.dest, values if not old else f"{old},{values}")
+
+
 def add_option_flags(p: argparse.ArgumentParser) -> list[str]:
     """One flag per configuration field; defaults stay None so that a config file's value is
     only overridden by a flag the user actually gave. Returns the field names."""
@@ -76,6 +84,8 @@ def add_option_flags(p: argparse.ArgumentParser) -> list[str]:
             kw["type"] = number(kind, m["low"], m["high"], m["low_open"])
         elif choices_of(f) is not None and not callable(m["choices"]):
             kw["choices"] = choices_of(f)
+        if m["repeat"]:  # --column a=count --column b=drop -> "a=count,b=drop"
+            kw["action"] = JoinValues
         if m["const"] is not None:  # --flag alone takes the const value
             kw |= dict(nargs="?", const=m["const"])
         p.add_argument("--" + name.replace("_", "-"), **kw)

@@ -33,7 +33,7 @@ from torch.distributions import Distribution
 
 from .distributions import full_precision
 from vaekit.errors import ConfigError, DataError
-from .likelihoods import Likelihood
+from .likelihoods import LIKELIHOODS, Likelihood
 
 OUTPUTS = {"continuous": 2, "positive": 2, "count": 2, "binary": 1}  # levelled: one per level
 LOG_R_MIN, LOG_R_MAX = -10.0, 12.0  # NB shape r in [4.5e-5, 1.6e5]: past that it is Poisson
@@ -228,6 +228,7 @@ class TableDistribution(Distribution):
             return out
 
 
+@LIKELIHOODS.register("table")
 class TableLikelihood(Likelihood):
     """One likelihood over a row of a table, one family per column, from a schema.
 
@@ -235,6 +236,11 @@ class TableLikelihood(Likelihood):
     order (see the module table); ``params_per_dim`` is ``ceil(num_params / width)`` so that a
     decoder sized ``params_per_dim * width`` (the model's rule) fits, and the trailing extra
     outputs are ignored.
+
+    The encoder cannot read level indices and NaN, so :meth:`features` gives it, per row:
+    each numeric column standardized by the schema (positive columns on the log scale), each
+    binary column as 0/1, each categorical or ordinal column one-hot, all 0 at missing cells
+    (zero imputation, MIWAE, Mattei & Frellsen 2019), then one missing-cell indicator per column.
 
     Parameters
     ----------
@@ -280,6 +286,55 @@ class TableLikelihood(Likelihood):
             scale = torch.tensor([float(columns[j].scale) for j in cols], dtype=torch.float64)
             self.register_buffer(f"_{kind}_loc", loc, persistent=False)  # the schema stores them
             self.register_buffer(f"_{kind}_scale", scale, persistent=False)
+
+    @classmethod
+    def from_config(cls, data_shape, config) -> "TableLikelihood":
+        """From ``config.schema``, the column schema's JSON (:class:`vaekit.data.schema.Schema`)."""
+        from vaekit.data.schema import Schema  # here: pandas only for models of tables
+
+        if not getattr(config, "schema", ""):
+            raise ConfigError("the table likelihood needs the table's column schema: train on a "
+                              ".csv with a header row or a .parquet file")
+        schema = Schema.from_json(config.schema, "the run's column schema")
+        if tuple(data_shape) != (schema.width,):
+            raise ConfigError(f"the column schema has {schema.width} columns but the data have "
+                              f"examples of shape {tuple(data_shape)}")
+        lik = cls(schema.columns, min_obs_var=config.min_obs_var)
+        lik.schema = schema
+        return lik
+
+    def feature_shape(self, data_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """``(n_features,)``: see :meth:`features`."""
+        return (self.num_features,)
+
+    @property
+    def num_features(self) -> int:
+        levels = sum(k for _, _, k in self.levelled)  # a binary column is one 0/1 number
+        return sum(len(cols) for cols, _ in self.numeric.values()) + levels + self.width
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoded rows ``(b, width)`` (NaN missing) -> the encoder's input ``(b, n_features)``:
+        standardized numbers (log x for positive columns), 0/1 and one-hot levels, 0 where
+        missing, then the ``width`` missing-cell indicators (1 = missing)."""
+        seen = ~torch.isnan(x)
+        safe = torch.where(seen, x, torch.ones_like(x))  # log(1) = 0: no NaN in any branch
+        parts = []
+        for kind, (cols, _) in self.numeric.items():
+            v = safe[:, cols]
+            if kind == "positive":
+                v = torch.log(v.clamp(min=torch.finfo(v.dtype).tiny))
+            loc = getattr(self, f"_{kind}_loc").to(x.dtype)
+            scale = getattr(self, f"_{kind}_scale").to(x.dtype)
+            parts.append(torch.where(seen[:, cols], (v - loc) / scale, torch.zeros_like(v)))
+        for j, _, k in self.levelled:
+            code = torch.where(seen[:, j], safe[:, j], torch.zeros_like(safe[:, j]))
+            if k == 1:  # binary: the level index is the value
+                parts.append(code.unsqueeze(-1))
+            else:
+                hot = F.one_hot(code.long().clamp(0, k - 1), k).to(x.dtype)
+                parts.append(hot * seen[:, j:j + 1].to(x.dtype))
+        parts.append((~seen).to(x.dtype))
+        return torch.cat(parts, -1)
 
     def forward(self, params: torch.Tensor) -> TableDistribution:
         """``params`` ``(..., num_params)`` or ``(..., params_per_dim * width)`` -> a distribution

@@ -16,7 +16,8 @@ from vaekit.models.vae import VAEModel
 from vaekit.config.options import OptionError
 from vaekit.runs.directory import RunDir
 from vaekit.compute.runtime import resolve_device
-from .training import Log, check_rows, fingerprint, label_classes, stderr, train, validation_split
+from .training import (Log, check_rows, fingerprint, label_classes, stderr, table_source, train,
+                       validation_split)
 from vaekit.evaluation.featurenet import classifier_for
 from vaekit.sampling.samplers import fit_sampler as fit, obtain
 
@@ -43,7 +44,7 @@ def data_rows(model: VAEModel, cfg: RunConfig, data: str | None, split: str) -> 
     """Rows of ``data`` (a name or path; None: the run's own test split) checked against the
     model, with their labels and known factors where the data has them (:class:`Rows`)."""
     if data is None:
-        ds = load_data(cfg.data.data, cfg.data.test_fraction, log=stderr, stream=cfg.data.stream)
+        ds = run_data(cfg, stderr, stream=cfg.data.stream)
         x, y, f, names = ds.x_test, ds.y_test, ds.f_test, ds.factor_names
         x = x[:] if not isinstance(x, torch.Tensor) else x  # the test split, read whole
         if len(x) == 0:
@@ -52,7 +53,7 @@ def data_rows(model: VAEModel, cfg: RunConfig, data: str | None, split: str) -> 
         f = None if f is None else f.numpy()
         what = f"{cfg.data.data} (test part)"
     else:
-        part = load_part(data, split, log=stderr)
+        part = load_part(data, split, log=stderr, **table_source(cfg, None))
         x, y = torch.from_numpy(part.x), None if part.y is None else torch.from_numpy(part.y)
         f, names, what = part.factors, part.factor_names, data
     y = None if y is None else y.long()
@@ -104,7 +105,8 @@ def run_data(cfg: RunConfig, log: Log = stderr, stream: bool = False) -> Dataset
     if cfg.data.data == "array":  # the estimator's name for data that never were a file
         raise DataError("this run was saved from Python (VAE.save) and its data are not on disk; "
                         "use the estimator: VAE.fit_sampler(X, sampler=...), then save")
-    return load_data(cfg.data.data, cfg.data.test_fraction, log=log, stream=stream)
+    return load_data(cfg.data.data, cfg.data.test_fraction, log=log, stream=stream,
+                     **table_source(cfg, None))
 
 
 def training_rows(cfg: RunConfig, log: Log = stderr) -> tuple[torch.Tensor, torch.Tensor | None]:
