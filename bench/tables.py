@@ -160,7 +160,8 @@ def run_table(t: Table, args, vaekit_mode: str) -> dict:
         if bad:
             log(f"  {t.name}: {name}: {bad} sampled cells did not fit the schema (scored as missing)")
         q = tm.quality(r_train, s, numeric)
-        res["synth"][name] = {"quality": q.overall, "shapes": q.shapes, "trends": q.trends,
+        res["synth"][name] = {"seconds": getattr(methods.get(name), "seconds", float("nan")),
+                              "quality": q.overall, "shapes": q.shapes, "trends": q.trends,
                               "efficacy": tm.efficacy(s, r_test, numeric, target, args.seed),
                               "dcr": float(np.median(tm.dcr(s, r_train, numeric)))}
     res["synth"]["real"] = {"efficacy": tm.efficacy(r_train, r_test, numeric, target, args.seed)}
@@ -317,7 +318,9 @@ def main(argv: list[str] | None = None) -> None:
                             ("efficacy", "ML efficacy: macro F1 or R^2 on real test rows "
                                          "(real = trained on real rows)", "{:.3f}"),
                             ("dcr", "median distance to the closest training row "
-                                    "(holdout = real test rows; 0 = copies)", "{:.2f}")):
+                                    "(holdout = real test rows; 0 = copies)", "{:.2f}"),
+                            ("seconds", "training wall time, s (epochs: see the lines above)",
+                             "{:.1f}")):
         table(title, {n: {m: v[key] for m, v in s.items() if key in v}
                       for n, s in synth.items()}, fmt)
     if vname:

@@ -156,7 +156,10 @@ def build_parser() -> Parser:
 
     s = run_command("sample", "decode draws from the prior or a fitted sampler", None)
     s.add_argument("-n", type=number(int, 1, 10**7), default=64, help="number of samples (default 64)")
-    s.add_argument("--out", required=True, help="FILE.png (a grid) or FILE.npy (decoder means)")
+    s.add_argument("--out", required=True, help="FILE.png (a grid), FILE.npy (decoder means), or for "
+                   "a model of a table FILE.csv or FILE.parquet (the table's columns and types)")
+    s.add_argument("--mean", action="store_true", help="a table's samples: the decoder means (the "
+                   "mean, or the most probable level, of each column) instead of draws from p(x|z)")
     s.add_argument("--seed", type=seed, default=0, help="seed for the draws (default 0)")
     s.add_argument("--label", type=int, metavar="L",
                    help="class to draw, for a conditional model (trained with --conditional)")
@@ -168,10 +171,22 @@ def build_parser() -> Parser:
                         "on held-out codes (Ghosh et al. 2020); two-stage: a second VAE on the "
                         "codes (Dai & Wipf 2019). Replaces a stored fit; 'sample' and 'evaluate' "
                         "fit a missing one themselves")
+    s = run_command("impute", "fill a table's missing cells from the model (MIWAE's importance-"
+                    "weighted conditional means, or the most probable level)", "required")
+    s.add_argument("-k", "--importance-samples", type=number(int, 1, 10**6), default=1000, metavar="K",
+                   help="importance samples per row (default 1000)")
+    s.add_argument("--draws", type=number(int, 1, 1000), metavar="M",
+                   help="instead: M multiple imputations drawn from p(missing | observed) "
+                        "(sampling importance resampling), stacked in one file with a first "
+                        "column 'imputation' (1..M)")
+    s.add_argument("--seed", type=seed, default=0, help="seed of the importance samples (default 0)")
+    s.add_argument("--out", required=True, help="FILE.csv or FILE.parquet: DATA with its missing "
+                   "cells filled (observed cells and left-out columns as they were)")
     s = run_command("reconstruct", "draw inputs above their reconstructions", "optional")
     s.add_argument("-n", type=positive_int, default=8, help="number of inputs (default 8)")
     s.add_argument("--split", choices=SPLITS, default="test", help="part of DATA to use (default test)")
-    s.add_argument("--out", required=True, help="FILE.png")
+    s.add_argument("--out", required=True, help="FILE.png, or for a model of a table FILE.csv or "
+                   "FILE.parquet (the decoder means at the posterior means, in the table's columns)")
     s = run_command("embed", "posterior means, one row per input, in input order", "required")
     s.add_argument("--split", choices=SPLITS, default="all",
                    help="part of DATA when it has train/test parts: all (train then test), train or test "

@@ -196,6 +196,29 @@ class Schema:
             out[:, j] = _encode_column(df[col.name], col, what)
         return out
 
+    def fill(self, df: pd.DataFrame, array) -> pd.DataFrame:
+        """``df`` with the missing cells of this schema's columns taken from an encoded array
+        ``(len(df), width)`` (:meth:`decode`'s values); every other cell, and every other column,
+        is ``df``'s own. A count column that held floats only because of missing cells comes
+        back as integers."""
+        values = self.decode(array)
+        out = df.copy()
+        for col in self.columns:
+            miss = df[col.name].isna().to_numpy()
+            if not miss.any():
+                continue
+            s = df[col.name].astype(object).where(~miss, values[col.name].astype(object))
+            if col.kind == "count" or col.dtype.lower().startswith(("int", "uint")):
+                s = s.astype("int64")
+            elif col.kind in NUMERIC:
+                s = s.astype(np.float64 if col.dtype in ("float64", "Float64") else col.dtype)
+            elif pd.api.types.is_bool_dtype(df[col.name].dtype) or col.dtype in ("bool", "boolean"):
+                s = s.astype(bool)
+            elif isinstance(df[col.name].dtype, pd.CategoricalDtype):
+                s = s.astype(df[col.name].dtype)
+            out[col.name] = s
+        return out
+
     def decode(self, array) -> pd.DataFrame:
         """An encoded ``(n, width)`` array (NumPy or torch) -> a DataFrame in the data's types.
 
@@ -505,6 +528,27 @@ def read_table(path) -> pd.DataFrame:
             raise DataError(f"{p}: not a readable Parquet file ({_first_line(e)})") from None
         return _nonempty(df, p)
     raise DataError(f"{p}: a table must be a .csv (with a header row) or a .parquet file")
+
+
+def write_table(df: pd.DataFrame, path) -> Path:
+    """Write ``df`` atomically as ``.csv`` (a header row, empty cells where missing) or
+    ``.parquet`` (pyarrow, dtypes kept); DataError for another suffix."""
+    from vaekit.io.files import atomic_write_bytes
+
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".csv":
+        data = df.to_csv(index=False, lineterminator="\n").encode("utf-8")
+    elif suffix in (".parquet", ".pq"):
+        import io
+
+        buf = io.BytesIO()
+        df.to_parquet(buf, engine="pyarrow", index=False)
+        data = buf.getvalue()
+    else:
+        raise DataError(f"{p}: a table is written as .csv or .parquet")
+    atomic_write_bytes(p, data)
+    return p
 
 
 def _read_csv(p: Path) -> pd.DataFrame:

@@ -200,6 +200,28 @@ class TableDistribution(Distribution):
                 out[..., col] = logits.argmax(-1).to(out.dtype)
         return out
 
+    def weighted_fill(self, weights: torch.Tensor) -> torch.Tensor:
+        """Each cell's value under the mixture ``sum_k w_k p(x|z_k)``, ``(*batch[1:], width)``.
+
+        ``weights`` ``(k, *batch[1:])`` sum to 1 over the first (sample) dimension of this
+        distribution's batch. Numeric columns get the mixture's mean ``sum_k w_k E[x|z_k]``;
+        binary and categorical columns the level with the largest ``sum_k w_k p(level|z_k)``
+        (MIWAE's single imputation, Mattei & Frellsen 2019, sec. 3).
+        """
+        w = weights.to(self._dtype()).unsqueeze(-1)  # (k, b, 1)
+        mean = self.mean
+        out = mean.new_zeros(mean.shape[1:])
+        for cols, _, _ in self.heads.values():
+            out[..., cols] = (w * mean[..., cols]).sum(0)
+        for col, logits in self.levelled:
+            if logits.shape[-1] == 1:
+                p = (w[..., 0] * torch.sigmoid(logits[..., 0])).sum(0)
+                out[..., col] = (p > 0.5).to(out.dtype)
+            else:
+                p = (w * torch.softmax(logits, -1)).sum(0)
+                out[..., col] = p.argmax(-1).to(out.dtype)
+        return out
+
     def sample(self, sample_shape=(), generator: torch.Generator | None = None) -> torch.Tensor:
         """Draws from p(x|z) in the encoded layout, ``(*sample_shape, *batch, width)``."""
         sample_shape = torch.Size(sample_shape)

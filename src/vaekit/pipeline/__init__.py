@@ -10,12 +10,13 @@ from vaekit.pipeline.training import (Log, TrainResult, check_data, check_rows, 
                                       data_location, default_out, fingerprint, label_classes,
                                       num_classes, resolve_defaults, resume_config, same_data,
                                       save_evaluation, stderr, train, validation_split)
-from vaekit.pipeline.using import (Rows, check_label, data_rows, fit_sampler, load_run,
+from vaekit.pipeline.using import (Imputed, Rows, check_label, data_rows, fit_sampler, impute_table, load_run,
                                    metric_classifier, rows, run_data, run_sampler, sample,
-                                   training_rows)
+                                   table_frame, table_schema, training_rows)
 
-__all__ = ["Log", "Rows", "TrainResult", "check_data", "check_label", "check_rows",
+__all__ = ["Imputed", "Log", "Rows", "impute_table", "TrainResult", "check_data", "check_label", "check_rows",
            "collapse_note", "data_location", "data_rows", "default_out", "fingerprint",
            "fit_sampler", "label_classes", "load_run", "metric_classifier", "num_classes",
            "resolve_defaults", "resume_config", "rows", "run_data", "run_sampler", "same_data",
-           "sample", "save_evaluation", "stderr", "train", "training_rows", "validation_split"]
+           "sample", "save_evaluation", "stderr", "table_frame", "table_schema", "train",
+           "training_rows", "validation_split"]
