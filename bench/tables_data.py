@@ -112,12 +112,14 @@ def anes96() -> Table:
 
 def fair() -> Table:
     df = _package_csv("statsmodels.datasets.fair", "fair.csv", "statsmodels")
-    return Table("fair", df, "affairs", "statsmodels.datasets.fair fair.csv")
+    # target: years married (affairs is not predictable from the rest: R^2 < 0 on real rows)
+    return Table("fair", df, "yrs_married", "statsmodels.datasets.fair fair.csv")
 
 
 def randhie() -> Table:
     df = _package_csv("statsmodels.datasets.randhie", "randhie.csv", "statsmodels")
-    return Table("randhie", df, "mdvis", "statsmodels.datasets.randhie randhie.csv")
+    # target: self-rated good health (visit counts mdvis are not predictable: R^2 about 0)
+    return Table("randhie", df, "hlthg", "statsmodels.datasets.randhie randhie.csv")
 
 
 # ---- generated data with a known answer -------------------------------------------------
