@@ -235,7 +235,10 @@ class Imputer:
     """mean/mode, or scikit-learn's KNNImputer (5 neighbours) or IterativeImputer (Bayesian
     ridge, 10 rounds), in the encoded layout: numeric columns standardized by the training
     mean and sd, levelled columns one-hot (a missing level: the whole block missing, filled by
-    the block's argmax afterwards)."""
+    the block's argmax afterwards). IterativeImputer is refitted on the training rows stacked
+    on the rows to fill: fitted on complete training rows alone, each one-hot column is
+    predicted from its sibling in the block (exactly 1 - it), which starts at its mean, and
+    every missing level came out as the mode (measured: accuracy equal to mean/mode's)."""
 
     def __init__(self, kind: str, schema: Schema, seed: int = 0):
         self.kind, self.schema, self.seed = kind, schema, seed
@@ -266,7 +269,8 @@ class Imputer:
         if self.kind == "knn":
             self.model_ = KNNImputer(n_neighbors=5).fit(self._features(x))
         elif self.kind == "iterative":
-            self.model_ = IterativeImputer(max_iter=10, random_state=self.seed).fit(self._features(x))
+            self.train_ = self._features(x)
+            self.model_ = IterativeImputer(max_iter=10, random_state=self.seed)
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
@@ -274,7 +278,11 @@ class Imputer:
         if self.kind == "mean":
             fill = np.where(self.levelled, self.mode_, self.mean_)
             return np.where(miss, fill[None, :], x)
-        f = self.model_.transform(self._features(x))
+        f = self._features(x)
+        if self.kind == "iterative":  # (n_train + n, width): the rows to fill come last
+            f = self.model_.fit_transform(np.vstack([self.train_, f]))[len(self.train_):]
+        else:
+            f = self.model_.transform(f)
         out = x.copy()
         k = 0
         for j, lev in enumerate(self.levelled):

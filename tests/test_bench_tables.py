@@ -142,6 +142,23 @@ def test_mean_mode_imputer_fills_training_mean_and_mode(methods):
     assert out[0, 0] == pytest.approx(3.0) and schema.columns[1].levels[int(out[0, 1])] == "b"
 
 
+def test_iterative_imputer_uses_columns_complete_in_training(methods, tm):
+    # b = 2a + 1 exactly, c follows a's sign; the training rows are complete: fitted on them
+    # alone, IterativeImputer filled every missing level of c with the mode
+    a = np.linspace(-2, 2, 80)
+    df = pd.DataFrame({"a": a, "b": 2 * a + 1, "c": np.where(a > 0, "hi", "lo")})
+    schema = infer_schema(df)
+    x, _ = tm.encode(df, schema)
+    test = x[::8].copy()
+    test[:, 1] = np.nan
+    test[:, 2] = np.nan
+    out = methods.Imputer("iterative", schema).fit(x).transform(test)
+    np.testing.assert_allclose(out[:, 1], x[::8, 1], atol=0.05)
+    assert np.mean(out[:, 2] == x[::8, 2]) >= 0.9  # the level follows a's sign
+    mean = methods.Imputer("mean", schema).fit(x).transform(test)
+    assert np.allclose(mean[:, 1], x[:, 1].mean())
+
+
 def test_independent_marginals_match_scipy(methods, tm):
     rng = np.random.default_rng(6)
     df = pd.DataFrame({"g": rng.normal(5, 2, 400), "p": rng.lognormal(1, 0.5, 400),
