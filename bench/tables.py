@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -273,6 +274,10 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    from sklearn.exceptions import ConvergenceWarning
+
+    # IterativeImputer's "early stopping criterion not reached" after its 10 rounds, per call
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)
     start = time.perf_counter()
 
     mode = args.vaekit

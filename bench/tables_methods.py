@@ -123,9 +123,13 @@ class VaekitAPI:
         t0 = time.perf_counter()
         self.model_ = vaekit.VAE(random_state=self.seed, **kw).fit(df)
         self.seconds = time.perf_counter() - t0
-        epochs = getattr(self.model_, "n_epochs_", None) or len(getattr(self.model_, "history_", []) or [])
+        epochs = len(getattr(self.model_, "history_", []) or [])
         if epochs:
             self.note += f" ({epochs} epochs)"
+        if not isinstance(self.model_.sample(1, random_state=self.seed), pd.DataFrame):
+            # an array model's numbers (densities on counts and levels) are not comparable
+            raise MethodFailed("VAE().fit(df) made an array model, not a table model "
+                               "(sample returns an array): left out of this table")
         return self
 
     def sample(self, n: int) -> pd.DataFrame:

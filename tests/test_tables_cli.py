@@ -329,3 +329,14 @@ def test_impute_needs_a_table_run(tmp_path, capsys):
     pd.DataFrame({"a": [1.0, None]}).to_csv(tmp_path / "t.csv", index=False)
     assert cli("impute", tmp_path / "run", tmp_path / "t.csv", "--out", tmp_path / "o.csv") == 2
     one_error(capsys.readouterr().err, "not trained on a table")
+
+
+def test_whole_numbers_read_as_floats_come_back_whole():
+    """body mass in grams with a missing cell: pandas reads floats, the schema keeps integers."""
+    from vaekit.data.schema import infer_schema
+
+    df = pd.DataFrame({"mass": [3750.0, np.nan, 4250.0, 3800.0, 5000.0, 2900.0, 3300.0]})
+    col = infer_schema(df)["mass"]
+    assert col.kind == "continuous" and col.dtype == "Int64"
+    out = infer_schema(df).decode(np.array([[3777.6], [np.nan]]))
+    assert out["mass"].dtype == "Int64" and out["mass"][0] == 3778 and out["mass"].isna()[1]

@@ -246,7 +246,9 @@ def infer_schema(df: pd.DataFrame, overrides: Iterable[str] = (), what: str = "d
     levels and more levels than half its cells, -> left out as ID-like; other text -> categorical; integers that are a run of distinct consecutive numbers (a row
     number) -> left out; non-negative integers with median <= 1000 -> count; integers with
     negative values and at most 10 levels -> categorical; other numbers > 0 with sample
-    skewness > 1 -> positive; other numbers -> continuous.
+    skewness > 1 -> positive; other numbers -> continuous. Numbers that are all whole but were
+    read as floats (a missing cell makes pandas do so) keep the dtype ``Int64``, so decoded
+    values, samples and imputations are whole numbers too.
 
     Parameters
     ----------
@@ -418,6 +420,8 @@ def _declared(s: pd.Series, name: str, kind: str, order: tuple, what: str) -> Co
 
 def _numeric(name: str, kind: str, reason: str, dtype: str, x: np.ndarray) -> Column:
     """A numeric Column with its standardization: of log x for a positive column."""
+    if dtype.startswith("float") and len(x) and bool((x == np.round(x)).all()):
+        dtype = "Int64"  # integers that pandas read as floats (a missing cell): written back as integers
     v = np.log(x[x > 0]) if kind == "positive" else x
     if len(v) == 0:
         v = np.ones(1)  # the encoder refuses such a column's values anyway
