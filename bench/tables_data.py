@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.resources
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -157,7 +157,7 @@ def exact_log_likelihood(df: pd.DataFrame) -> np.ndarray:
     z = np.stack(np.meshgrid(t, t, indexing="ij"), -1).reshape(-1, 2)  # (m, 2)
     log_w = (np.log(w)[:, None] + np.log(w)[None, :]).ravel() - np.log(2 * np.pi)  # N(0, I)
     p = _columns_given_z(z)
-    col = lambda c: df[c].to_numpy()[:, None]  # noqa: E731  (n, 1) against (1, m)
+    col = lambda c: df[c].to_numpy()[:, None]
     lp = (stats.norm.logpdf(col("x1"), p["x1"][0], p["x1"][1])
           + stats.norm.logpdf(col("x2"), p["x2"][0], p["x2"][1])
           + stats.lognorm.logpdf(col("price"), s=p["price"][1], scale=np.exp(p["price"][0]))

@@ -148,14 +148,17 @@ def efficacy(train: np.ndarray, test: np.ndarray, numeric: np.ndarray, target: i
     """Macro F1 (levelled target) or R^2 (numeric target) on real ``test`` rows of a
     HistGradientBoosting model fitted on ``train``; rows with a missing target are left out.
     Levelled features are passed as categorical (their level indices)."""
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.ensemble import (
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+    )
     from sklearn.metrics import f1_score, r2_score
 
     feats = [j for j in range(train.shape[1]) if j != target]
     tr = train[~np.isnan(train[:, target])]
     te = test[~np.isnan(test[:, target])]
     cat = ~numeric[feats]
-    kw = dict(categorical_features=cat if cat.any() else None, random_state=seed, max_iter=100)
+    kw = {"categorical_features": cat if cat.any() else None, "random_state": seed, "max_iter": 100}
     if numeric[target]:
         model = HistGradientBoostingRegressor(**kw).fit(tr[:, feats], tr[:, target])
         return float(r2_score(te[:, target], model.predict(te[:, feats])))

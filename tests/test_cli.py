@@ -556,12 +556,12 @@ def _nan_npy(d):
 
 def _inf_csv(d):
     (d / "x.csv").write_text("a,b\n0.1,0.2\n0.3,inf\n0.5,0.6\n")
-    return ["train", d / "x.csv"], ["infinite"]
+    return ["train", d / "x.csv"], ["column 'b', row 2", "not a finite number"]
 
 
 def _text_cell_csv(d):
     (d / "x.csv").write_text("a,b\n0.1,0.2\n0.3,oops\n0.5,0.6\n")
-    return ["train", d / "x.csv"], ["'oops' is not a number"]
+    return ["train", d / "x.csv"], ["column 'b', row 2: 'oops' is not a number"]
 
 
 def _ragged_csv(d):

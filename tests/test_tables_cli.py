@@ -340,3 +340,12 @@ def test_whole_numbers_read_as_floats_come_back_whole():
     assert col.kind == "continuous" and col.dtype == "Int64"
     out = infer_schema(df).decode(np.array([[3777.6], [np.nan]]))
     assert out["mass"].dtype == "Int64" and out["mass"][0] == 3778 and out["mass"].isna()[1]
+
+
+def test_a_typo_in_a_numeric_column_is_named_not_dropped(tmp_path, capsys):
+    df = pd.DataFrame({"a": np.arange(30.0) ** 1.5, "b": [str(v) for v in np.linspace(0, 1, 30)]})
+    df.index = [5] * 30  # a repeated index: rows are counted by position
+    df.loc[:, "b"] = df["b"].where(np.arange(30) != 12, "0.4o")
+    df.to_csv(tmp_path / "t.csv", index=False)
+    assert cli("train", tmp_path / "t.csv", "--out", tmp_path / "run", *SMALL) == 2
+    one_error(capsys.readouterr().err, "column 'b', row 13: '0.4o' is not a number, though 29 of 30")

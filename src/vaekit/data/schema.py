@@ -35,6 +35,7 @@ NUMERIC = ("continuous", "positive", "count")  # encoded as the value itself
 MAX_TEXT_LEVELS = 20  # text with more levels than this and than half its cells is a name, not a category
 MAX_INT_LEVELS = 10  # integers with negative values and at most this many levels are categories
 COUNT_MEDIAN_MAX = 1000  # non-negative integers with a larger median are amounts, not counts
+NUMBER_SHARE = 0.5  # text whose cells are at least this share numbers is a numeric column with typos
 SKEW_POSITIVE = 1.0  # positive values with a larger sample skewness are modelled on the log scale
 SCHEMA_VERSION = 1
 # ISO dates (2024-03-01, 2024-03-01T12:00), and d/m/y or m/d/y with / or . separators
@@ -341,6 +342,14 @@ def _infer(s: pd.Series, name: str, what: str) -> Column | str:
     values = obs.astype(str)
     if values.map(lambda v: bool(_DATE.match(v))).all():
         raise _date_error(name, what, f"text like {values.iloc[0]!r}")
+    if not isinstance(s.dtype, pd.CategoricalDtype):
+        # numbers with a few text cells: a typo or a missing-value code, not a category
+        num = pd.to_numeric(obs.astype(object), errors="coerce")
+        if num.notna().mean() >= NUMBER_SHARE and num.isna().any():
+            i = int(np.flatnonzero(s.notna().to_numpy())[np.flatnonzero(num.isna().to_numpy())[0]])
+            raise DataError(f"{what}: column '{name}', row {i + 1}: {_plain(s.iloc[i])!r} is not a "
+                            f"number, though {int(num.notna().sum())} of {len(obs)} cells are; fix "
+                            f"it (leave a missing cell empty), or declare {name}=categorical")
     levels = _levels(obs)
     if len(levels) == 1:
         return f"constant {levels[0]!r}"
