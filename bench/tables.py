@@ -246,7 +246,7 @@ def table(title: str, rows: dict[str, dict[str, float]], fmt: str = "{:.3f}") ->
 def claim(what: str, rows: dict[str, dict[str, float]], vname: str, baselines: tuple[str, ...],
           higher: bool, tol: float, relative: bool = False) -> None:
     level = strict = n = 0
-    baselines = tuple(b for b in baselines if any(b in r for r in rows.values()))  # those that ran
+    baselines = tuple(b for b in baselines if any(b in r for r in rows.values())) or baselines
     for r in rows.values():
         base = [r[b] for b in baselines if b in r and np.isfinite(r[b])]
         if vname not in r or not np.isfinite(r[vname]) or not base:
