@@ -48,8 +48,8 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     importance-sampled log p(x) of each row (higher is more typical); ``sample``,
     ``reconstruct``, ``inverse_transform``, ``save`` and ``load`` complete it.
 
-    A pandas DataFrame with text, category or boolean columns or missing cells (or any
-    DataFrame with ``likelihood="table"``) is a table: its column schema is inferred
+    A pandas DataFrame (with text, category or boolean columns and missing cells, or not) is a
+    table unless another likelihood is given: its column schema is inferred
     (:mod:`vaekit.data.schema`; ``column`` overrides a type), each column gets its own family,
     log-likelihoods sum over the observed cells, ``sample`` and ``reconstruct`` return
     DataFrames with the table's columns and types, and :meth:`impute` fills missing cells.
@@ -180,18 +180,12 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
     # -- tables ----------------------------------------------------------------------------
     def _is_table(self, X) -> bool:
-        """A DataFrame is fitted as a table with ``likelihood="table"``, or with the likelihood
-        left to vaekit when a column holds text, categories or booleans, or a cell is missing
-        (an all-numeric, complete DataFrame stays an array of numbers, as before)."""
+        """A pandas DataFrame is a table of typed columns when the likelihood is ``table`` or
+        left to vaekit, as a CSV with a header is for ``vaekit train``; arrays, and DataFrames
+        with another likelihood given, are arrays of numbers."""
         import pandas as pd
 
-        if not isinstance(X, pd.DataFrame) or self.likelihood not in ("auto", "table"):
-            return False
-        if self.likelihood == "table":
-            return True
-        numeric = all(pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t)
-                      for t in X.dtypes)
-        return not numeric or bool(X.isna().to_numpy().any())
+        return isinstance(X, pd.DataFrame) and self.likelihood in ("auto", "table")
 
     def _fit_table(self, X, cfg: RunConfig, given: set[str]) -> "VAE":
         from vaekit.data.schema import infer_schema
