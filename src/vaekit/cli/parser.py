@@ -71,7 +71,7 @@ def add_option_flags(p: argparse.ArgumentParser) -> list[str]:
     names = []
     for name, f, kind in iter_options("cli"):
         m = f.metadata
-        shown = "none" if f.default in (None, ()) else str(f.default).lower() if kind is bool else f.default
+        shown = "none" if f.default in (None, (), "") else str(f.default).lower() if kind is bool else f.default
         auto = "; when not given, chosen from the data where it matters, and said" if m["auto"] else ""
         kw: dict[str, Any] = dict(dest=name, default=None, metavar=m["metavar"],
                                   help=f"{m['help']} (default {shown}{auto})")
@@ -124,15 +124,17 @@ def build_parser() -> Parser:
     p.add_argument("--version", action="version", version=f"vaekit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    data_help = "built-in dataset name (see 'vaekit datasets') or a .npy/.npz/.csv file or image folder"
+    data_help = ("built-in dataset name (see 'vaekit datasets') or a .npy/.npz/.csv/.parquet file or "
+                 "image folder")
     seed = number(int, 0, 2**63 - 1)
 
     t = sub.add_parser("train", parents=[common], help="train a VAE and write a run directory",
                        description="Train a VAE on DATA. The defaults are the reference MNIST "
                                    "model (mlp 784-400-20, bernoulli, Adam 1e-3, batch 128, 10 "
                                    "epochs); options you do not give may be chosen from the data "
-                                   "(a table gets standardized features and a Gaussian, small "
-                                   "data more epochs with early stopping), each choice printed "
+                                   "(a .csv with a header or a .parquet file is a table: each "
+                                   "column's type is inferred and printed, and gets its own "
+                                   "family; small data get more epochs with early stopping), each choice printed "
                                    "with the flag that overrides it.")
     t.add_argument("data", metavar="DATA", help=data_help)
     t.add_argument("--out", help="run directory (default runs/<data>-<time>)")

@@ -68,7 +68,8 @@ def registry_names(name: str) -> Callable[[], list[str]]:
     """The names of the parts registry ``name`` (``BODIES``, ``LIKELIHOODS``, ...), looked up when
     first needed: importing the parts imports torch, which ``vaekit --help`` does without."""
     def names() -> list[str]:
-        from vaekit.parts import likelihoods, nets, objectives, posteriors, preprocess, priors, tables  # noqa: F401 (tables registers "table")
+        # (importing vaekit.parts registers the "table" likelihood too: parts/__init__.py)
+        from vaekit.parts import likelihoods, nets, objectives, posteriors, preprocess, priors
 
         tables = {"BODIES": nets.BODIES, "POSTERIORS": posteriors.POSTERIORS,
                   "PRIORS": priors.PRIORS, "LIKELIHOODS": likelihoods.LIKELIHOODS,

@@ -58,7 +58,8 @@ class ModelConfig:
                                    "prior", low=1, high=MAX_SIZE, metavar="K")
     likelihood: str = option("bernoulli", "p(x|z): bernoulli (data in [0, 1]), continuous-bernoulli "
                              "(a density on [0, 1]), gaussian, gaussian-predicted (per-dimension "
-                             "variance from the decoder), laplace, or logistic-mixture (8-bit data)",
+                             "variance from the decoder), laplace, logistic-mixture (8-bit data), or table (a .csv "
+                             "with a header or a .parquet file: one family per column type)",
                              choices=registry_names("LIKELIHOODS"), auto=True)
     preprocess: str = option(
         "none", "preprocessing fitted on the training split and stored with the model: none, "
