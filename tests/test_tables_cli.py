@@ -349,3 +349,15 @@ def test_a_typo_in_a_numeric_column_is_named_not_dropped(tmp_path, capsys):
     df.to_csv(tmp_path / "t.csv", index=False)
     assert cli("train", tmp_path / "t.csv", "--out", tmp_path / "run", *SMALL) == 2
     one_error(capsys.readouterr().err, "column 'b', row 13: '0.4o' is not a number, though 29 of 30")
+
+
+def test_resume_a_table_run_and_parquet_with_a_numeric_likelihood(table, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli("train", table, "--out", out, "--hidden", 16, "--epochs", 1, "--no-report") == 0
+    assert cli("train", table, "--out", out, "--epochs", 2, "--resume", "--no-report") == 0
+    assert [json.loads(r)["epoch"] for r in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    pd.read_csv(table).to_parquet(tmp_path / "t.parquet")
+    capsys.readouterr()
+    assert cli("train", tmp_path / "t.parquet", "--out", tmp_path / "b", "--likelihood",
+               "gaussian") == 2
+    one_error(capsys.readouterr().err, "a Parquet file is a table", "--likelihood table")

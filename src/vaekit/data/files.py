@@ -360,8 +360,14 @@ def _corrupt_npz(path: Path, e: Exception) -> DataError:
                      "corrupt, so save it again with numpy.savez")
 
 
+def _read_parquet(path: Path) -> _Parts:
+    raise DataError(f"{path}: a Parquet file is a table of typed columns: leave --likelihood out "
+                    "(or give --likelihood table) to model it with its column schema")
+
+
 _READERS: dict[str, Callable[[Path], _Parts]] = {
-    ".npy": _read_npy, ".npz": _read_npz, ".csv": _read_csv}
+    ".npy": _read_npy, ".npz": _read_npz, ".csv": _read_csv, ".parquet": _read_parquet,
+    ".pq": _read_parquet}
 
 
 # -- tables with a column schema (vaekit.data.schema) --------------------------------------------
