@@ -361,3 +361,32 @@ def test_resume_a_table_run_and_parquet_with_a_numeric_likelihood(table, tmp_pat
     assert cli("train", tmp_path / "t.parquet", "--out", tmp_path / "b", "--likelihood",
                "gaussian") == 2
     one_error(capsys.readouterr().err, "a Parquet file is a table", "--likelihood table")
+
+
+def test_cell_dropout_hides_observed_cells_from_the_encoder_in_training_only(table, tmp_path, capsys):
+    from vaekit.data.schema import infer_schema
+    from vaekit.parts.tables import TableLikelihood
+
+    schema = infer_schema(people(4000, seed=3))
+    x = torch.from_numpy(schema.encode(people(4000, seed=3)).astype(np.float32))
+    lik = TableLikelihood(schema.columns, cell_dropout=0.3)
+    missing = torch.isnan(x)
+    lik.eval()
+    torch.testing.assert_close(lik.features(x), TableLikelihood(schema.columns).features(x))
+    lik.train()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        hidden = lik.features(x)[:, -schema.width:].bool()  # the missing-cell indicators
+    assert hidden[missing].all()
+    share = hidden[~missing].float().mean().item()
+    n = int((~missing).sum())
+    assert abs(share - 0.3) < 5 * math.sqrt(0.3 * 0.7 / n), share
+    # from the command line; refused for a model of arrays
+    assert cli("train", table, "--out", tmp_path / "run", "--cell-dropout", 0.3, *SMALL) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["cell_dropout"] == 0.3
+    capsys.readouterr()
+    np.save(tmp_path / "x.npy", np.random.default_rng(2).normal(size=(20, 3)).astype(np.float32))
+    assert cli("train", tmp_path / "x.npy", "--out", tmp_path / "b", "--cell-dropout", 0.3,
+               *SMALL) == 2
+    one_error(capsys.readouterr().err, "--cell-dropout applies to --likelihood table")
+    assert not (tmp_path / "b").exists()

@@ -100,6 +100,11 @@ class ModelConfig:
                          "likelihood table; set from the data by training", scope="internal")
     alpha: float = option(ALPHA, "weight of the classification loss -log q(y|x) of each "
                           "labelled row, next to its bound (semi_supervised)", low=0, high=1e6)
+    cell_dropout: float = option(
+        0.0, "likelihood table: share of the observed cells hidden from the encoder at each "
+        "training step (the bound stays a bound: any encoder gives one), so that it learns rows "
+        "with missing cells; better imputations at some cost in log p(x) (docs/tables.md)",
+        low=0, high=0.9, metavar="P")
 
     def validate(self) -> None:
         check_fields(self)

@@ -93,7 +93,7 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                  obs_std: float = 1.0, learn_obs_std: bool | str = "auto",
                  min_obs_var: float = 1e-6, min_var: float = 1e-5, pixel_weight: float = 1.0,
                  conditional: bool = False, semi_supervised: bool = False, stack_on: str = "",
-                 alpha: float = ALPHA,
+                 alpha: float = ALPHA, cell_dropout: float = 0.0,
                  epochs: int | str = "auto", batch_size: int = 128, lr: float | str = "auto",
                  lr_schedule: str = "auto", objective: str = "elbo", k: int = 1,
                  beta: float = 1.0, kl_warmup: int = 0, free_bits: float = 0.0,
@@ -124,6 +124,7 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.semi_supervised = semi_supervised
         self.stack_on = stack_on
         self.alpha = alpha
+        self.cell_dropout = cell_dropout
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr

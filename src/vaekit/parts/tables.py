@@ -272,17 +272,21 @@ class TableLikelihood(Likelihood):
     min_obs_var : float
         Floor on the variance of continuous and positive heads, in standardized units
         (Shu 2018, "Lower bounding the generative model variance"), so densities stay bounded.
+    cell_dropout : float
+        Share of observed cells hidden from the encoder in training mode (:meth:`features`).
     """
 
     real_valued = False  # the table's own units: never standardized from outside
 
-    def __init__(self, columns: Sequence[ColumnSpec], min_obs_var: float = 1e-6) -> None:
+    def __init__(self, columns: Sequence[ColumnSpec], min_obs_var: float = 1e-6,
+                 cell_dropout: float = 0.0) -> None:
         columns = list(getattr(columns, "columns", columns))  # a Schema or its columns
         if not columns:
             raise ConfigError("a table likelihood needs at least one column")
         super().__init__((len(columns),))
         self.columns = columns
         self.min_obs_var = min_obs_var
+        self.cell_dropout = cell_dropout
         self.width = len(columns)
         self.numeric: dict[str, tuple[list[int], list[int]]] = {}  # kind -> (columns, first output)
         self.levelled: list[tuple[int, int, int]] = []  # (column, first output, outputs)
@@ -321,7 +325,8 @@ class TableLikelihood(Likelihood):
         if tuple(data_shape) != (schema.width,):
             raise ConfigError(f"the column schema has {schema.width} columns but the data have "
                               f"examples of shape {tuple(data_shape)}")
-        lik = cls(schema.columns, min_obs_var=config.min_obs_var)
+        lik = cls(schema.columns, min_obs_var=config.min_obs_var,
+                  cell_dropout=getattr(config, "cell_dropout", 0.0))
         lik.schema = schema
         return lik
 
@@ -337,7 +342,16 @@ class TableLikelihood(Likelihood):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Encoded rows ``(b, width)`` (NaN missing) -> the encoder's input ``(b, n_features)``:
         standardized numbers (log x for positive columns), 0/1 and one-hot levels, 0 where
-        missing, then the ``width`` missing-cell indicators (1 = missing)."""
+        missing, then the ``width`` missing-cell indicators (1 = missing).
+
+        In training mode with ``cell_dropout`` p > 0, each observed cell is hidden (as if
+        missing) with probability p, drawn from the global torch generator as ``nn.Dropout``
+        does: the encoder learns incomplete rows, and the ELBO stays a lower bound because it
+        holds for any q(z|x).
+        """
+        if self.training and self.cell_dropout > 0:
+            hide = torch.rand(x.shape, device=x.device) < self.cell_dropout
+            x = torch.where(hide, torch.full_like(x, float("nan")), x)
         seen = ~torch.isnan(x)
         safe = torch.where(seen, x, torch.ones_like(x))  # log(1) = 0: no NaN in any branch
         parts = []

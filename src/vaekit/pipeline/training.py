@@ -135,6 +135,9 @@ def table_source(cfg: RunConfig, given: Collection[str] | None) -> dict[str, Any
 def schema_lines(cfg: RunConfig, data: Dataset) -> list[str]:
     """Store the data's column schema in ``cfg`` (likelihood table) and say it, one line per
     column with its type and why; ``[]`` for data without one."""
+    if cfg.model.cell_dropout and cfg.model.likelihood != "table":
+        raise OptionError("cell_dropout applies to likelihood table (a .csv with a header row or "
+                          "a .parquet file)", "cell_dropout", "likelihood")
     if data.schema is None:
         if cfg.model.likelihood == "table":
             raise OptionError("likelihood table needs a table: a .csv file with a header row or a "
