@@ -118,3 +118,23 @@ def test_numbers_keep_the_numeric_path():
     est = VAE(**FAST).fit(pd.DataFrame(x, columns=["a", "b", "c"]))
     assert est.config_.model.likelihood == "table" and est.schema_.names == ["a", "b", "c"]
     assert isinstance(est.sample(2), pd.DataFrame)
+
+
+def test_vae_imputer_in_a_pipeline():
+    from sklearn.base import clone
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from vaekit import VAEImputer
+
+    df = frame()
+    imp = VAEImputer(VAE(**FAST), n_importance=50)
+    assert clone(imp).get_params()["n_importance"] == 50
+    pipe = make_pipeline(imp, FunctionTransformer(lambda d: d[["income", "score"]].to_numpy()))
+    out = pipe.fit_transform(df)
+    assert out.shape == (150, 2) and np.isfinite(out).all()
+    seen = df["income"].notna().to_numpy()
+    np.testing.assert_array_equal(out[seen, 0], df["income"][seen])
+    # the same numbers as the fitted VAE's own impute
+    np.testing.assert_array_equal(out[:, 0], pipe[0].vae_.impute(df, n_importance=50)["income"])
+    assert list(pipe[0].get_feature_names_out()) == list(df.columns)
