@@ -114,9 +114,10 @@ def digits_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tab_run(tmp_path_factory) -> Path:
-    """A 1-epoch run on a (40, 5) CSV: a model of vectors, not images."""
+    """A 1-epoch run on a (40, 5) CSV without a header: a model of vectors, not images (a header
+    would make it a table of typed columns, tests/test_tables_cli.py)."""
     d = tmp_path_factory.mktemp("tab")
-    write_csv(d / "data.csv", _uniform(40, 5, seed=1))
+    write_csv(d / "data.csv", _uniform(40, 5, seed=1), header=False)
     run = d / "run"
     assert cli("train", d / "data.csv", "--out", run, "--epochs", 1, *SMALL) == 0
     return run
@@ -306,7 +307,7 @@ def test_embed_csv_one_row_per_line_in_file_order(tab_run, tmp_path, split):
     out = tmp_path / "e.npy"
     # A plain file has no parts: every split is all of its rows.
     assert cli("embed", tab_run, csv, "--split", split, "--out", out) == 0
-    rows = np.loadtxt(csv, delimiter=",", skiprows=1, dtype=np.float32)
+    rows = np.loadtxt(csv, delimiter=",", dtype=np.float32)
     assert rows.shape == (40, 5)
     z = np.load(out)
     assert z.shape == (40, 2)
@@ -519,12 +520,12 @@ def _nan_npy(d):
 
 def _inf_csv(d):
     (d / "x.csv").write_text("a,b\n0.1,0.2\n0.3,inf\n0.5,0.6\n")
-    return ["train", d / "x.csv"], ["infinite"]
+    return ["train", d / "x.csv"], ["column 'b', row 2", "not a finite number"]
 
 
 def _text_cell_csv(d):
     (d / "x.csv").write_text("a,b\n0.1,0.2\n0.3,oops\n0.5,0.6\n")
-    return ["train", d / "x.csv"], ["'oops' is not a number"]
+    return ["train", d / "x.csv"], ["column 'b', row 2: 'oops' is not a number"]
 
 
 def _ragged_csv(d):
@@ -727,8 +728,8 @@ def test_missing_run_dir(tmp_path, capsys):
 ], ids=["sample-txt", "sample-png-tabular", "reconstruct-tabular", "embed-images-into-vectors",
         "embed-wrong-width", "embed-txt"])
 def test_bad_use_of_a_run(tab_run, tmp_path, capsys, argv, needles):
-    write_csv(tmp_path / "wrong.csv", _uniform(6, 3, seed=15))
-    write_csv(tmp_path / "data.csv", _uniform(6, 5, seed=16))
+    write_csv(tmp_path / "wrong.csv", _uniform(6, 3, seed=15), header=False)
+    write_csv(tmp_path / "data.csv", _uniform(6, 5, seed=16), header=False)
     before, run_before = snapshot(tmp_path), snapshot(tab_run)
     assert cli(*[a.format(run=tab_run, tmp=tmp_path) for a in argv]) == 2
     assert_one_error(capsys.readouterr().err, *needles)

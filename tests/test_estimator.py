@@ -67,7 +67,8 @@ ALL_PARAMS = dict(arch="mlp", hidden=(16, 8), latent_dim=3, top_latent_dims=(2,)
                   kl_warmup=2, free_bits=0.5, gamma=0.3, clip_grad=5.0, max_skips=3, max_minutes=1.5,
                   random_state=11, device="cpu", precision="fp32", patience=3, eval_batch_size=50,
                   test_fraction=0.2, val_fraction=0.1, verbose=True, semi_supervised=True,
-                  stack_on="runs/m1", alpha=2.0, labelled_share=0.2, labelled=3)
+                  stack_on="runs/m1", alpha=2.0, labelled_share=0.2, labelled=3, column="a=count",
+                  cell_dropout=0.2)
 
 
 def test_parameters_are_the_config_fields_with_their_defaults_and_help():

@@ -22,6 +22,7 @@ from safetensors.torch import save as safetensors_save
 from scipy.special import log_expit, log_softmax, logsumexp
 
 from vaekit.config.settings import ModelConfig
+from vaekit.data.schema import Column, Schema
 from vaekit.parts.likelihoods import LIKELIHOODS
 from vaekit.parts.posteriors import POSTERIORS
 from vaekit.parts.priors import PRIORS
@@ -397,6 +398,85 @@ def mixture_moments(components):
     return moments
 
 
+# ---- the table likelihood: one family per column (vaekit.parts.tables) --------------------------
+
+TABLE_SCHEMAS = {  # two columns each, so that normalisation is a sum x integral over a small grid
+    "mixed": Schema((Column("h", "continuous", "", "float64", (), 0.5, 1.5),
+                     Column("c", "categorical", "", "str", ("a", "b", "c")))),
+    "discrete": Schema((Column("k", "count", "", "int64", (), 1.0, 2.0),
+                        Column("y", "binary", "", "str", ("no", "yes")))),
+}
+TABLE_OUTPUTS = {"mixed": 6, "discrete": 4}  # params_per_dim * width: 2 + 3 (+1 unused), 2 + 1 (+1)
+
+
+def table_raw(variant):
+    def raw(shape, lead, g):
+        return {"out": randn(g, *lead, BATCH, TABLE_OUTPUTS[variant])}
+    return raw
+
+
+def table_values(variant):
+    def values(shape, g):
+        if variant == "mixed":
+            return torch.stack([0.5 + 2.25 * randn(g, BATCH),
+                                torch.randint(0, 3, (BATCH,), generator=g).to(F64)], -1)
+        return torch.stack([torch.randint(0, 9, (BATCH,), generator=g).to(F64),
+                            torch.randint(0, 2, (BATCH,), generator=g).to(F64)], -1)
+    return values
+
+
+def table_params(out):
+    """The documented transforms of the first column's head: (mu, sd) or (NB mean, NB shape)."""
+    mu = 0.5 + 1.5 * out[:, 0]
+    sd = 1.5 * np.sqrt(np.exp(out[:, 1]) + MIN_OBS_VAR)
+    return mu, sd
+
+
+def table_oracle(variant):
+    """The per-column scipy log-probabilities, summed: a Gaussian and a categorical, or a
+    negative binomial (mean exp(raw0) * (loc + 1), shape exp(clip(raw1))) and a Bernoulli."""
+    def oracle(raw, x):
+        out = raw["out"]
+        rows = np.arange(len(x))
+        if variant == "mixed":
+            mu, sd = table_params(out)
+            return (st.norm(mu, sd).logpdf(x[:, 0])
+                    + log_softmax(out[:, 2:5], axis=-1)[rows, x[:, 1].astype(int)])
+        m = np.exp(out[:, 0]) * 2.0
+        r = np.exp(np.clip(out[:, 1], -10.0, 12.0))
+        return (st.nbinom(n=r, p=r / (r + m)).logpmf(x[:, 0])
+                + x[:, 1] * log_expit(out[:, 2]) + (1 - x[:, 1]) * log_expit(-out[:, 2]))
+    return oracle
+
+
+def table_moments(raw, shape):
+    """The mixed table's columns are independent given z: a diagonal covariance."""
+    out = raw["out"]
+    mu, sd = table_params(out)
+    p = np.exp(log_softmax(out[:, 2:5], axis=-1))
+    k = np.arange(3.0)
+    mean_c = p @ k
+    var_c = p @ k ** 2 - mean_c ** 2
+    return np.stack([mu, mean_c], -1), np.stack([np.diag([a, b]) for a, b in zip(sd ** 2, var_c)])
+
+
+def table_config(variant):
+    return {"likelihood": "table", "schema": TABLE_SCHEMAS[variant].to_json(),
+            "min_obs_var": MIN_OBS_VAR}
+
+
+def table_total(m, variant):
+    """Sum over the discrete column's levels (and 0..20000 for the count) x the trapezoid rule on
+    the continuous column's grid."""
+    if variant == "mixed":
+        grid = torch.linspace(-40.0, 40.0, 40001, dtype=F64)
+        points = torch.cartesian_prod(grid, torch.arange(3.0, dtype=F64)).view(-1, 1, 2)
+        dens = m.log_prob(points).exp().view(len(grid), 3, BATCH).sum(1)
+        return torch.trapezoid(dens, grid, dim=0)
+    points = torch.cartesian_prod(torch.arange(20001.0, dtype=F64), torch.arange(2.0, dtype=F64))
+    return torch.logsumexp(m.log_prob(points.view(-1, 1, 2)), 0).exp()
+
+
 # ---- samplers (only those that take a generator) ----------------------------------------------
 
 def draw_rsample(member, n, g):
@@ -419,7 +499,7 @@ class Case:
     name: str  # the registered name
     shape: tuple  # one event: data shape (likelihoods) or (L,) (posteriors, priors)
     tiny: tuple  # an event small enough to enumerate or integrate on a grid
-    support: str  # "binary", "8bit", "unit" or "real"
+    support: str  # "binary", "8bit", "unit", "real" or "table" (columns of mixed supports)
     raw: Callable  # (shape, lead, generator) -> {"out": network output} and/or module parameters
     value: Callable  # (shape, generator) -> (BATCH, *shape) points of the support
     oracle: Callable  # (raw, value) as numpy float64 -> (BATCH,) log-densities
@@ -469,6 +549,11 @@ CASES = [
     Case("prior", "mixture", LATENT, PLANE, "real", mixture_raw, real_values,
          mixture_oracle(mixture_components), {"prior_components": COMPONENTS, "min_var": MIN_VAR},
          moments=mixture_moments(mixture_components), draw=draw_prior, stateful=True),
+    Case("likelihood", "table", (2,), (2,), "table", table_raw("mixed"), table_values("mixed"),
+         table_oracle("mixed"), table_config("mixed"), variant="mixed", moments=table_moments,
+         draw=draw_sample),
+    Case("likelihood", "table", (2,), (2,), "table", table_raw("discrete"), table_values("discrete"),
+         table_oracle("discrete"), table_config("discrete"), variant="discrete"),
     *[Case("prior", "vamp", LATENT, PLANE, "real", vamp_raw(post), real_values,
            mixture_oracle(vamp_components(post)), {"prior_components": COMPONENTS, "min_var": MIN_VAR},
            variant=post, moments=mixture_moments(vamp_components(post)), draw=draw_prior, stateful=True,
@@ -582,6 +667,11 @@ def trapezoid(dens, grid, ndim):
 def test_probabilities_sum_or_density_integrates_to_one(case):
     m = make(case, shape=case.tiny)
     d = math.prod(case.tiny)
+    if case.support == "table":
+        with torch.no_grad():
+            total = table_total(m, case.variant)
+        torch.testing.assert_close(total, torch.ones_like(total), rtol=0, atol=1e-6)
+        return
     if case.support in ("binary", "8bit"):
         levels = [0.0, 1.0] if case.support == "binary" else (torch.arange(256.0, dtype=F64) / 255).tolist()
         points = torch.tensor(list(itertools.product(levels, repeat=d)), dtype=F64)

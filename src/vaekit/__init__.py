@@ -2,13 +2,13 @@
 
 from vaekit.version import __version__
 
-__all__ = ["VAE", "__version__"]
+__all__ = ["VAE", "VAEImputer", "__version__"]
 
 
 def __getattr__(name: str):
     # Lazy, so that `import vaekit` (and the CLI's --help) does not pay for scikit-learn.
-    if name == "VAE":
-        from vaekit.estimator import VAE
+    if name in ("VAE", "VAEImputer"):
+        from vaekit import estimator
 
-        return VAE
+        return getattr(estimator, name)
     raise AttributeError(f"module 'vaekit' has no attribute {name!r}")

@@ -79,7 +79,7 @@ class MeanEncoder(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         m = self.model
         c = one_hot(y, m.cond_dim) if m.cond_dim else None
-        h = m.encoder(m.preprocess(x), c)
+        h = m.encoder(m.inputs(x), c)
         if not hasattr(m, "top_down"):
             return m.posterior(h).mean
         # a ladder VAE: its infer() (bottom-up) and the top-down path at posterior means

@@ -25,6 +25,7 @@ COMMANDS = {
     "sample": "vaekit.cli.use:cmd_sample",
     "fit-sampler": "vaekit.cli.use:cmd_fit_sampler",
     "reconstruct": "vaekit.cli.use:cmd_reconstruct",
+    "impute": "vaekit.cli.use:cmd_impute",
     "embed": "vaekit.cli.use:cmd_embed",
     "interpolate": "vaekit.cli.use:cmd_interpolate",
     "traverse": "vaekit.cli.use:cmd_traverse",

@@ -57,13 +57,21 @@ def sizes(name: str):
     return parse
 
 
+class JoinValues(argparse.Action):
+    """A repeatable text flag whose values are joined by commas into one string."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: D102 (argparse API)
+        old = getattr(namespace, self.dest)
+        setattr(namespace, self.dest, values if not old else f"{old},{values}")
+
+
 def add_option_flags(p: argparse.ArgumentParser) -> list[str]:
     """One flag per configuration field; defaults stay None so that a config file's value is
     only overridden by a flag the user actually gave. Returns the field names."""
     names = []
     for name, f, kind in iter_options("cli"):
         m = f.metadata
-        shown = "none" if f.default in (None, ()) else str(f.default).lower() if kind is bool else f.default
+        shown = "none" if f.default in (None, (), "") else str(f.default).lower() if kind is bool else f.default
         auto = "; when not given, chosen from the data where it matters, and said" if m["auto"] else ""
         kw: dict[str, Any] = dict(dest=name, default=None, metavar=m["metavar"],
                                   help=f"{m['help']} (default {shown}{auto})")
@@ -76,6 +84,8 @@ def add_option_flags(p: argparse.ArgumentParser) -> list[str]:
             kw["type"] = number(kind, m["low"], m["high"], m["low_open"])
         elif choices_of(f) is not None and not callable(m["choices"]):
             kw["choices"] = choices_of(f)
+        if m["repeat"]:  # --column a=count --column b=drop -> "a=count,b=drop"
+            kw["action"] = JoinValues
         if m["const"] is not None:  # --flag alone takes the const value
             kw |= dict(nargs="?", const=m["const"])
         p.add_argument("--" + name.replace("_", "-"), **kw)
@@ -114,15 +124,17 @@ def build_parser() -> Parser:
     p.add_argument("--version", action="version", version=f"vaekit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    data_help = "built-in dataset name (see 'vaekit datasets') or a .npy/.npz/.csv file or image folder"
+    data_help = ("built-in dataset name (see 'vaekit datasets') or a .npy/.npz/.csv/.parquet file or "
+                 "image folder")
     seed = number(int, 0, 2**63 - 1)
 
     t = sub.add_parser("train", parents=[common], help="train a VAE and write a run directory",
                        description="Train a VAE on DATA. The defaults are the reference MNIST "
                                    "model (mlp 784-400-20, bernoulli, Adam 1e-3, batch 128, 10 "
                                    "epochs); options you do not give may be chosen from the data "
-                                   "(a table gets standardized features and a Gaussian, small "
-                                   "data more epochs with early stopping), each choice printed "
+                                   "(a .csv with a header or a .parquet file is a table: each "
+                                   "column's type is inferred and printed, and gets its own "
+                                   "family; small data get more epochs with early stopping), each choice printed "
                                    "with the flag that overrides it.")
     t.add_argument("data", metavar="DATA", help=data_help)
     t.add_argument("--out", help="run directory (default runs/<data>-<time>)")
@@ -146,7 +158,10 @@ def build_parser() -> Parser:
 
     s = run_command("sample", "decode draws from the prior or a fitted sampler", None)
     s.add_argument("-n", type=number(int, 1, 10**7), default=64, help="number of samples (default 64)")
-    s.add_argument("--out", required=True, help="FILE.png (a grid) or FILE.npy (decoder means)")
+    s.add_argument("--out", required=True, help="FILE.png (a grid), FILE.npy (decoder means), or for "
+                   "a model of a table FILE.csv or FILE.parquet (the table's columns and types)")
+    s.add_argument("--mean", action="store_true", help="a table's samples: the decoder means (the "
+                   "mean, or the most probable level, of each column) instead of draws from p(x|z)")
     s.add_argument("--seed", type=seed, default=0, help="seed for the draws (default 0)")
     s.add_argument("--label", type=int, metavar="L",
                    help="class to draw, for a conditional model (trained with --conditional)")
@@ -158,10 +173,22 @@ def build_parser() -> Parser:
                         "on held-out codes (Ghosh et al. 2020); two-stage: a second VAE on the "
                         "codes (Dai & Wipf 2019). Replaces a stored fit; 'sample' and 'evaluate' "
                         "fit a missing one themselves")
+    s = run_command("impute", "fill a table's missing cells from the model (MIWAE's importance-"
+                    "weighted conditional means, or the most probable level)", "required")
+    s.add_argument("-k", "--importance-samples", type=number(int, 1, 10**6), default=1000, metavar="K",
+                   help="importance samples per row (default 1000)")
+    s.add_argument("--draws", type=number(int, 1, 1000), metavar="M",
+                   help="instead: M multiple imputations drawn from p(missing | observed) "
+                        "(sampling importance resampling), stacked in one file with a first "
+                        "column 'imputation' (1..M)")
+    s.add_argument("--seed", type=seed, default=0, help="seed of the importance samples (default 0)")
+    s.add_argument("--out", required=True, help="FILE.csv or FILE.parquet: DATA with its missing "
+                   "cells filled (observed cells and left-out columns as they were)")
     s = run_command("reconstruct", "draw inputs above their reconstructions", "optional")
     s.add_argument("-n", type=positive_int, default=8, help="number of inputs (default 8)")
     s.add_argument("--split", choices=SPLITS, default="test", help="part of DATA to use (default test)")
-    s.add_argument("--out", required=True, help="FILE.png")
+    s.add_argument("--out", required=True, help="FILE.png, or for a model of a table FILE.csv or "
+                   "FILE.parquet (the decoder means at the posterior means, in the table's columns)")
     s = run_command("embed", "posterior means, one row per input, in input order", "required")
     s.add_argument("--split", choices=SPLITS, default="all",
                    help="part of DATA when it has train/test parts: all (train then test), train or test "

@@ -12,26 +12,41 @@ from vaekit.errors import ConfigError
 from vaekit.evaluation.measures import posterior_means
 from vaekit.io.files import atomic_write_text
 from vaekit.io.images import save_grid
-from vaekit.pipeline import check_label, load_run, run_sampler, sample
+from vaekit.data.schema import write_table
+from vaekit.pipeline import (check_label, impute_table, load_run, run_sampler, sample, table_frame,
+                             table_schema)
 from vaekit.runs.directory import write_npy
 from vaekit.sampling.morph import interpolation_ends, morph
 from vaekit.sampling.paths import traversal_codes
 from .common import check_out, run_data, run_rows, say
 
 
+TABLE_FILES = (".csv", ".parquet")
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
-    out = check_out(args.out, (".png", ".npy"))
+    out = check_out(args.out, (".png", ".npy", *TABLE_FILES))
     model, cfg = load_run(args.run, args.device)
+    table = out.suffix.lower() in TABLE_FILES
     if out.suffix.lower() == ".png" and len(model.data_shape) != 3:
-        raise ConfigError("this model's data are not images; write samples to a .npy file")
+        raise ConfigError("this model's data are not images; write samples to a .npy file"
+                          + (" or a .csv/.parquet table" if table_schema(model) else ""))
+    if table and table_schema(model) is None:
+        raise ConfigError("this model's data are not a table (a .csv with a header or a .parquet "
+                          "file); write samples to a .npy or .png file")
     check_label(model, args.label)  # before a sampler is fitted
     fitted = None if args.sampler == "prior" else run_sampler(args.run, model, cfg, args.sampler, log=say)
-    x = sample(model, args.n, args.seed, args.label, fitted)
+    # a table's samples are draws from p(x|z) (its columns' own noise); --mean: decoder means
+    draw = table and not args.mean
+    x = sample(model, args.n, args.seed, args.label, fitted, draw=draw)
     if out.suffix.lower() == ".png":
         save_grid(x, out, nrow=math.ceil(math.sqrt(args.n)))
+    elif table:
+        write_table(table_frame(model, x), out)
     else:
         write_npy(out, x.numpy())
-    print(f"wrote {args.n} samples ({args.sampler} sampler) to {out}")
+    what = "draws from p(x|z)" if draw else "decoder means"
+    print(f"wrote {args.n} samples ({args.sampler} sampler, {what}) to {out}")
     return 0
 
 
@@ -44,11 +59,40 @@ def cmd_fit_sampler(args: argparse.Namespace) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    out = check_out(args.out, (".png",))
+    out = check_out(args.out, (".png", *TABLE_FILES))
+    if out.suffix.lower() in TABLE_FILES:  # a table: the decoder means at the posterior means
+        model, _, x, y = run_rows(args)
+        x, y = x[: args.n], None if y is None else y[: args.n]
+        write_table(table_frame(model, model.reconstruct(x, y).float().cpu()), out)
+        print(f"wrote the reconstructions of {len(x)} rows to {out}")
+        return 0
     model, _, x, y = run_rows(args, "reconstructions")
     x, y = x[: args.n], None if y is None else y[: args.n]
     save_grid(torch.cat([x, model.reconstruct(x, y)]), out, nrow=len(x))
     print(f"wrote {len(x)} inputs above their reconstructions to {out}")
+    return 0
+
+
+def cmd_impute(args: argparse.Namespace) -> int:
+    out = check_out(args.out, TABLE_FILES)
+    model, _ = load_run(args.run, args.device)
+    res = impute_table(model, args.data, k=args.importance_samples, draws=args.draws or 0,
+                       seed=args.seed)
+    if args.draws:  # one file: the M completed tables one after the other, numbered
+        import pandas as pd
+
+        table = pd.concat([d.assign(imputation=m + 1)[["imputation", *d.columns]]
+                           for m, d in enumerate(res.draws)], ignore_index=True)
+    else:
+        table = res.table
+    write_table(table, out)
+    what = f"{args.draws} multiple imputations" if args.draws else "conditional means and modes"
+    low = int((res.ess < 10).sum())
+    print(f"filled {res.filled} missing cells of {len(res.table)} rows ({what}, K = "
+          f"{args.importance_samples}) into {out}")
+    if low:
+        say(f"note: {low} rows have an effective sample size below 10 of their {args.importance_samples} "
+            "importance weights; a larger -k makes their imputations steadier")
     return 0
 
 

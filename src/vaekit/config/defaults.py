@@ -17,6 +17,9 @@ The rules, and what they were measured on (docs/own_data.md, bench/own_data.py):
   ``gaussian-predicted`` (mean and per-feature variance from the decoder) on standardized
   columns, which beat a learned global standard deviation on the breast-cancer, wine and
   diabetes tables by 0.7 to 8 nats per row.
+- likelihood, tables: a .csv file with a header row or a .parquet file is a table of typed
+  columns (:mod:`vaekit.data.schema`) and gets ``table``, one family per column, which sums
+  log-probabilities over the observed cells (a headerless CSV of numbers stays an array).
 - preprocess: real-valued likelihoods see standardized features (statistics of the training
   split, inverted for every output, log-Jacobian in every density); a linear model with one
   shared noise scale (probabilistic PCA) gets one shared scale, which keeps it exactly pPCA of
@@ -159,6 +162,8 @@ def preprocess_for(model, given: Collection[str] = (), p: DataProfile | None = N
         The training data; pixel-like data keep their units under a shared-scale likelihood.
     """
     lik = model.likelihood
+    if lik == "table":
+        return "none", "the table likelihood models each column in its own units"
     if not LIKELIHOODS[lik].real_valued:
         return "none", f"--likelihood {lik} takes data in [0, 1] as they are"
     if lik in SHARED_SCALE and "obs_std" in given and not model.learn_obs_std:
@@ -177,7 +182,11 @@ def normalise(given: Collection[str]) -> set[str]:
     return {g.lstrip("-").replace("-", "_") for g in given}
 
 
-def resolve_auto(cfg, x_train, given: Collection[str]) -> list[str]:
+TABLE_REASON = ("a table with named columns: one family per column type (the schema above), "
+                "log p(x) summed over the observed cells")
+
+
+def resolve_auto(cfg, x_train, given: Collection[str], table: bool = False) -> list[str]:
     """Fill the options not in ``given`` from the training rows; return one line per choice.
 
     Parameters
@@ -191,6 +200,9 @@ def resolve_auto(cfg, x_train, given: Collection[str]) -> list[str]:
         The whole training split (the validation rows are carved from it afterwards).
     given : collection of str
         Options the user set explicitly (field or flag names); never changed.
+    table : bool
+        The data were read as a table with a column schema (a .csv with a header row, a
+        .parquet file): the likelihood is ``table``.
 
     Returns
     -------
@@ -208,7 +220,7 @@ def resolve_auto(cfg, x_train, given: Collection[str]) -> list[str]:
         lines.append(f"{flag[2:]}: {value} ({why}); override with {override or flag}")
 
     if "likelihood" not in given:
-        m.likelihood, why = likelihood_for(p, data)
+        m.likelihood, why = ("table", TABLE_REASON) if table else likelihood_for(p, data)
         say("likelihood", m.likelihood, why)
     if "learn_obs_std" not in given and "obs_std" not in given and m.likelihood in SHARED_SCALE \
             and not m.learn_obs_std:

@@ -48,7 +48,7 @@ def flag(name: str) -> str:
 def option(default: Any, help: str, *, choices: tuple[str, ...] | Callable[[], list[str]] | None = None,
            low: float | None = None, high: float | None = None, low_open: bool = False,
            scope: str = "all", resumable: bool = False, metavar: str | None = None,
-           auto: bool = False, const: str | None = None) -> Any:
+           auto: bool = False, const: str | None = None, repeat: bool = False) -> Any:
     """A config field with what the CLI, the estimator and validation need to know.
 
     Parameters
@@ -63,16 +63,18 @@ def option(default: Any, help: str, *, choices: tuple[str, ...] | Callable[[], l
     auto : when not given, vaekit may choose the value from the data (:mod:`vaekit.config.defaults`)
         and says so in one line.
     const : the value of the flag given without one (an optional-value flag).
+    repeat : a text flag that may be given several times; the values are joined by commas.
     """
     return field(default=default, metadata=dict(
         help=help, choices=choices, low=low, high=high, low_open=low_open, scope=scope,
-        resumable=resumable, metavar=metavar, auto=auto, const=const))
+        resumable=resumable, metavar=metavar, auto=auto, const=const, repeat=repeat))
 
 
 def registry_names(name: str) -> Callable[[], list[str]]:
     """The names of the parts registry ``name`` (``BODIES``, ``LIKELIHOODS``, ...), looked up when
     first needed: importing the parts imports torch, which ``vaekit --help`` does without."""
     def names() -> list[str]:
+        # (importing vaekit.parts registers the "table" likelihood too: parts/__init__.py)
         from vaekit.parts import likelihoods, nets, objectives, posteriors, preprocess, priors
 
         tables = {"BODIES": nets.BODIES, "POSTERIORS": posteriors.POSTERIORS,

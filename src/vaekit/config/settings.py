@@ -56,7 +56,8 @@ class ModelConfig:
                                    "prior", low=1, high=MAX_SIZE, metavar="K")
     likelihood: str = option("bernoulli", "p(x|z): bernoulli (data in [0, 1]), continuous-bernoulli "
                              "(a density on [0, 1]), gaussian, gaussian-predicted (per-dimension "
-                             "variance from the decoder), laplace, or logistic-mixture (8-bit data)",
+                             "variance from the decoder), laplace, logistic-mixture (8-bit data), or table (a .csv "
+                             "with a header or a .parquet file: one family per column type)",
                              choices=registry_names("LIKELIHOODS"), auto=True)
     preprocess: str = option(
         "none", "preprocessing fitted on the training split and stored with the model: none, "
@@ -93,8 +94,15 @@ class ModelConfig:
     stack: str = option("", "the frozen model under stack_on: its configuration, example shape "
                         "and the code dimensions kept, as JSON (copied from stack_on)",
                         scope="internal")
+    schema: str = option("", "the table's column schema (types, levels, scales) as JSON, for "
+                         "likelihood table; set from the data by training", scope="internal")
     alpha: float = option(ALPHA, "weight of the classification loss -log q(y|x) of each "
                           "labelled row, next to its bound (semi_supervised)", low=0, high=1e6)
+    cell_dropout: float = option(
+        0.0, "likelihood table: share of the observed cells hidden from the encoder at each "
+        "training step (the bound stays a bound: any encoder gives one), so that it learns rows "
+        "with missing cells; better imputations at some cost in log p(x) (docs/tables.md)",
+        low=0, high=0.9, metavar="P")
 
     def validate(self) -> None:
         check_fields(self)
@@ -126,8 +134,27 @@ class ModelConfig:
                               "top_latent_dims", "prior")
         if self.semi_supervised:
             self.check_semi_supervised()
+        if self.likelihood == "table" or self.schema:
+            self.check_table()
         if self.stack_on or self.stack:
             self.check_stack()
+
+    def check_table(self) -> None:
+        """Likelihood table with its schema (a valid one), an MLP or linear body, no vamp prior."""
+        if self.likelihood != "table":
+            raise OptionError(f"a column schema belongs to likelihood table, not {self.likelihood}",
+                              "likelihood")
+        if self.prior == "vamp":
+            raise OptionError("likelihood table does not combine with prior vamp (its pseudo-inputs "
+                              "would be rows of encoder features); use prior normal or mixture",
+                              "prior", "likelihood")
+        if self.arch not in ("mlp", "linear"):
+            raise OptionError(f"likelihood table takes arch mlp or linear, not {self.arch}",
+                              "arch", "likelihood")
+        if self.schema:
+            from vaekit.data.schema import Schema  # here: pandas stays out of --help
+
+            Schema.from_json(self.schema, "the column schema (schema)")
 
     def check_stack(self) -> None:
         """A stacked model's top: one layer, no labels as inputs; the front from ``stack``."""
@@ -246,6 +273,10 @@ class DataConfig:
     n_train: int = option(0, "examples trained on", low=0, scope="internal")
     n_val: int = option(0, "examples held out for validation", low=0, scope="internal")
     n_test: int = option(0, "examples in the test split", low=0, scope="internal")
+    column: str = option("", "a table's column type, NAME=TYPE (continuous, positive, count, binary, "
+                         "categorical, ordinal, ordinal:a<b<c, or drop), instead of the inferred one; "
+                         "repeat the flag, or separate with commas", metavar="NAME=TYPE",
+                         repeat=True)
     stream: bool = option(False, "read DATA batch by batch instead of loading it, for data "
                           "larger than memory: a .npy memory-mapped, an image folder decoded by "
                           "DataLoader workers", scope="cli")

@@ -11,11 +11,12 @@ from vaekit.errors import ConfigError, DataError
 from vaekit.registry import unknown_name_message
 from vaekit.data.base import Dataset, Part
 from vaekit.data.builtin import DATASETS
-from .files import load_part as file_part, load_path, split_indices
+from .files import is_table, load_part as file_part, load_path, load_table, split_indices, table_rows
 from .stream import open_folder, open_npy
 
 
-def load_data(spec: str, test_fraction: float = 0.1, log=print, stream: bool = False) -> Dataset:
+def load_data(spec: str, test_fraction: float = 0.1, log=print, stream: bool = False,
+              table: bool = False, schema=None, columns: str = "") -> Dataset:
     """A built-in dataset by name, or a file/folder path (.npy, .npz, .csv, images).
 
     Parameters
@@ -28,7 +29,18 @@ def load_data(spec: str, test_fraction: float = 0.1, log=print, stream: bool = F
         Read the data batch by batch instead of loading it, for data larger than memory
         (:mod:`vaekit.data.stream`): a ``.npy`` memory-mapped, an image folder decoded by
         DataLoader workers.
+    table : bool
+        Read a table file (a .csv with a header row, a .parquet file) with a column schema
+        (:func:`~.files.load_table`): inferred, with the ``columns`` overrides (``NAME=TYPE``,
+        comma-separated), or the given ``schema`` (a trained run's), which implies ``table``.
     """
+    if table or schema is not None:
+        if stream:
+            raise ConfigError("--stream reads .npy files and image folders, not tables")
+        if spec in DATASETS or not Path(spec).exists():
+            raise DataError(f"{spec}: the table likelihood reads a .csv file with a header row "
+                            "or a .parquet file")
+        return load_table(Path(spec), test_fraction, schema, columns)
     if stream:
         return load_streamed(spec, test_fraction)
     if spec in DATASETS:
@@ -62,10 +74,17 @@ def load_rows(spec: str, split: str = "all", log=print) -> tuple[np.ndarray, np.
     return load_part(spec, split, log)[:2]
 
 
-def load_part(spec: str, split: str = "all", log=print) -> Part:
+def load_part(spec: str, split: str = "all", log=print, schema=None) -> Part:
     """:func:`load_rows` with the rows' known factor values where the data has them (the
     built-in ``shapes``; an ``.npz`` with ``f_train``/``f_test``): a :class:`~.base.Part`
-    ``(x, y, factors, factor_names)``, factors ``(n, F)`` int64 or None."""
+    ``(x, y, factors, factor_names)``, factors ``(n, F)`` int64 or None. With a column
+    ``schema``, ``spec`` is a table file and ``x`` its rows encoded by the schema (every row:
+    a table has no split of its own)."""
+    if schema is not None:
+        if spec in DATASETS or not Path(spec).exists():
+            raise DataError(f"{spec}: this run models a table: give a .csv file with a header row "
+                            "or a .parquet file with its columns")
+        return Part(table_rows(Path(spec), schema), None)
     if spec in DATASETS:
         ds = DATASETS[spec].load(log=log)
         parts = {"train": [(ds.x_train, ds.y_train, ds.f_train)],
@@ -81,4 +100,5 @@ def load_part(spec: str, split: str = "all", log=print) -> Part:
     raise AssertionError("unreachable")
 
 
-__all__ = ["Dataset", "DATASETS", "Part", "load_data", "load_part", "load_rows"]
+__all__ = ["Dataset", "DATASETS", "Part", "is_table", "load_data", "load_part", "load_rows",
+           "load_table"]

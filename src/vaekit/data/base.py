@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +31,10 @@ class Dataset:
         the data has none. :mod:`vaekit.evaluation.disentangle` scores codes against them.
     factor_names : tuple of str or None
         The ``F`` factors' names, with ``f_train``.
+    schema : vaekit.data.schema.Schema or None
+        For a table read with its column schema (:func:`vaekit.data.files.load_table`): the
+        schema that encoded ``x_train`` and ``x_test`` (values or level indices, NaN where a
+        cell is missing); None for arrays of numbers, which are never NaN.
     """
 
     name: str
@@ -42,6 +46,7 @@ class Dataset:
     f_train: torch.Tensor | None = None
     f_test: torch.Tensor | None = None
     factor_names: tuple[str, ...] | None = None
+    schema: Any = None
 
     @property
     def shape(self) -> tuple[int, ...]:

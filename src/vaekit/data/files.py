@@ -17,15 +17,19 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
+
+import torch
 
 from vaekit.errors import ConfigError, DataError
 from .base import Dataset, Part, check_factors, check_features, factor_names_for
 from .folders import SUPPORTED, read_folder
 
-__all__ = ["load_path", "load_rows", "load_part", "Part"]
+__all__ = ["load_path", "load_rows", "load_part", "Part", "is_table", "load_table", "table_rows"]
+
+TABLE_SUFFIXES = (".parquet", ".pq")  # besides a .csv with a header row
 
 _CHANNELS = (1, 3, 4)
 # The split must not move when a user changes the training seed, so it has its own.
@@ -360,5 +364,86 @@ def _corrupt_npz(path: Path, e: Exception) -> DataError:
                      "corrupt, so save it again with numpy.savez")
 
 
+def _read_parquet(path: Path) -> _Parts:
+    raise DataError(f"{path}: a Parquet file is a table of typed columns: leave --likelihood out "
+                    "(or give --likelihood table) to model it with its column schema")
+
+
 _READERS: dict[str, Callable[[Path], _Parts]] = {
-    ".npy": _read_npy, ".npz": _read_npz, ".csv": _read_csv}
+    ".npy": _read_npy, ".npz": _read_npz, ".csv": _read_csv, ".parquet": _read_parquet,
+    ".pq": _read_parquet}
+
+
+# -- tables with a column schema (vaekit.data.schema) --------------------------------------------
+def is_table(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is read as a table of typed columns: a Parquet file, or a CSV whose first
+    row is not all numbers (a header row). A CSV of numbers without a header is an array."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    suffix = p.suffix.lower()
+    if suffix in TABLE_SUFFIXES:
+        return True
+    if suffix != ".csv":
+        return False
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as f:
+            first = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False  # the array reader gives the one-line error
+    return bool(first) and not _all_numbers(first)
+
+
+def _table_frame(path: Path):
+    from .schema import read_table  # here: pandas only for tables
+
+    if not is_table(path):
+        raise DataError(f"{path}: not a table; the table likelihood reads a .csv file with a "
+                        "header row or a .parquet file")
+    return read_table(path)
+
+
+def load_table(path: str | os.PathLike, test_fraction: float = 0.1, schema=None,
+               columns: str | Sequence[str] = ()) -> Dataset:
+    """A table as a train/test :class:`Dataset` of encoded rows, with its column schema.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.csv`` with a header row or a ``.parquet`` file (:func:`vaekit.data.schema.read_table`).
+    test_fraction : float
+        As :func:`load_path`: the same fixed rows are held out.
+    schema : Schema, optional
+        Encode with this schema (a trained run's); by default one is inferred from every row
+        of the file (types and levels: a level seen only in the test rows is still known).
+    columns : str or sequence of str
+        ``NAME=TYPE`` overrides for the inference (a string: comma-separated).
+
+    Returns
+    -------
+    Dataset
+        ``x_train``, ``x_test`` ``(n, width)`` float32 in the schema's encoding (values, level
+        indices, NaN where missing) and ``schema``.
+    """
+    from .schema import infer_schema
+
+    if not 0 <= test_fraction < 1:
+        raise ConfigError(f"test fraction must be at least 0 and below 1, got {test_fraction}")
+    p = Path(path)
+    df = _table_frame(p)
+    if schema is None:
+        overrides = [c for c in (columns.split(",") if isinstance(columns, str) else columns)
+                     if c.strip()]
+        schema = infer_schema(df, overrides, what=str(p))
+    elif columns:
+        raise ConfigError("column overrides apply when the schema is inferred, not to a stored one")
+    x = torch.from_numpy(schema.encode(df, str(p)).astype(np.float32))  # NaN stays NaN
+    train, test = (torch.from_numpy(i) for i in split_indices(len(x), test_fraction, str(p)))
+    return Dataset(str(p), x[train], x[test], schema=schema)
+
+
+def table_rows(path: str | os.PathLike, schema) -> np.ndarray:
+    """Every row of a table file in file order, encoded by ``schema`` ``(n, width)`` float32;
+    DataError naming the column and row of a cell that does not fit it."""
+    p = Path(path)
+    return schema.encode(_table_frame(p), str(p)).astype(np.float32)

@@ -35,6 +35,7 @@ NUMERIC = ("continuous", "positive", "count")  # encoded as the value itself
 MAX_TEXT_LEVELS = 20  # text with more levels than this and than half its cells is a name, not a category
 MAX_INT_LEVELS = 10  # integers with negative values and at most this many levels are categories
 COUNT_MEDIAN_MAX = 1000  # non-negative integers with a larger median are amounts, not counts
+NUMBER_SHARE = 0.5  # text whose cells are at least this share numbers is a numeric column with typos
 SKEW_POSITIVE = 1.0  # positive values with a larger sample skewness are modelled on the log scale
 SCHEMA_VERSION = 1
 # ISO dates (2024-03-01, 2024-03-01T12:00), and d/m/y or m/d/y with / or . separators
@@ -196,6 +197,29 @@ class Schema:
             out[:, j] = _encode_column(df[col.name], col, what)
         return out
 
+    def fill(self, df: pd.DataFrame, array) -> pd.DataFrame:
+        """``df`` with the missing cells of this schema's columns taken from an encoded array
+        ``(len(df), width)`` (:meth:`decode`'s values); every other cell, and every other column,
+        is ``df``'s own. A count column that held floats only because of missing cells comes
+        back as integers."""
+        values = self.decode(array)
+        out = df.copy()
+        for col in self.columns:
+            miss = df[col.name].isna().to_numpy()
+            if not miss.any():
+                continue
+            s = df[col.name].astype(object).where(~miss, values[col.name].astype(object))
+            if col.kind == "count" or col.dtype.lower().startswith(("int", "uint")):
+                s = s.astype("int64")
+            elif col.kind in NUMERIC:
+                s = s.astype(np.float64 if col.dtype in ("float64", "Float64") else col.dtype)
+            elif pd.api.types.is_bool_dtype(df[col.name].dtype) or col.dtype in ("bool", "boolean"):
+                s = s.astype(bool)
+            elif isinstance(df[col.name].dtype, pd.CategoricalDtype):
+                s = s.astype(df[col.name].dtype)
+            out[col.name] = s
+        return out
+
     def decode(self, array) -> pd.DataFrame:
         """An encoded ``(n, width)`` array (NumPy or torch) -> a DataFrame in the data's types.
 
@@ -223,7 +247,9 @@ def infer_schema(df: pd.DataFrame, overrides: Iterable[str] = (), what: str = "d
     levels and more levels than half its cells, -> left out as ID-like; other text -> categorical; integers that are a run of distinct consecutive numbers (a row
     number) -> left out; non-negative integers with median <= 1000 -> count; integers with
     negative values and at most 10 levels -> categorical; other numbers > 0 with sample
-    skewness > 1 -> positive; other numbers -> continuous.
+    skewness > 1 -> positive; other numbers -> continuous. Numbers that are all whole but were
+    read as floats (a missing cell makes pandas do so) keep the dtype ``Int64``, so decoded
+    values, samples and imputations are whole numbers too.
 
     Parameters
     ----------
@@ -316,6 +342,14 @@ def _infer(s: pd.Series, name: str, what: str) -> Column | str:
     values = obs.astype(str)
     if values.map(lambda v: bool(_DATE.match(v))).all():
         raise _date_error(name, what, f"text like {values.iloc[0]!r}")
+    if not isinstance(s.dtype, pd.CategoricalDtype):
+        # numbers with a few text cells: a typo or a missing-value code, not a category
+        num = pd.to_numeric(obs.astype(object), errors="coerce")
+        if num.notna().mean() >= NUMBER_SHARE and num.isna().any():
+            i = int(np.flatnonzero(s.notna().to_numpy())[np.flatnonzero(num.isna().to_numpy())[0]])
+            raise DataError(f"{what}: column '{name}', row {i + 1}: {_plain(s.iloc[i])!r} is not a "
+                            f"number, though {int(num.notna().sum())} of {len(obs)} cells are; fix "
+                            f"it (leave a missing cell empty), or declare {name}=categorical")
     levels = _levels(obs)
     if len(levels) == 1:
         return f"constant {levels[0]!r}"
@@ -395,6 +429,8 @@ def _declared(s: pd.Series, name: str, kind: str, order: tuple, what: str) -> Co
 
 def _numeric(name: str, kind: str, reason: str, dtype: str, x: np.ndarray) -> Column:
     """A numeric Column with its standardization: of log x for a positive column."""
+    if dtype.startswith("float") and len(x) and bool((x == np.round(x)).all()):
+        dtype = "Int64"  # integers that pandas read as floats (a missing cell): written back as integers
     v = np.log(x[x > 0]) if kind == "positive" else x
     if len(v) == 0:
         v = np.ones(1)  # the encoder refuses such a column's values anyway
@@ -505,6 +541,27 @@ def read_table(path) -> pd.DataFrame:
             raise DataError(f"{p}: not a readable Parquet file ({_first_line(e)})") from None
         return _nonempty(df, p)
     raise DataError(f"{p}: a table must be a .csv (with a header row) or a .parquet file")
+
+
+def write_table(df: pd.DataFrame, path) -> Path:
+    """Write ``df`` atomically as ``.csv`` (a header row, empty cells where missing) or
+    ``.parquet`` (pyarrow, dtypes kept); DataError for another suffix."""
+    from vaekit.io.files import atomic_write_bytes
+
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".csv":
+        data = df.to_csv(index=False, lineterminator="\n").encode("utf-8")
+    elif suffix in (".parquet", ".pq"):
+        import io
+
+        buf = io.BytesIO()
+        df.to_parquet(buf, engine="pyarrow", index=False)
+        data = buf.getvalue()
+    else:
+        raise DataError(f"{p}: a table is written as .csv or .parquet")
+    atomic_write_bytes(p, data)
+    return p
 
 
 def _read_csv(p: Path) -> pd.DataFrame:

@@ -72,8 +72,11 @@ class DrawMixin:
 
     @torch.no_grad()
     def sample(self, n: int = 1, random_state: int | None = None, label: int | None = None,
-               sampler: str = "prior") -> np.ndarray:
+               sampler: str = "prior", mean: bool = False):
         """Decoder means of ``n`` draws, ``(n, *data_shape)``; of class ``label`` when conditional.
+
+        A VAE of a table returns a pandas DataFrame with the table's columns and types, of
+        draws from p(x|z) (each column's own noise), or of decoder means with ``mean=True``.
 
         ``sampler`` says where the codes come from: ``prior`` (p(z)), or ``expost`` / ``two-stage``
         (a density fitted to the training codes, :mod:`vaekit.sampling.samplers`), fitted by
@@ -86,8 +89,10 @@ class DrawMixin:
         fitted = self._sampler(sampler)
         g = torch.Generator(self.model_.device)
         g.manual_seed(int(random_state)) if random_state is not None else g.seed()
+        table = getattr(self, "schema_", None) is not None
         try:
-            return pipeline.sample(self.model_, int(n), g, label, fitted).numpy()
+            x = pipeline.sample(self.model_, int(n), g, label, fitted, draw=table and not mean)
+            return pipeline.table_frame(self.model_, x) if table else x.numpy()
         except ConfigError as e:
             raise DataError(str(e).replace("give label L", "pass label=L").replace(
                 "label needs", "label applies to")) from None

@@ -49,6 +49,12 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     importance-sampled log p(x) of each row (higher is more typical); ``sample``,
     ``reconstruct``, ``inverse_transform``, ``save`` and ``load`` complete it.
 
+    A pandas DataFrame (with text, category or boolean columns and missing cells, or not) is a
+    table unless another likelihood is given: its column schema is inferred
+    (:mod:`vaekit.data.schema`; ``column`` overrides a type), each column gets its own family,
+    log-likelihoods sum over the observed cells, ``sample`` and ``reconstruct`` return
+    DataFrames with the table's columns and types, and :meth:`impute` fills missing cells.
+
     Parameters
     ----------
     {parameters}
@@ -88,7 +94,7 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                  obs_std: float = 1.0, learn_obs_std: bool | str = "auto",
                  min_obs_var: float = 1e-6, min_var: float = 1e-5, pixel_weight: float = 1.0,
                  conditional: bool = False, semi_supervised: bool = False, stack_on: str = "",
-                 alpha: float = ALPHA,
+                 alpha: float = ALPHA, cell_dropout: float = 0.0,
                  epochs: int | str = "auto", batch_size: int = 128, lr: float | str = "auto",
                  lr_schedule: str = "auto", objective: str = "elbo", k: int = 1,
                  beta: float = 1.0, kl_warmup: int = 0, free_bits: float = 0.0,
@@ -98,7 +104,8 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                  precision: str = "auto", labelled_share: float = LABELLED_SHARE,
                  patience: int | str = "auto",
                  eval_batch_size: int = 1000, test_fraction: float = 0.0,
-                 val_fraction: float | str = "auto", labelled: int = 0, verbose: bool = False) -> None:
+                 val_fraction: float | str = "auto", labelled: int = 0, column: str = "",
+                 verbose: bool = False) -> None:
         self.arch = arch
         self.hidden = hidden
         self.latent_dim = latent_dim
@@ -118,6 +125,7 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.semi_supervised = semi_supervised
         self.stack_on = stack_on
         self.alpha = alpha
+        self.cell_dropout = cell_dropout
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -140,6 +148,7 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.test_fraction = test_fraction
         self.val_fraction = val_fraction
         self.labelled = labelled
+        self.column = column
         self.verbose = verbose
 
     # -- configuration ---------------------------------------------------------------------
@@ -170,6 +179,68 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         cfg = RunConfig().update(flat)
         cfg.data.data = "array"
         return cfg.validate(), set(flat)
+
+    # -- tables ----------------------------------------------------------------------------
+    def _is_table(self, X) -> bool:
+        """A pandas DataFrame is a table of typed columns when the likelihood is ``table`` or
+        left to vaekit, as a CSV with a header is for ``vaekit train``; arrays, and DataFrames
+        with another likelihood given, are arrays of numbers."""
+        import pandas as pd
+
+        return isinstance(X, pd.DataFrame) and self.likelihood in ("auto", "table")
+
+    def _fit_table(self, X, cfg: RunConfig, given: set[str]) -> "VAE":
+        from vaekit.data.schema import infer_schema
+
+        overrides = [c for c in str(self.column).split(",") if c.strip()]
+        schema = infer_schema(X, overrides, what="X")
+        x = torch.from_numpy(schema.encode(X, "X").astype(np.float32))  # NaN where missing
+        train, test = (torch.from_numpy(i) for i in split_indices(len(x), cfg.data.test_fraction, "X"))
+        data = Dataset("X", x[train], x[test], schema=schema)
+        log = print if self.verbose else (lambda s: None)
+        res = pipeline.train(cfg, data, given=given, log=log, progress=False,
+                             epoch_log=self.verbose)
+        self.history_ = res.history
+        self._set_fitted(res.model, res.config)
+        self.feature_names_in_ = np.array([str(c) for c in X.columns], dtype=object)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _table_rows(self, X) -> torch.Tensor:
+        import pandas as pd
+
+        if not isinstance(X, pd.DataFrame):
+            raise DataError(f"this VAE models a table: pass a pandas DataFrame with the columns "
+                            f"{', '.join(self.schema_.names)}")
+        x = torch.from_numpy(self.schema_.encode(X, "X").astype(np.float32)).to(self.model_.device)
+        pipeline.check_rows(self.model_, x, None, "X")
+        return x
+
+    def impute(self, X, n_importance: int = 1000, draws: int | None = None):
+        """``X`` (a DataFrame with the fitted columns) with its missing cells filled.
+
+        Single imputation (``draws=None``): each missing numeric cell is its importance-weighted
+        conditional mean, each missing categorical cell its most probable level (MIWAE, Mattei &
+        Frellsen 2019, sec. 3; cells assumed missing at random). ``draws=M``: a list of M
+        completed DataFrames drawn from p(missing | observed) by sampling importance resampling.
+        Observed cells and columns the schema leaves out are returned as they were. Seeded with
+        ``random_state`` (0 when None).
+
+        Parameters
+        ----------
+        X : pandas.DataFrame
+        n_importance : int
+            Importance samples per row; more gives steadier imputations.
+        draws : int, optional
+            Multiple imputations to draw.
+        """
+        check_is_fitted(self, "model_")
+        if self.schema_ is None:
+            raise DataError("impute fills a table's missing cells: fit this VAE on a DataFrame")
+        seed = self.random_state if isinstance(self.random_state, (int, np.integer)) else 0
+        res = pipeline.impute_table(self.model_, X, k=int(n_importance), draws=int(draws or 0),
+                                    seed=int(seed), what="X")
+        return res.draws if draws else res.table
 
     # -- input checks ----------------------------------------------------------------------
     def _x(self, X, reset: bool) -> np.ndarray:
@@ -212,6 +283,8 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
     def _rows(self, X, y) -> tuple[torch.Tensor, torch.Tensor | None]:
         check_is_fitted(self, "model_")
+        if self.schema_ is not None:
+            return self._table_rows(X), None
         X = X.toarray() if hasattr(X, "tocsr") and np.prod(X.shape, dtype=np.float64) <= MAX_DENSE else X
         x = torch.from_numpy(self._x(X, reset=False)).to(self.model_.device)
         if getattr(X, "dtype", None) == np.float64:  # keep the caller's precision
@@ -239,6 +312,8 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         semi-supervised one, for which -1 marks an unlabelled row; other models ignore it.
         """
         cfg, given = self._config()
+        if self._is_table(X):
+            return self._fit_table(X, cfg, given)
         x = self._x(X, reset=True)
         labels = (as_labels(y, len(x), unlabelled=self.semi_supervised)
                   if self.conditional or self.semi_supervised else None)
@@ -262,6 +337,11 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             self.classes_ = np.arange(model.classes)
         self.samplers_: dict = {}
         self._run_path: Path | None = None
+        self.schema_ = pipeline.table_schema(model)  # the column schema of a table, else None
+        if self.schema_ is not None:
+            names = self.schema_.names + [n for n, _ in self.schema_.dropped]
+            self.feature_names_in_ = np.array(names, dtype=object)
+            self.n_features_in_ = len(names)
 
     def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
         """``fit(X, y)`` then ``transform(X, y)``."""
@@ -278,6 +358,8 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         """Decoder means at the posterior means, shaped like the fitted examples."""
         x, labels = self._rows(X, y)
         model = self._model_for(x)
+        if self.schema_ is not None:  # a DataFrame in the table's columns and types
+            return pipeline.table_frame(model, model.reconstruct(x, labels))
         return self._out(model.reconstruct(x.to(model.device), labels), X)
 
     @torch.no_grad()
@@ -289,6 +371,8 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
             raise DataError(f"Z has {z.shape[1]} columns, but the latent has {self.model_.latent_dim}")
         labels = None if not self.model_.cond_dim else torch.from_numpy(as_labels(y, len(z)))
         model = self.model_
+        if self.schema_ is not None:
+            return pipeline.table_frame(model, model.decode(z.to(model.device), labels).mean)
         return self._out(model.decode(z.to(model.device), labels).mean, Z)
 
     @available_if(lambda self: bool(self.semi_supervised))
@@ -357,7 +441,7 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
-        tags.input_tags.allow_nan = False
+        tags.input_tags.allow_nan = self.likelihood == "table"  # a table's missing cells
         tags.input_tags.sparse = True  # made dense rows (a one-hot ColumnTransformer output)
         tags.target_tags.required = False
         return tags

@@ -300,16 +300,20 @@ def monte_carlo_kl(model, x: torch.Tensor, seed: int = 0, y: torch.Tensor | None
 def reconstruction_error(model, x: torch.Tensor, batch_size: int = 1000,
                          y: torch.Tensor | None = None) -> float:
     """Mean squared error per data value between ``x`` and its reconstruction (the decoder mean
-    at the posterior mean, as ``vaekit reconstruct`` draws it), in the data's own units."""
+    at the posterior mean, as ``vaekit reconstruct`` draws it), in the data's own units, over
+    the observed values (a table's missing cells, NaN, are left out)."""
     was_training = model.training
     model.eval()
-    total = 0.0
+    total, count = 0.0, 0
     for i in range(0, len(x), batch_size):
         xb = x[i: i + batch_size].to(model.device)
         yb = None if y is None else y[i: i + batch_size].to(model.device)
-        total += float((model.reconstruct(xb, yb).double() - xb.double()).square().sum())
+        err = (model.reconstruct(xb, yb).double() - xb.double()).square()
+        seen = ~torch.isnan(err)
+        total += float(err[seen].sum())
+        count += int(seen.sum())
     model.train(was_training)
-    return total / max(x.numel(), 1)
+    return total / max(count, 1)
 
 
 @torch.no_grad()

@@ -73,7 +73,7 @@ class LadderVAE(VAEModel):
 
     def infer(self, x: torch.Tensor, y: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Bottom-up pass from raw ``x``: ``[(mu_hat_i, var_hat_i)]`` per layer, bottom first, ``(b, L_i)``."""
-        d = F.leaky_relu(self.encoder(self.preprocess(x), self.condition(y, len(x))), 0.1)
+        d = F.leaky_relu(self.encoder(self.inputs(x), self.condition(y, len(x))), 0.1)
         hats = [gaussian(self.q_heads[0](d), self.min_var)]
         for up, head in zip(self.up, self.q_heads[1:]):
             d = F.leaky_relu(up(d), 0.1)

@@ -119,7 +119,7 @@ class SemiSupervisedVAE(VAEModel):
     # -- the classifier ----------------------------------------------------------------------
     def class_log_probs(self, x: torch.Tensor) -> torch.Tensor:
         """``log q(y|x)`` of raw rows, ``(b, C)``."""
-        return F.log_softmax(full_precision(self.classifier(self.preprocess(x))), -1)
+        return F.log_softmax(full_precision(self.classifier(self.inputs(x))), -1)
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
@@ -134,7 +134,7 @@ class SemiSupervisedVAE(VAEModel):
 
     # -- inference ---------------------------------------------------------------------------
     def infer(self, x: torch.Tensor, y: torch.Tensor | None = None) -> ClassState:
-        u = self.preprocess(x)
+        u = self.inputs(x)
         log_qy = F.log_softmax(full_precision(self.classifier(u)), -1)
         return ClassState(log_qy, all_class_heads(self.encoder, u))
 

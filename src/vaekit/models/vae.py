@@ -65,6 +65,7 @@ class VAEModel(nn.Module):
         self.cond_dim = config.num_classes if config.conditional else 0
         self.body = BODIES[config.arch](self.data_shape, config.hidden)
         self.likelihood = LIKELIHOODS[config.likelihood].from_config(self.data_shape, config)
+        self.body.in_shape = self.likelihood.feature_shape(self.data_shape)
         self.preprocess = build_preprocess(config.preprocess, self.data_shape)
         self.build_latent(config)
         self.decoder = self.body.decoder(self.decoder_in_dim + self.cond_dim,
@@ -99,9 +100,15 @@ class VAEModel(nn.Module):
         return next(self.parameters()).device
 
     # -- the parts -------------------------------------------------------------------------
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """What the encoder reads for a raw batch: the preprocessed data, mapped by the
+        likelihood's :meth:`~vaekit.parts.likelihoods.Likelihood.features` (the data themselves
+        except for a table: standardized numbers, one-hot levels, missing-cell indicators)."""
+        return self.likelihood.features(self.preprocess(x))
+
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """q(z|x) (q(z|x,y) when conditional) for a raw batch ``(batch, *data_shape)``."""
-        return self.posterior(self.encoder(self.preprocess(x), self.condition(y, len(x))))
+        return self.posterior(self.encoder(self.inputs(x), self.condition(y, len(x))))
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """p(x|z) (p(x|z,y)) in raw units for codes ``(..., batch, latent_dim)``."""

@@ -51,6 +51,16 @@ class Likelihood(nn.Module):
     def check_data(self, x: torch.Tensor, what: str) -> None:
         """Raise DataError if ``x`` lies outside this likelihood's support."""
 
+    # -- the encoder's view of the data: the one hook for data the encoder cannot eat as is --
+    def feature_shape(self, data_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of one example as the encoder sees it (:meth:`features`): the data's own."""
+        return tuple(data_shape)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's input for (preprocessed) data ``x``: ``x`` itself for every family but
+        one whose data hold codes or missing cells (:class:`vaekit.parts.tables.TableLikelihood`)."""
+        return x
+
     def discrete(self, x: torch.Tensor) -> bool:
         """Whether ``log_prob(x)`` is the log-probability of discrete values (so bits/dim make sense).
 

@@ -93,6 +93,9 @@ class Body:
     def __init__(self, data_shape: tuple[int, ...], hidden: Sequence[int] | None) -> None:
         self.data_shape = tuple(data_shape)
         self.hidden = tuple(hidden) if hidden else self.default_hidden
+        # what the encoder reads: the data, unless the likelihood gives it features of its own
+        # (Likelihood.features; a table's one-hot levels and missing-cell indicators)
+        self.in_shape = self.data_shape
 
     def encoder(self, out_dim: int, cond_dim: int = 0) -> Encoder:
         """An :class:`Encoder` from ``(batch, *data_shape)`` [+ ``(batch, cond_dim)``] to ``(batch, out_dim)``."""
@@ -119,7 +122,7 @@ class MLPBody(Body):
     default_hidden = (400,)
 
     def encoder(self, out_dim: int, cond_dim: int = 0) -> Encoder:
-        return Encoder(nn.Flatten(), mlp([math.prod(self.data_shape) + cond_dim, *self.hidden, out_dim]),
+        return Encoder(nn.Flatten(), mlp([math.prod(self.in_shape) + cond_dim, *self.hidden, out_dim]),
                        cond_dim)
 
     def decoder(self, latent_dim: int, params_per_dim: int) -> nn.Module:
@@ -142,7 +145,7 @@ class LinearBody(Body):
         super().__init__(data_shape, hidden)
 
     def encoder(self, out_dim: int, cond_dim: int = 0) -> Encoder:
-        return Encoder(nn.Flatten(), nn.Linear(math.prod(self.data_shape) + cond_dim, out_dim), cond_dim)
+        return Encoder(nn.Flatten(), nn.Linear(math.prod(self.in_shape) + cond_dim, out_dim), cond_dim)
 
     def decoder(self, latent_dim: int, params_per_dim: int) -> nn.Module:
         out_shape = self.out_shape(params_per_dim)

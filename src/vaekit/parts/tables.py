@@ -33,7 +33,7 @@ from torch.distributions import Distribution
 
 from .distributions import full_precision
 from vaekit.errors import ConfigError, DataError
-from .likelihoods import Likelihood
+from .likelihoods import LIKELIHOODS, Likelihood
 
 OUTPUTS = {"continuous": 2, "positive": 2, "count": 2, "binary": 1}  # levelled: one per level
 LOG_R_MIN, LOG_R_MAX = -10.0, 12.0  # NB shape r in [4.5e-5, 1.6e5]: past that it is Poisson
@@ -200,6 +200,28 @@ class TableDistribution(Distribution):
                 out[..., col] = logits.argmax(-1).to(out.dtype)
         return out
 
+    def weighted_fill(self, weights: torch.Tensor) -> torch.Tensor:
+        """Each cell's value under the mixture ``sum_k w_k p(x|z_k)``, ``(*batch[1:], width)``.
+
+        ``weights`` ``(k, *batch[1:])`` sum to 1 over the first (sample) dimension of this
+        distribution's batch. Numeric columns get the mixture's mean ``sum_k w_k E[x|z_k]``;
+        binary and categorical columns the level with the largest ``sum_k w_k p(level|z_k)``
+        (MIWAE's single imputation, Mattei & Frellsen 2019, sec. 3).
+        """
+        w = weights.to(self._dtype()).unsqueeze(-1)  # (k, b, 1)
+        mean = self.mean
+        out = mean.new_zeros(mean.shape[1:])
+        for cols, _, _ in self.heads.values():
+            out[..., cols] = (w * mean[..., cols]).sum(0)
+        for col, logits in self.levelled:
+            if logits.shape[-1] == 1:
+                p = (w[..., 0] * torch.sigmoid(logits[..., 0])).sum(0)
+                out[..., col] = (p > 0.5).to(out.dtype)
+            else:
+                p = (w * torch.softmax(logits, -1)).sum(0)
+                out[..., col] = p.argmax(-1).to(out.dtype)
+        return out
+
     def sample(self, sample_shape=(), generator: torch.Generator | None = None) -> torch.Tensor:
         """Draws from p(x|z) in the encoded layout, ``(*sample_shape, *batch, width)``."""
         sample_shape = torch.Size(sample_shape)
@@ -228,6 +250,7 @@ class TableDistribution(Distribution):
             return out
 
 
+@LIKELIHOODS.register("table")
 class TableLikelihood(Likelihood):
     """One likelihood over a row of a table, one family per column, from a schema.
 
@@ -235,6 +258,11 @@ class TableLikelihood(Likelihood):
     order (see the module table); ``params_per_dim`` is ``ceil(num_params / width)`` so that a
     decoder sized ``params_per_dim * width`` (the model's rule) fits, and the trailing extra
     outputs are ignored.
+
+    The encoder cannot read level indices and NaN, so :meth:`features` gives it, per row:
+    each numeric column standardized by the schema (positive columns on the log scale), each
+    binary column as 0/1, each categorical or ordinal column one-hot, all 0 at missing cells
+    (zero imputation, MIWAE, Mattei & Frellsen 2019), then one missing-cell indicator per column.
 
     Parameters
     ----------
@@ -244,17 +272,21 @@ class TableLikelihood(Likelihood):
     min_obs_var : float
         Floor on the variance of continuous and positive heads, in standardized units
         (Shu 2018, "Lower bounding the generative model variance"), so densities stay bounded.
+    cell_dropout : float
+        Share of observed cells hidden from the encoder in training mode (:meth:`features`).
     """
 
     real_valued = False  # the table's own units: never standardized from outside
 
-    def __init__(self, columns: Sequence[ColumnSpec], min_obs_var: float = 1e-6) -> None:
+    def __init__(self, columns: Sequence[ColumnSpec], min_obs_var: float = 1e-6,
+                 cell_dropout: float = 0.0) -> None:
         columns = list(getattr(columns, "columns", columns))  # a Schema or its columns
         if not columns:
             raise ConfigError("a table likelihood needs at least one column")
         super().__init__((len(columns),))
         self.columns = columns
         self.min_obs_var = min_obs_var
+        self.cell_dropout = cell_dropout
         self.width = len(columns)
         self.numeric: dict[str, tuple[list[int], list[int]]] = {}  # kind -> (columns, first output)
         self.levelled: list[tuple[int, int, int]] = []  # (column, first output, outputs)
@@ -280,6 +312,65 @@ class TableLikelihood(Likelihood):
             scale = torch.tensor([float(columns[j].scale) for j in cols], dtype=torch.float64)
             self.register_buffer(f"_{kind}_loc", loc, persistent=False)  # the schema stores them
             self.register_buffer(f"_{kind}_scale", scale, persistent=False)
+
+    @classmethod
+    def from_config(cls, data_shape, config) -> "TableLikelihood":
+        """From ``config.schema``, the column schema's JSON (:class:`vaekit.data.schema.Schema`)."""
+        from vaekit.data.schema import Schema  # here: pandas only for models of tables
+
+        if not getattr(config, "schema", ""):
+            raise ConfigError("the table likelihood needs the table's column schema: train on a "
+                              ".csv with a header row or a .parquet file")
+        schema = Schema.from_json(config.schema, "the run's column schema")
+        if tuple(data_shape) != (schema.width,):
+            raise ConfigError(f"the column schema has {schema.width} columns but the data have "
+                              f"examples of shape {tuple(data_shape)}")
+        lik = cls(schema.columns, min_obs_var=config.min_obs_var,
+                  cell_dropout=getattr(config, "cell_dropout", 0.0))
+        lik.schema = schema
+        return lik
+
+    def feature_shape(self, data_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """``(n_features,)``: see :meth:`features`."""
+        return (self.num_features,)
+
+    @property
+    def num_features(self) -> int:
+        levels = sum(k for _, _, k in self.levelled)  # a binary column is one 0/1 number
+        return sum(len(cols) for cols, _ in self.numeric.values()) + levels + self.width
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoded rows ``(b, width)`` (NaN missing) -> the encoder's input ``(b, n_features)``:
+        standardized numbers (log x for positive columns), 0/1 and one-hot levels, 0 where
+        missing, then the ``width`` missing-cell indicators (1 = missing).
+
+        In training mode with ``cell_dropout`` p > 0, each observed cell is hidden (as if
+        missing) with probability p, drawn from the global torch generator as ``nn.Dropout``
+        does: the encoder learns incomplete rows, and the ELBO stays a lower bound because it
+        holds for any q(z|x).
+        """
+        if self.training and self.cell_dropout > 0:
+            hide = torch.rand(x.shape, device=x.device) < self.cell_dropout
+            x = torch.where(hide, torch.full_like(x, float("nan")), x)
+        seen = ~torch.isnan(x)
+        safe = torch.where(seen, x, torch.ones_like(x))  # log(1) = 0: no NaN in any branch
+        parts = []
+        for kind, (cols, _) in self.numeric.items():
+            v = safe[:, cols]
+            if kind == "positive":
+                v = torch.log(v.clamp(min=torch.finfo(v.dtype).tiny))
+            loc = getattr(self, f"_{kind}_loc").to(x.dtype)
+            scale = getattr(self, f"_{kind}_scale").to(x.dtype)
+            parts.append(torch.where(seen[:, cols], (v - loc) / scale, torch.zeros_like(v)))
+        for j, _, k in self.levelled:
+            code = torch.where(seen[:, j], safe[:, j], torch.zeros_like(safe[:, j]))
+            if k == 1:  # binary: the level index is the value
+                parts.append(code.unsqueeze(-1))
+            else:
+                hot = F.one_hot(code.long().clamp(0, k - 1), k).to(x.dtype)
+                parts.append(hot * seen[:, j:j + 1].to(x.dtype))
+        parts.append((~seen).to(x.dtype))
+        return torch.cat(parts, -1)
 
     def forward(self, params: torch.Tensor) -> TableDistribution:
         """``params`` ``(..., num_params)`` or ``(..., params_per_dim * width)`` -> a distribution

@@ -27,7 +27,8 @@ from vaekit.io.files import deferred_sync, write_json
 from vaekit.models.vae import VAEModel
 from vaekit.runs.directory import RunDir
 from vaekit.models.build import build_model
-from vaekit.config.defaults import resolve_auto
+from vaekit.config.defaults import normalise, resolve_auto
+from vaekit.data import is_table
 from vaekit.data.files import split_indices
 from .stacking import stack_front
 from vaekit.training.callbacks import (ClassificationError, EarlyStopping, EpochLog, RunDirWriter,
@@ -109,7 +110,47 @@ def fingerprint(data: Dataset) -> str:
 def resolve_defaults(cfg: RunConfig, data: Dataset, given: Collection[str]) -> list[str]:
     """Fill the options left to vaekit from what the data is (:mod:`vaekit.config.defaults`); returns
     one line per choice, with the flag that overrides it."""
-    return resolve_auto(cfg, data.x_train, given)
+    return resolve_auto(cfg, data.x_train, given, table=data.schema is not None)
+
+
+def table_source(cfg: RunConfig, given: Collection[str] | None) -> dict[str, Any]:
+    """How :func:`vaekit.data.load_data` reads the run's data: with the run's stored column
+    schema; as a table whose schema is inferred (likelihood table, or left to vaekit and the
+    file is a .csv with a header row or a .parquet file); or as numbers (``{}``)."""
+    from vaekit.data.schema import Schema  # here: pandas only for tables
+
+    m = cfg.model
+    if m.schema:
+        return {"schema": Schema.from_json(m.schema, "the run's column schema")}
+    auto = given is not None and "likelihood" not in normalise(given)
+    if m.likelihood == "table" or (auto and is_table(cfg.data.data)):
+        return {"table": True, "columns": cfg.data.column}
+    if cfg.data.column:
+        raise OptionError("column sets the type of a table's column: it needs a .csv file with a "
+                          "header row or a .parquet file, and likelihood table", "column",
+                          "likelihood")
+    return {}
+
+
+def schema_lines(cfg: RunConfig, data: Dataset) -> list[str]:
+    """Store the data's column schema in ``cfg`` (likelihood table) and say it, one line per
+    column with its type and why; ``[]`` for data without one."""
+    if cfg.model.cell_dropout and cfg.model.likelihood != "table":
+        raise OptionError("cell_dropout applies to likelihood table (a .csv with a header row or "
+                          "a .parquet file)", "cell_dropout", "likelihood")
+    if data.schema is None:
+        if cfg.model.likelihood == "table":
+            raise OptionError("likelihood table needs a table: a .csv file with a header row or a "
+                              ".parquet file (or a pandas DataFrame in Python)", "likelihood")
+        return []
+    if cfg.model.likelihood != "table":
+        raise OptionError(f"a table with a column schema takes likelihood table, not "
+                          f"{cfg.model.likelihood}", "likelihood")
+    cfg.model.schema = data.schema.to_json()
+    s = data.schema
+    head = (f"columns: {s.width} modelled" + (f", {len(s.dropped)} left out" if s.dropped else "")
+            + "; override with --column NAME=TYPE")
+    return [head] + ["  " + line for line in s.table().splitlines()]
 
 
 def num_classes(data: Dataset) -> int:
@@ -195,7 +236,8 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     if data is None:
         if not world.is_main:
             world.barrier()  # the main process fetches and caches a built-in dataset first
-        data = load_data(cfg.data.data, cfg.data.test_fraction, log=say, stream=cfg.data.stream)
+        data = load_data(cfg.data.data, cfg.data.test_fraction, log=say, stream=cfg.data.stream,
+                         **table_source(cfg, given))
         if world.is_main:
             world.barrier()
     # Built-in datasets are checksum-verified whenever they load; a user's files get a fingerprint.
@@ -208,6 +250,7 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
         given = None if given is None else {*given, "likelihood", "preprocess"}  # fixed for the top
     if not resume:
         choices += resolve_defaults(cfg, data, given) if given is not None else []
+        choices = schema_lines(cfg, data) + choices
         if cfg.model.conditional and not cfg.model.num_classes:
             cfg.model.num_classes = num_classes(data)
         if cfg.model.semi_supervised and not cfg.model.num_classes:

@@ -17,8 +17,10 @@ from vaekit.models.vae import VAEModel
 from vaekit.config.options import OptionError
 from vaekit.runs.directory import RunDir
 from vaekit.compute.runtime import resolve_device
-from .training import Log, check_rows, fingerprint, label_classes, stderr, train, validation_split
+from .training import (Log, check_rows, fingerprint, label_classes, stderr, table_source, train,
+                       validation_split)
 from vaekit.evaluation.featurenet import classifier_for
+from vaekit.evaluation.imputation import impute
 from vaekit.sampling.samplers import fit_sampler as fit, obtain
 
 
@@ -44,7 +46,7 @@ def data_rows(model: VAEModel, cfg: RunConfig, data: str | None, split: str) -> 
     """Rows of ``data`` (a name or path; None: the run's own test split) checked against the
     model, with their labels and known factors where the data has them (:class:`Rows`)."""
     if data is None:
-        ds = load_data(cfg.data.data, cfg.data.test_fraction, log=stderr, stream=cfg.data.stream)
+        ds = run_data(cfg, stderr, stream=cfg.data.stream)
         x, y, f, names = ds.x_test, ds.y_test, ds.f_test, ds.factor_names
         x = x[:] if not isinstance(x, torch.Tensor) else x  # the test split, read whole
         if len(x) == 0:
@@ -53,7 +55,7 @@ def data_rows(model: VAEModel, cfg: RunConfig, data: str | None, split: str) -> 
         f = None if f is None else f.numpy()
         what = f"{cfg.data.data} (test part)"
     else:
-        part = load_part(data, split, log=stderr)
+        part = load_part(data, split, log=stderr, **table_source(cfg, None))
         x, y = torch.from_numpy(part.x), None if part.y is None else torch.from_numpy(part.y)
         f, names, what = part.factors, part.factor_names, data
     y = None if y is None else y.long()
@@ -87,16 +89,41 @@ def check_label(model: VAEModel, label: int | None) -> None:
 
 
 def sample(model: VAEModel, n: int, seed: int | torch.Generator, label: int | None = None,
-           sampler: Any = None) -> torch.Tensor:
+           sampler: Any = None, draw: bool = False) -> torch.Tensor:
     """Decoder means of ``n`` draws (of class ``label``), float32 on the CPU: codes from the
-    prior, or from ``sampler`` (a :class:`vaekit.sampling.samplers.Sampler`, see :func:`run_sampler`)."""
+    prior, or from ``sampler`` (a :class:`vaekit.sampling.samplers.Sampler`, see :func:`run_sampler`).
+
+    ``draw``: draws from p(x|z) itself instead of its means (a table's likelihood: each
+    column's family, with the same generator)."""
     check_label(model, label)
     g = seed if isinstance(seed, torch.Generator) else torch.Generator(model.device).manual_seed(seed)
     y = None if label is None else torch.full((n,), label, device=model.device)
-    if sampler is None:
+    if draw and table_schema(model) is None:
+        raise OptionError("draws from p(x|z) are written for tables; other models write decoder "
+                          "means", "mean")
+    if sampler is None and not draw:
         return model.generate(n, g, y).float().cpu()
     with torch.no_grad():
-        return model.decode(sampler.codes(n, g), y).mean.float().cpu()
+        z = model.sample_prior(n, g) if sampler is None else sampler.codes(n, g)
+        px = model.decode(z, y)
+        x = px.sample(generator=g) if draw else px.mean
+    return x.float().cpu()
+
+
+def table_schema(model: VAEModel):
+    """The column schema of a model of a table (:class:`vaekit.data.schema.Schema`), else None."""
+    return getattr(model.likelihood, "schema", None)
+
+
+def table_frame(model: VAEModel, x: torch.Tensor):
+    """Encoded rows ``(n, width)`` of a model of a table -> a pandas DataFrame with the table's
+    column names, order and dtypes (levels from the seen ones, integers as integers)."""
+    schema = table_schema(model)
+    if schema is None:
+        raise OptionError("this model's data are not a table; write .npy", "out")
+    # float32 model outputs as their shortest float32 text (170.4, not 170.39999389648438)
+    a = np.asarray(x.detach().cpu().float().numpy()).astype("U24").astype(np.float64)
+    return schema.decode(a)
 
 
 # -- samplers and the sample-quality metric ------------------------------------------------------
@@ -105,7 +132,8 @@ def run_data(cfg: RunConfig, log: Log = stderr, stream: bool = False) -> Dataset
     if cfg.data.data == "array":  # the estimator's name for data that never were a file
         raise DataError("this run was saved from Python (VAE.save) and its data are not on disk; "
                         "use the estimator: VAE.fit_sampler(X, sampler=...), then save")
-    return load_data(cfg.data.data, cfg.data.test_fraction, log=log, stream=stream)
+    return load_data(cfg.data.data, cfg.data.test_fraction, log=log, stream=stream,
+                     **table_source(cfg, None))
 
 
 def training_rows(cfg: RunConfig, log: Log = stderr) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -144,3 +172,41 @@ def metric_classifier(cfg: RunConfig, device: torch.device | str = "cpu", log: L
     """The feature network of the sample-quality metric for a run's data
     (:func:`vaekit.evaluation.featurenet.classifier_for`: cached, or trained once)."""
     return classifier_for(run_data(cfg, log), device, log)
+
+
+# -- imputation of a table's missing cells -------------------------------------------------------
+@dataclass
+class Imputed:
+    """A table with its missing cells filled (``table``), ``draws`` multiple imputations of it
+    (one DataFrame each), the number of cells filled, and each row's effective sample size."""
+
+    table: Any
+    draws: list
+    filled: int
+    ess: np.ndarray
+
+
+def impute_table(model: VAEModel, data, k: int = 1000, draws: int = 0, seed: int = 0,
+                 what: str = "data") -> Imputed:
+    """Fill the missing cells of a table from a model of it (:func:`vaekit.evaluation.imputation.impute`).
+
+    ``data`` is a table file (.csv with a header row, .parquet) or a pandas DataFrame; it is
+    checked against the model's column schema (one error naming column and row). Columns the
+    schema leaves out come back as they were, and so does every observed cell.
+    """
+    import pandas as pd
+
+    from vaekit.data.schema import read_table
+
+    schema = table_schema(model)
+    if schema is None:
+        raise DataError("imputation fills a table's missing cells: this run was not trained on a "
+                        "table (a .csv with a header row or a .parquet file)")
+    if not isinstance(data, pd.DataFrame):
+        what = str(data)
+        data = read_table(data)
+    x = torch.from_numpy(schema.encode(data, what).astype(np.float32))
+    check_rows(model, x, None, what)
+    res = impute(model, x, k=k, draws=draws, seed=seed)
+    return Imputed(schema.fill(data, res.filled), [schema.fill(data, d) for d in res.draws],
+                   int(torch.isnan(x).sum()), res.ess.numpy())

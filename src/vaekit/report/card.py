@@ -25,8 +25,8 @@ from vaekit.parts.objectives import loss_words, trains_likelihood
 from vaekit.runs.directory import RunDir
 from vaekit.runs.layout import CARD_MARKER as MARKER
 from vaekit.runs.store import read_json
-from vaekit.data import DATASETS, load_data
-from vaekit.pipeline import fingerprint
+from vaekit.data import DATASETS
+from vaekit.pipeline import fingerprint, run_data
 
 CARD_NAME = "README.md"
 CARD_LIMIT = 4 * 2 ** 20
@@ -92,7 +92,7 @@ def split_sizes(cfg: RunConfig) -> dict[str, int] | None:
     if spec in DATASETS and DATASETS[spec].cache_files and not DATASETS[spec].cached():
         return None  # a card is never worth a download
     try:
-        ds = load_data(spec, cfg.data.test_fraction, log=lambda s: None, stream=cfg.data.stream)
+        ds = run_data(cfg, log=lambda s: None, stream=cfg.data.stream)
         if cfg.data.fingerprint:
             import torch
 

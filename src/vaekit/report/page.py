@@ -22,7 +22,8 @@ import numpy as np
 
 from vaekit.version import __version__
 from . import figures as viz
-from vaekit.data import Dataset, load_data
+from vaekit.data import Dataset
+from vaekit.pipeline import run_data
 from vaekit.evaluation.measures import latent_diagnostics, posterior_means
 from vaekit.io.files import atomic_write_text
 from vaekit.io.images import grid_png
@@ -252,7 +253,7 @@ def build_report(run: str | Path, data: Dataset | None = None, method: str = "pc
     # Diagnostics on the test split (training split when there is none).
     diag, x_show, y_show, labels_show, sizes = None, None, None, None, ""
     try:
-        data = data or load_data(cfg.data.data, cfg.data.test_fraction, log=lambda s: None)
+        data = data or run_data(cfg, log=lambda s: None)
         x_show, y_show = (data.x_test, data.y_test) if len(data.x_test) else (data.x_train, data.y_train)
         x_show = x_show[:DIAGNOSTIC_ROWS]
         labels_show = None if y_show is None else y_show[:DIAGNOSTIC_ROWS]  # the data's labels

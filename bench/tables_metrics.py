@@ -1,0 +1,291 @@
+"""The metrics of ``bench/tables.py``, as plain functions of arrays.
+
+Tables are compared in one numeric layout: :func:`encode` maps a DataFrame through the real
+table's :class:`vaekit.data.schema.Schema` to ``(n, d)`` float64, numeric columns as values and
+levelled columns (binary, categorical, ordinal) as level indices, NaN where missing.
+``numeric[j]`` says which columns are numbers.
+
+- Quality, the definitions of SDMetrics' quality report (DataCebo's documentation):
+  column shapes = 1 - KS statistic (numeric) or 1 - total variation distance (categorical);
+  column pair trends = 1 - |Pearson r(real) - r(synthetic)| / 2 for two numeric columns, else
+  1 - TVD of the two normalized contingency tables (a numeric column binned into 10 equal-width
+  bins over the real range); overall = the mean of the two. Missing cells are left out of
+  each column (and each pair).
+- Machine-learning efficacy: HistGradientBoosting trained on one table and tested on real
+  held-out rows; macro F1 for a levelled target, R^2 for a numeric one.
+- DCR: distance from each synthetic row to its closest real training row, numeric columns
+  standardized by the training sd, a mismatched level counting 1 (missing cells filled with the
+  training median / mode on both sides).
+- MCAR masks and imputation errors (RMSE of standardized continuous cells, accuracy of levelled).
+- Independent per-column log-likelihood (each column's family fitted by maximum likelihood).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, stats
+
+from vaekit.data.schema import LEVELLED, Schema
+
+N_BINS = 10  # SDMetrics bins a numeric column into 10 for a mixed pair
+
+
+# ---- the common layout --------------------------------------------------------------------
+
+def _key(v) -> str:
+    """A level as text, with 1.0 and 1 the same level (models may return floats for ints)."""
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        v = int(v)
+    return str(v)
+
+
+def encode(df: pd.DataFrame, schema: Schema) -> tuple[np.ndarray, int]:
+    """``df`` -> ``(n, d)`` float64 in the schema's layout, and the number of cells that did not
+    fit (an unknown level, text in a numeric column), which are set missing rather than refused:
+    a method's odd output is scored, not fatal."""
+    out = np.full((len(df), schema.width), np.nan)
+    bad = 0
+    for j, col in enumerate(schema.columns):
+        s = df[col.name]
+        miss = s.isna().to_numpy()
+        if col.kind in LEVELLED:
+            codes = {_key(v): i for i, v in enumerate(col.levels)}
+            got = np.array([codes.get(_key(v), np.nan) if not m else np.nan
+                            for v, m in zip(s.to_numpy(dtype=object), miss)], dtype=np.float64)
+        else:
+            got = pd.to_numeric(s.astype(object).where(~miss, np.nan), errors="coerce")
+            got = got.to_numpy(dtype=np.float64, na_value=np.nan)
+        bad += int((np.isnan(got) & ~miss).sum())
+        out[:, j] = got
+    return out, bad
+
+
+def numeric_mask(schema: Schema) -> np.ndarray:
+    """``(d,)`` bool: the columns whose encoded values are numbers, not level indices."""
+    return np.array([c.kind not in LEVELLED for c in schema.columns])
+
+
+# ---- quality (SDMetrics' definitions) -----------------------------------------------------
+
+def _tvd(p: np.ndarray, q: np.ndarray) -> float:
+    return 0.5 * float(np.abs(p - q).sum())
+
+
+def _frequencies(codes: np.ndarray, k: int) -> np.ndarray:
+    counts = np.bincount(codes.astype(np.int64), minlength=k).astype(np.float64)
+    return counts / max(counts.sum(), 1.0)
+
+
+def column_shape(real: np.ndarray, synth: np.ndarray, numeric: bool) -> float:
+    """1 - KS statistic (numeric) or 1 - TVD of the level frequencies, observed cells only."""
+    r, s = real[~np.isnan(real)], synth[~np.isnan(synth)]
+    if len(r) == 0 or len(s) == 0:
+        return float("nan")
+    if numeric:
+        return 1.0 - float(stats.ks_2samp(r, s).statistic)
+    k = int(max(r.max(), s.max())) + 1
+    return 1.0 - _tvd(_frequencies(r, k), _frequencies(s, k))
+
+
+def _bins(real: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Bin indices 0..N_BINS-1 on equal-width bins over the real column's range (values
+    outside it go to the end bins)."""
+    edges = np.histogram_bin_edges(real[~np.isnan(real)], bins=N_BINS)
+    return np.clip(np.searchsorted(edges, values, side="right") - 1, 0, N_BINS - 1)
+
+
+def pair_trend(real: np.ndarray, synth: np.ndarray, numeric: tuple[bool, bool]) -> float:
+    """The pair-trend score of two columns, ``real`` and ``synth`` each ``(n, 2)``."""
+    r = real[~np.isnan(real).any(1)]
+    s = synth[~np.isnan(synth).any(1)]
+    if len(r) < 2 or len(s) < 2:
+        return float("nan")
+    if all(numeric):
+        cr, cs = (np.corrcoef(a[:, 0], a[:, 1])[0, 1] for a in (r, s))
+        cr, cs = (0.0 if not np.isfinite(c) else c for c in (cr, cs))  # a constant column
+        return 1.0 - abs(cr - cs) / 2.0
+    cols = []
+    for j in range(2):
+        if numeric[j]:
+            cols.append((_bins(real[:, j], r[:, j]), _bins(real[:, j], s[:, j]), N_BINS))
+        else:
+            k = int(max(np.nanmax(real[:, j]), s[:, j].max())) + 1
+            cols.append((r[:, j].astype(np.int64), s[:, j].astype(np.int64), k))
+    (ra, sa, ka), (rb, sb, kb) = cols
+    pr = _frequencies(ra * kb + rb, ka * kb)
+    ps = _frequencies(sa * kb + sb, ka * kb)
+    return 1.0 - _tvd(pr, ps)
+
+
+@dataclass(frozen=True)
+class Quality:
+    """SDMetrics-style quality: the two property scores and their mean, each in [0, 1]."""
+
+    shapes: float
+    trends: float
+
+    @property
+    def overall(self) -> float:
+        return (self.shapes + self.trends) / 2.0
+
+
+def quality(real: np.ndarray, synth: np.ndarray, numeric: np.ndarray) -> Quality:
+    """Column shapes and column pair trends of ``synth`` against ``real`` (both ``(n, d)``)."""
+    d = real.shape[1]
+    shapes = [column_shape(real[:, j], synth[:, j], bool(numeric[j])) for j in range(d)]
+    trends = [pair_trend(real[:, [a, b]], synth[:, [a, b]], (bool(numeric[a]), bool(numeric[b])))
+              for a in range(d) for b in range(a + 1, d)]
+    return Quality(float(np.nanmean(shapes)), float(np.nanmean(trends)) if trends else 1.0)
+
+
+# ---- machine-learning efficacy ------------------------------------------------------------
+
+def efficacy(train: np.ndarray, test: np.ndarray, numeric: np.ndarray, target: int,
+             seed: int = 0) -> float:
+    """Macro F1 (levelled target) or R^2 (numeric target) on real ``test`` rows of a
+    HistGradientBoosting model fitted on ``train``; rows with a missing target are left out.
+    Levelled features are passed as categorical (their level indices)."""
+    from sklearn.ensemble import (
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+    )
+    from sklearn.metrics import f1_score, r2_score
+
+    feats = [j for j in range(train.shape[1]) if j != target]
+    tr = train[~np.isnan(train[:, target])]
+    te = test[~np.isnan(test[:, target])]
+    cat = ~numeric[feats]
+    kw = {"categorical_features": cat if cat.any() else None, "random_state": seed, "max_iter": 100}
+    if numeric[target]:
+        model = HistGradientBoostingRegressor(**kw).fit(tr[:, feats], tr[:, target])
+        return float(r2_score(te[:, target], model.predict(te[:, feats])))
+    if len(np.unique(tr[:, target])) < 2:  # a synthetic table with one class predicts it
+        pred = np.full(len(te), tr[0, target] if len(tr) else -1.0)
+    else:
+        model = HistGradientBoostingClassifier(**kw).fit(tr[:, feats], tr[:, target])
+        pred = model.predict(te[:, feats])
+    return float(f1_score(te[:, target], pred, average="macro"))
+
+
+# ---- privacy: distance to the closest record ----------------------------------------------
+
+def _filled(x: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(x), fill, x)
+
+
+def dcr(synth: np.ndarray, train: np.ndarray, numeric: np.ndarray) -> np.ndarray:
+    """``(n_synth,)`` distance from each synthetic row to its closest training row: squared
+    standardized differences on numeric columns plus 1 per mismatched level, square-rooted."""
+    fill = np.array([(np.median(o) if num else stats.mode(o, keepdims=False).mode) if len(o) else 0.0
+                     for o, num in ((c[~np.isnan(c)], num) for c, num in zip(train.T, numeric))])
+    sd = np.nanstd(train, axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    a, b = _filled(synth, fill), _filled(train, fill)
+    out = np.empty(len(a))
+    for i in range(0, len(a), 256):  # (256, n_train, d) at a time
+        diff = a[i:i + 256, None, :] - b[None, :, :]
+        sq = np.where(numeric, (diff / sd) ** 2, (diff != 0).astype(np.float64))
+        out[i:i + 256] = np.sqrt(sq.sum(-1).min(1))
+    return out
+
+
+# ---- imputation ---------------------------------------------------------------------------
+
+def mcar_mask(shape: tuple[int, int], rate: float, rng: np.random.Generator,
+              observed: np.ndarray | None = None) -> np.ndarray:
+    """``shape`` bool mask, True = remove: each observed cell independently with ``rate``
+    (missing completely at random, Rubin 1976); cells already missing are never chosen."""
+    mask = rng.random(shape) < rate
+    return mask if observed is None else mask & observed
+
+
+@dataclass(frozen=True)
+class ImputeError:
+    """RMSE of the removed numeric cells (standardized by the training sd) and accuracy of
+    the removed levelled cells; NaN where no such cell was removed or the method left it empty."""
+
+    rmse: float
+    accuracy: float
+    unfilled: int
+
+
+def impute_error(truth: np.ndarray, filled: np.ndarray, mask: np.ndarray, numeric: np.ndarray,
+                 sd: np.ndarray) -> ImputeError:
+    """Errors of ``filled`` against ``truth`` on the removed cells ``mask`` (all ``(n, d)``)."""
+    num = mask & numeric[None, :]
+    lev = mask & ~numeric[None, :]
+    unfilled = int((np.isnan(filled) & mask).sum())
+    z = (filled - truth) / np.where(sd > 0, sd, 1.0)[None, :]
+    rmse = float(np.sqrt(np.mean(z[num] ** 2))) if num.any() else float("nan")
+    acc = float(np.mean(filled[lev] == truth[lev])) if lev.any() else float("nan")
+    return ImputeError(rmse, acc, unfilled)
+
+
+# ---- independent per-column likelihood ----------------------------------------------------
+
+def _negbin_fit(x: np.ndarray) -> tuple[float, float] | None:
+    """Maximum-likelihood negative binomial (r, p) of counts ``x``; None when the variance is
+    not above the mean (then a Poisson is the maximum-likelihood limit)."""
+    m, v = x.mean(), x.var()
+    if v <= m or m == 0:
+        return None
+
+    def nll(log_r: float) -> float:
+        r = np.exp(log_r)
+        return -stats.nbinom.logpmf(x, r, r / (r + m)).sum()  # the MLE of p given r keeps the mean
+
+    log_r = optimize.minimize_scalar(nll, bounds=(-10, 10), method="bounded").x
+    r = float(np.exp(log_r))
+    return r, r / (r + m)
+
+
+@dataclass
+class Independent:
+    """Independent marginals, each column's own family by maximum likelihood on training rows:
+    Gaussian (continuous), log-normal (positive; density in the column's units), negative
+    binomial or Poisson (count), Bernoulli / categorical with add-half smoothing so that a
+    level unseen in training keeps a finite mass (levelled)."""
+
+    kinds: list[str]
+    n_levels: list[int]
+
+    def fit(self, x: np.ndarray) -> Independent:
+        self.params_ = []
+        for j, kind in enumerate(self.kinds):
+            c = x[:, j][~np.isnan(x[:, j])]
+            if kind == "continuous":
+                self.params_.append((c.mean(), c.std()))
+            elif kind == "positive":
+                self.params_.append((np.log(c).mean(), np.log(c).std()))
+            elif kind == "count":
+                self.params_.append(_negbin_fit(c) or c.mean())
+            else:
+                counts = np.bincount(c.astype(np.int64), minlength=self.n_levels[j]) + 0.5
+                self.params_.append(np.log(counts / counts.sum()))
+        return self
+
+    def column_log_prob(self, x: np.ndarray) -> np.ndarray:
+        """``(n, d)`` log-probability of each cell (NaN where missing)."""
+        out = np.full(x.shape, np.nan)
+        for j, (kind, p) in enumerate(zip(self.kinds, self.params_)):
+            c = x[:, j]
+            ok = ~np.isnan(c)
+            v = c[ok]
+            if kind == "continuous":
+                out[ok, j] = stats.norm.logpdf(v, p[0], p[1])
+            elif kind == "positive":
+                out[ok, j] = stats.lognorm.logpdf(v, s=p[1], scale=np.exp(p[0]))
+            elif kind == "count":
+                out[ok, j] = (stats.nbinom.logpmf(v, *p) if isinstance(p, tuple)
+                              else stats.poisson.logpmf(v, p))
+            else:
+                out[ok, j] = p[v.astype(np.int64)]
+        return out
+
+    def score_samples(self, x: np.ndarray) -> np.ndarray:
+        """log p(x) per row, summed over the observed cells, ``(n,)``."""
+        return np.nansum(self.column_log_prob(x), axis=1)
+
