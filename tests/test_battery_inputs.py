@@ -140,15 +140,7 @@ DATA = {
 }
 
 G = "unguarded read: "
-TODAY: dict[str, str] = {
-    "config-fifo-train": G + "--config on a FIFO blocks in open/read (killed by the timeout)",
-    "config-dev-zero-train": G + "--config /dev/zero reads forever (killed by the timeout)",
-    "config-nested-arrays-train": G + "TOML arrays nested 10,000 deep: RecursionError traceback",
-    "config-nested-tables-train": G + "TOML inline tables nested 10,000 deep: RecursionError traceback",
-    "data-zip-in-zip-npz-train": G + "an .npz member that is not an .npy comes back as bytes: "
-                                     "AttributeError 'bytes' object has no attribute 'ndim'",
-    "data-zip-in-zip-npz-evaluate": G + "the same AttributeError traceback from evaluate RUN DATA",
-}
+TODAY: dict[str, str] = {}
 
 
 def marked(table: dict, prefix: str, commands: tuple[str, ...]):

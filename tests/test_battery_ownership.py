@@ -64,17 +64,7 @@ SCRATCH = [
 # What happens today, found by this battery (2022e48); a fix flips these and must drop the mark.
 L = "writes through a link: "
 S = "scratch names: "
-TODAY: dict[str, str] = {
-    "link-images-resume": L + "train --resume replaces the user's reconstruction_2.png, samples_2.png",
-    "link-latent-resume": L + "train --resume replaces the user's latent/epoch_2.npy",
-    "link-samplers-fit-expost": L + "fit-sampler replaces the user's expost.json/.safetensors",
-    "link-samplers-fit-two-stage": L + "fit-sampler replaces the user's two-stage.json/.safetensors",
-    "link-samplers-sample-expost": L + "sample fits the missing sampler into the user's folder",
-    "staging-folder-resume": S + "train --resume deletes a user's folder named .vaekit-replaced",
-    "temp-config-resume": S + "train --resume deletes a user's .config.json.<x>.tmp",
-    "temp-model-resume": S + "train --resume deletes a user's .model.safetensors.<x>.tmp",
-    "temp-latent-resume": S + "train --resume deletes a user's latent/.epoch_2.npy.<x>.tmp",
-}
+TODAY: dict[str, str] = {}
 
 
 def cases_links():

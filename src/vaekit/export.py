@@ -292,7 +292,7 @@ def export_onnx(run: str | Path, out: str | Path | None = None, overwrite: bool 
     rd = RunDir(run)
     model, cfg = rd.load_model("cpu")  # checks config and every tensor
     require(cfg, "onnx", "vaekit export")
-    out = Path(out) if out is not None else rd.path / "onnx"
+    out = Path(out) if out is not None else rd.folder("onnx", create=False)
     model_sha = hashlib.sha256(rd.model.read_bytes()).hexdigest()
     check_out_dir(out, model_sha, overwrite)
     files, info = export_graphs(model, opset)

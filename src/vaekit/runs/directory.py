@@ -269,26 +269,37 @@ class RunDir(RunReading):
             yield
 
     def check_ownership(self) -> None:
-        """Refuse a run whose own folders (``images/``, ``latent/``, ``samplers/``, ...) are links
-        or not folders, or whose staging folder lacks vaekit's marker: every writer takes the
-        lock, so none writes or deletes through a folder that is not vaekit's."""
-        for name in sorted(OWNED_DIRS):
-            p = self.path / name
-            try:
-                mode = os.lstat(p).st_mode
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                raise RunDirError(f"cannot look at {p} ({e.strerror or e})") from None
-            if not stat.S_ISDIR(mode):
-                what = "a link" if stat.S_ISLNK(mode) else "not a folder"
-                raise RunDirError(f"{p} is {what}: vaekit writes only into a run's own folders; "
-                                  "move it out of the run (it is not vaekit's), or choose another --out")
+        """Refuse a run whose staging folder lacks vaekit's marker (the lock's holder may delete
+        it): every writer takes the lock, so none deletes a user's folder of that name."""
         if os.path.lexists(self.staging) and not (
                 self.staging.is_dir() and not self.staging.is_symlink()
                 and (self.staging / STAGING_MARKER).is_file()):
             raise RunDirError(f"{self.staging} was not made by vaekit (it has no {STAGING_MARKER} "
                               "marker): move it out of the run, or choose another --out")
+
+    def folder(self, name: str, create: bool = True) -> Path:
+        """The run's own folder ``name`` (one of the layout's folders), made if absent (unless
+        ``create`` is False): the one
+        way into a run's folders for every writer. A link or a file in its place (a user's, not
+        vaekit's) is a RunDirError, so nothing is written or replaced through it."""
+        if name not in OWNED_DIRS:
+            raise ValueError(f"{name} is not a folder of the run layout")  # a bug
+        p = self.path / name
+        try:
+            if create:
+                os.mkdir(p)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise RunDirError(f"cannot create {p} ({e.strerror or e})") from None
+        if not os.path.lexists(p):
+            return p
+        mode = os.lstat(p).st_mode
+        if not stat.S_ISDIR(mode):
+            what = "a link" if stat.S_ISLNK(mode) else "not a folder"
+            raise RunDirError(f"{p} is {what}: vaekit writes only into a run's own folders; move "
+                              "it out of the run (it is not vaekit's), or choose another --out")
+        return p
 
     # -- writing ----------------------------------------------------------------------------
     def write_config(self, config: RunConfig, data_shape: tuple[int, ...]) -> None:
@@ -315,9 +326,10 @@ class RunDir(RunReading):
 
     def write_latent(self, epoch: int, z: torch.Tensor, labels: torch.Tensor | None) -> None:
         """Posterior means of the shown test examples at ``epoch`` (labels once, at epoch 1)."""
-        write_npy(self.latent / f"epoch_{epoch}.npy", z.float().cpu().numpy())
-        if labels is not None and not (self.latent / "labels.npy").exists():
-            write_npy(self.latent / "labels.npy", labels.cpu().numpy())
+        latent = self.folder("latent")
+        write_npy(latent / f"epoch_{epoch}.npy", z.float().cpu().numpy())
+        if labels is not None and not (latent / "labels.npy").exists():
+            write_npy(latent / "labels.npy", labels.cpu().numpy())
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         atomic_write_text(self.metrics, metrics_text(rows))

@@ -37,6 +37,7 @@ from vaekit.runs.checkpoint import state_tensors
 from vaekit.errors import RunDirError
 from vaekit.models.vae import VAEModel
 from vaekit.registry import Registry
+from vaekit.runs.directory import RunDir
 from vaekit.runs.layout import SAMPLERS as SAMPLERS_FOLDER
 from vaekit.config.settings import RunConfig
 from vaekit.data import Dataset
@@ -298,6 +299,7 @@ def save(run: Path, sampler: Sampler) -> None:
     """Write the tensors, then the record that vouches for them (each atomically)."""
     from safetensors.torch import save as st_save
 
+    RunDir(run).folder(FOLDER)  # the run's own folder, never a link to a user's
     tensors_path, record_path = paths(run, sampler.name)
     blob = st_save({k: v.detach().cpu().contiguous() for k, v in sampler.tensors().items()},
                    {"format": FORMAT})

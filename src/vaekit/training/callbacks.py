@@ -89,11 +89,12 @@ def write_images(rd: RunDir, model, epoch: int, x: torch.Tensor, y: torch.Tensor
     scale = display_scale(x.shape[-2])
     xs = x[:8].to(device)
     ys = y[:8].to(device) if model.cond_dim else None
-    save_grid(torch.cat([xs, model.reconstruct(xs, ys)]), rd.images / f"reconstruction_{epoch}.png",
+    images = rd.folder("images")
+    save_grid(torch.cat([xs, model.reconstruct(xs, ys)]), images / f"reconstruction_{epoch}.png",
               len(xs), scale)
     g = torch.Generator(device).manual_seed(seed + SAMPLE_SEED_OFFSET)
     labels = (torch.arange(64, device=device) // 8) % model.cond_dim if model.cond_dim else None
-    save_grid(model.generate(64, g, labels), rd.images / f"samples_{epoch}.png", 8, scale)
+    save_grid(model.generate(64, g, labels), images / f"samples_{epoch}.png", 8, scale)
     model.train(was_training)
 
 
@@ -142,7 +143,7 @@ class TensorBoardLogger(Callback):
         require("tensorboard", "tensorboard", "--tensorboard logging")
         self.rd = run_dir
         self.writer = require("torch.utils.tensorboard", "tensorboard", "--tensorboard logging"
-                              ).SummaryWriter(str(run_dir.path / "tensorboard"))
+                              ).SummaryWriter(str(run_dir.folder("tensorboard")))
 
     def on_epoch_end(self, trainer: Trainer, data: Dataset, row: dict[str, Any]) -> None:
         import numpy as np
