@@ -32,7 +32,8 @@ from vaekit.io.files import (atomic_write_bytes, atomic_write_text, drain_writes
 from vaekit.models.vae import VAEModel
 from .reading import RunReading, load_state_tensors, metrics_text
 from .layout import (CARD, CARD_MARKER, CHECKPOINT, CONFIG, EVALUATION, LOCK_NAME, METRICS, MODEL,
-                     OWNED_DIRS, REPORT, STAGING_MARKER, STAGING_NAME, TEMP, is_owned)
+                     MODEL_FORMAT, OWNED_DIRS, REPORT, STAGING_MARKER, STAGING_NAME, TEMP,
+                     is_owned)
 from .store import FORMAT_VERSION, JSON_LIMIT, RUN_FORMAT, parse_json
 
 __all__ = ["RunDir", "FORMAT_VERSION", "write_npy", "state_tensors", "load_state_tensors"]
@@ -308,7 +309,7 @@ class RunDir(RunReading):
                                  **config.to_dict()})
 
     def write_model(self, model: VAEModel) -> None:
-        atomic_write_bytes(self.model, st_save(state_tensors(model), {"format": "vaekit-model"}))
+        atomic_write_bytes(self.model, st_save(state_tensors(model), {"format": MODEL_FORMAT}))
 
     def save(self, config: RunConfig, data_shape: tuple[int, ...], model: VAEModel,
              overwrite: bool = False) -> None:

@@ -16,6 +16,7 @@ class Entry(NamedTuple):
     reader: str   # what reads (and validates) it
 
 
+MODEL_FORMAT = "vaekit-model"  # the one metadata entry of model.safetensors
 CONFIG = "config.json"
 MODEL = "model.safetensors"
 METRICS = "metrics.jsonl"

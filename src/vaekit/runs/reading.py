@@ -14,6 +14,7 @@ from vaekit.config.settings import RunConfig
 from vaekit.errors import RunDirError
 from vaekit.io.files import atomic_write_text, json_dumps, read_regular
 from vaekit.models.vae import VAEModel
+from .layout import MODEL_FORMAT
 from .store import (METRICS_LIMIT, check_evaluation, check_tensors, numbered, parse_config,
                     read_json, read_latent, read_metrics, read_png, read_safetensors)
 from vaekit.models.build import build_model
@@ -38,7 +39,12 @@ class RunReading:
         if not self.model.exists():
             raise RunDirError(f"{self.path} has no model.safetensors yet; train it first "
                               "(or resume it with vaekit train --resume)")
-        tensors, _ = read_safetensors(self.model)
+        tensors, metadata = read_safetensors(self.model)
+        metadata = metadata or {}
+        if set(metadata) - {"format"} or metadata.get("format", MODEL_FORMAT) != MODEL_FORMAT:
+            raise RunDirError(f"{self.model} has metadata vaekit does not write "
+                              f"({str(sorted(metadata))[:80]}); it is not this run's model file: "
+                              "train the run again (--overwrite)")
         load_state_tensors(model, tensors, str(self.model))
         return model.to(device).eval(), cfg
 
