@@ -12,7 +12,7 @@ Extra packages: ``pip install palmerpenguins vega_datasets statsmodels ctgan`` (
 with ``--no-deps`` plus ``rdt`` and ``Faker`` where its pins would replace pandas or torch).
 
 Protocol, per table: at most ``--max-rows`` rows (a seeded subsample), column types from
-:func:`vaekit.data.schema.infer_schema` on the whole table (left-out columns are dropped for
+:func:`vaekit.data.inference.infer_schema` on the whole table (left-out columns are dropped for
 every method), a seeded 80/20 train/test split. Every model sees the training rows only.
 
 - synthetic data: each method trains on the training rows and samples as many rows. Quality is
@@ -72,7 +72,7 @@ from tables_methods import (
     independent,
 )
 
-from vaekit.data.schema import infer_schema
+from vaekit.data.inference import infer_schema
 
 TOL = {"quality": 0.01, "efficacy": 0.01, "rmse": 0.01, "accuracy": 0.01, "ll": 0.0}
 # "at least level": within these of the best baseline (rmse: relative; ll: nats per row)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import special, stats
 
-from vaekit.data.schema import infer_schema
+from vaekit.data.inference import infer_schema
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 

@@ -333,7 +333,7 @@ def test_impute_needs_a_table_run(tmp_path, capsys):
 
 def test_whole_numbers_read_as_floats_come_back_whole():
     """body mass in grams with a missing cell: pandas reads floats, the schema keeps integers."""
-    from vaekit.data.schema import infer_schema
+    from vaekit.data.inference import infer_schema
 
     df = pd.DataFrame({"mass": [3750.0, np.nan, 4250.0, 3800.0, 5000.0, 2900.0, 3300.0]})
     col = infer_schema(df)["mass"]
@@ -364,7 +364,7 @@ def test_resume_a_table_run_and_parquet_with_a_numeric_likelihood(table, tmp_pat
 
 
 def test_cell_dropout_hides_observed_cells_from_the_encoder_in_training_only(table, tmp_path, capsys):
-    from vaekit.data.schema import infer_schema
+    from vaekit.data.inference import infer_schema
     from vaekit.parts.tables import TableLikelihood
 
     schema = infer_schema(people(4000, seed=3))

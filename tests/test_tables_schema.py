@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vaekit.data.schema import Schema, infer_schema, read_table
+from vaekit.data.inference import infer_schema
+from vaekit.data.schema import Schema
+from vaekit.data.table_files import read_table
 from vaekit.errors import ConfigError, DataError
 
 N = 60

@@ -12,7 +12,7 @@ from vaekit.errors import ConfigError
 from vaekit.evaluation.measures import posterior_means
 from vaekit.io.files import atomic_write_text
 from vaekit.io.images import save_grid
-from vaekit.data.schema import write_table
+from vaekit.data.table_files import write_table
 from vaekit.pipeline import (check_label, impute_table, load_run, run_sampler, sample, table_frame,
                              table_schema)
 from vaekit.runs.directory import write_npy

@@ -395,7 +395,7 @@ def is_table(path: str | os.PathLike) -> bool:
 
 
 def _table_frame(path: Path):
-    from .schema import read_table  # here: pandas only for tables
+    from .table_files import read_table  # here: pandas only for tables
 
     if not is_table(path):
         raise DataError(f"{path}: not a table; the table likelihood reads a .csv file with a "
@@ -410,7 +410,7 @@ def load_table(path: str | os.PathLike, test_fraction: float = 0.1, schema=None,
     Parameters
     ----------
     path : str or path-like
-        A ``.csv`` with a header row or a ``.parquet`` file (:func:`vaekit.data.schema.read_table`).
+        A ``.csv`` with a header row or a ``.parquet`` file (:func:`vaekit.data.table_files.read_table`).
     test_fraction : float
         As :func:`load_path`: the same fixed rows are held out.
     schema : Schema, optional
@@ -425,7 +425,7 @@ def load_table(path: str | os.PathLike, test_fraction: float = 0.1, schema=None,
         ``x_train``, ``x_test`` ``(n, width)`` float32 in the schema's encoding (values, level
         indices, NaN where missing) and ``schema``.
     """
-    from .schema import infer_schema
+    from .inference import infer_schema
 
     if not 0 <= test_fraction < 1:
         raise ConfigError(f"test fraction must be at least 0 and below 1, got {test_fraction}")

@@ -190,7 +190,7 @@ class VAE(DrawMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         return isinstance(X, pd.DataFrame) and self.likelihood in ("auto", "table")
 
     def _fit_table(self, X, cfg: RunConfig, given: set[str]) -> "VAE":
-        from vaekit.data.schema import infer_schema
+        from vaekit.data.inference import infer_schema
 
         overrides = [c for c in str(self.column).split(",") if c.strip()]
         schema = infer_schema(X, overrides, what="X")

@@ -196,7 +196,7 @@ def impute_table(model: VAEModel, data, k: int = 1000, draws: int = 0, seed: int
     """
     import pandas as pd
 
-    from vaekit.data.schema import read_table
+    from vaekit.data.table_files import read_table
 
     schema = table_schema(model)
     if schema is None:
