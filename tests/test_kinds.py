@@ -12,7 +12,7 @@ from vaekit.models.kinds import CAPABILITIES, LACKS, kind_of, require, supports
 CONFIGS = {
     "plain": {}, "conditional": {"conditional": True}, "ladder": {"top_latent_dims": (4,)},
     "semi-supervised": {"semi_supervised": True}, "stacked": {"stack": "x"},
-    "vaegan": {"objective": "vaegan"}, "linear": {"arch": "linear"},
+    "vaegan": {"objective": "vaegan"}, "linear": {"arch": "linear"}, "table": {"likelihood": "table"},
 }
 
 

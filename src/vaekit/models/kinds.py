@@ -1,5 +1,5 @@
 """What each model kind can do, in one table: the kind of a configuration (plain, conditional,
-ladder, semi-supervised, stacked, VAE-GAN, linear) and the capabilities commands need. Every
+ladder, semi-supervised, stacked, VAE-GAN, linear, table) and the capabilities commands need. Every
 entry point that needs a capability asks :func:`require` first, so a kind that lacks it gets one
 clear line, never a traceback from deep inside; a new kind is a row here.
 """
@@ -17,7 +17,7 @@ CAPABILITIES = {
 }
 # kind -> the capabilities it lacks, and why
 LACKS: dict[str, dict[str, str]] = {
-    "plain": {}, "conditional": {}, "ladder": {}, "linear": {},
+    "plain": {}, "conditional": {}, "ladder": {}, "linear": {}, "table": {},
     "semi-supervised": {"code-samplers": "its code is [z, one-hot y], part discrete",
                         "onnx": "its encoder sums over the classes"},
     "stacked": {"onnx": "it decodes through a frozen front model"},
@@ -41,6 +41,8 @@ def kind_of(cfg: RunConfig) -> str:
         return "conditional"
     if m.arch == "linear":
         return "linear"
+    if m.likelihood == "table":
+        return "table"
     return "plain"
 
 
