@@ -127,6 +127,7 @@ class RunDir(RunReading):
         """
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"{self.path} exists and is not a directory; choose another --out")
+        self.check_staging()
         if resume:
             if not self.path.is_dir():
                 raise RunDirError(f"{self.path} does not exist, so there is no run to resume; "
@@ -227,6 +228,7 @@ class RunDir(RunReading):
 
     def commit(self) -> None:
         """Delete the replaced run kept by ``--overwrite`` (the new run stands on its own)."""
+        self.check_staging()
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def rollback(self) -> bool:
@@ -238,6 +240,7 @@ class RunDir(RunReading):
         """
         if not self.staging.is_dir() or self.has_checkpoint():
             return False
+        self.check_staging()
         with self.lock():
             self._remove(self._top_entries())
             try:
@@ -261,17 +264,12 @@ class RunDir(RunReading):
         Reentrant within a process; creates the directory if needed (and removes it again if
         it holds nothing but the lock on the way out).
         """
-        return self._owned_lock()
+        return exclusive_lock(self.path, LOCK_NAME, RunDirError)
 
-    @contextlib.contextmanager
-    def _owned_lock(self):
-        with exclusive_lock(self.path, LOCK_NAME, RunDirError):
-            self.check_ownership()
-            yield
-
-    def check_ownership(self) -> None:
-        """Refuse a run whose staging folder lacks vaekit's marker (the lock's holder may delete
-        it): every writer takes the lock, so none deletes a user's folder of that name."""
+    def check_staging(self) -> None:
+        """Refuse to touch a folder named like the staging folder that lacks vaekit's marker: it
+        is a user's. Every step that moves into, restores from or deletes the staging folder
+        (prepare, rollback, commit) asks this first."""
         if os.path.lexists(self.staging) and not (
                 self.staging.is_dir() and not self.staging.is_symlink()
                 and (self.staging / STAGING_MARKER).is_file()):
