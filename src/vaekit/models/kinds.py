@@ -21,8 +21,9 @@ LACKS: dict[str, dict[str, str]] = {
     "semi-supervised": {"code-samplers": "its code is [z, one-hot y], part discrete",
                         "onnx": "its encoder sums over the classes"},
     "stacked": {"onnx": "it decodes through a frozen front model"},
-    "vaegan": {"density": "a GAN term drives its decoder too (vaekit evaluate reports its "
-                          "reconstruction error instead)"},
+    "vaegan": {"density": "objective vaegan does not fit the decoder as a likelihood (a GAN "
+                          "term drives it too); vaekit evaluate reports its reconstruction "
+                          "error instead"},
 }
 
 
