@@ -219,6 +219,9 @@ class TrainConfig:
     seed: int = option(0, "seed for initialisation, shuffling and noise", low=0, high=MAX_SEED)
     device: str = option("auto", "auto (cuda when present), cpu, cuda, cuda:N or mps",
                          resumable=True)
+    threads: int = option(0, "CPU threads of a training step: 0 chooses from the model's work "
+                          "per step (1 for a small model, which more threads only slow down; "
+                          "torch's default otherwise)", low=0, high=4096, resumable=True)
     precision: str = option("auto", "auto, fp32 or bf16 (bf16 autocast needs native bf16: "
                             "AVX512-BF16/AMX CPUs, recent GPUs); auto: bf16 where native",
                             choices=("auto", "fp32", "bf16"))

@@ -25,6 +25,7 @@ from vaekit.models.build import own_update
 from vaekit.models.vae import VAEModel
 from vaekit.parts.objectives import kl_weight, reported_loss, summed_loss
 from vaekit.compute.precision import LowPrecisionCopy
+from vaekit.compute.threads import choose_threads, intra_op_threads, step_work
 from vaekit.compute.runtime import (AdamStep, autocast_for, denormals_flushed, make_adam,
                                     resolve_device, resolve_precision, scheduled_lr)
 
@@ -90,6 +91,12 @@ class Trainer:
         self.precision = resolve_precision(self.device, config.precision)  # what actually runs
         self.autocast = autocast_for(self.device, self.precision)
         self.model = model.to(self.device)
+        self.threads = torch.get_num_threads()
+        if self.device.type == "cpu":  # decided once: a resumed run steps with the same count
+            work = step_work(self.model, self.model.data_shape, config.batch_size)
+            self.threads, why = choose_threads(work, config.threads)
+            if self.threads != torch.get_num_threads():
+                log(f"threads: {why}; --threads N overrides")
         # An objective with its own update (the VAE-GAN, vaekit.models.vaegan) steps the parameters it
         # keeps with its own optimizer and replaces the plain step; None for the ELBO and IWAE.
         self.hybrid = own_update(model, self)
@@ -155,6 +162,10 @@ class Trainer:
         if val is not None and len(val[0]):
             parts.insert(0, ("val", val[0].to(self.device),
                              val[1].to(self.device) if labels and val[1] is not None else None))
+        with intra_op_threads(self.threads):
+            return self._fit(data, callbacks, parts, x_train, y_train)
+
+    def _fit(self, data, callbacks, parts, x_train, y_train) -> list[dict[str, Any]]:
         for cb in callbacks:
             cb.on_fit_start(self, data)
         began = time.perf_counter()
