@@ -36,10 +36,12 @@ def _linears(module: torch.nn.Module) -> list[torch.nn.Linear]:
 
 
 def resolved(est: VAE) -> dict:
-    """``est``'s parameters with each "auto" replaced by the value the fit chose."""
+    """``est``'s parameters with each "auto" (and threads 0, chosen at the fit) replaced by the
+    value the fit chose."""
     flat = est.config_.flat()
-    return {k: (flat["seed" if k == "random_state" else k] if v == "auto" and k not in
-                ("device", "precision") else v) for k, v in est.get_params().items()}
+    chosen = lambda k, v: (v == "auto" and k not in ("device", "precision")) or (k, v) == ("threads", 0)  # noqa: E731
+    return {k: (flat["seed" if k == "random_state" else k] if chosen(k, v) else v)
+            for k, v in est.get_params().items()}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ ALL_PARAMS = dict(arch="mlp", hidden=(16, 8), latent_dim=3, top_latent_dims=(2,)
                   learn_obs_std=True, min_obs_var=1e-4, min_var=1e-3, pixel_weight=0.5, conditional=True, epochs=4,
                   batch_size=7, lr=3e-3, lr_schedule="cosine", objective="iwae", k=3, beta=0.25,
                   kl_warmup=2, free_bits=0.5, gamma=0.3, clip_grad=5.0, max_skips=3, max_minutes=1.5,
-                  random_state=11, device="cpu", precision="fp32", patience=3, eval_batch_size=50,
+                  random_state=11, device="cpu", threads=2, precision="fp32", patience=3, eval_batch_size=50,
                   test_fraction=0.2, val_fraction=0.1, verbose=True, semi_supervised=True,
                   stack_on="runs/m1", alpha=2.0, labelled_share=0.2, labelled=3, column="a=count",
                   cell_dropout=0.2)

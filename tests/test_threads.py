@@ -20,6 +20,7 @@ def test_the_work_of_a_step_is_the_multiply_adds_of_its_layers():
 def test_one_thread_below_the_threshold_and_the_users_count_kept():
     assert choose_threads(SMALL_STEP / 2, 0)[0] == 1
     assert choose_threads(SMALL_STEP * 2, 0)[0] == torch.get_num_threads()
+    assert choose_threads(SMALL_STEP * 2, 0, busy=1.0)[0] == 1  # a shared machine: one thread
     assert choose_threads(SMALL_STEP / 2, 3) == (3, "3 (as given)")
 
 

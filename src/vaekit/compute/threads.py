@@ -1,8 +1,9 @@
-"""How many CPU threads a training step gets: one for a model whose step is too small to gain
-from more (a table's MLP of 64 units: 0.85 ms a step on one thread, 1.0 ms on two on a quiet
-machine, and 160 ms on two when other processes hold the cores, as threads wait on each other),
-torch's default for the rest. Decided by the measured work of a step (multiply-adds counted by
-torch's FLOP counter on one example), not by a list of model kinds."""
+"""How many CPU threads a training step gets, from the model and the machine: one when other
+processes already keep the cores busy (torch's threads then wait on each other: on two shared
+cores a step took 2x to 50x longer on two threads than on one, bench/threads.py), one for a
+model whose step is too small to gain from more on a quiet machine, torch's default for the
+rest. The work of a step is measured (multiply-adds counted by torch's FLOP counter on one
+example), not read from a list of model kinds; the machine's load is measured over 0.2 s."""
 
 from __future__ import annotations
 
@@ -12,8 +13,30 @@ from typing import Iterator
 import torch
 
 # multiply-adds per training step (forward and backward, whole batch) below which one thread
-# is fastest on the CPU; measured by bench/threads.py (docs/benchmarks.md)
-SMALL_STEP = 5e7
+# is as fast as two on a quiet CPU: the crossover measured by bench/threads.py (docs/benchmarks.md)
+SMALL_STEP = 6e6
+BUSY_CORES = 0.5  # cores kept busy by other processes from which the machine counts as shared
+
+
+def busy_cores(seconds: float = 0.2) -> float:
+    """Cores other processes keep busy, measured over ``seconds`` from /proc/stat (this process
+    sleeps meanwhile); the 1-minute load average where /proc/stat is missing."""
+    import os
+    import time
+
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            v = [int(t) for t in f.readline().split()[1:]]
+        return sum(v), v[3] + (v[4] if len(v) > 4 else 0)  # total, idle + iowait
+
+    cores = os.cpu_count() or 1
+    try:
+        t0, i0 = read()
+        time.sleep(seconds)
+        t1, i1 = read()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return cores * (1 - (i1 - i0) / max(t1 - t0, 1))
 
 
 @torch.no_grad()
@@ -24,21 +47,26 @@ def step_work(model: torch.nn.Module, example_shape: tuple[int, ...], batch: int
 
     was = model.training
     model.eval()
-    x = torch.zeros(1, *example_shape, device=next(model.parameters()).device)
+    device = next(model.parameters()).device
+    x = torch.zeros(1, *example_shape, device=device)
+    y = torch.zeros(1, dtype=torch.long, device=device) if getattr(model, "cond_dim", 0) else None
     counter = FlopCounterMode(display=False)
     try:
         with counter:
-            model.reconstruct(x)
+            model.reconstruct(x, y)
     finally:
         model.train(was)
     return 3 * batch * counter.get_total_flops() / 2  # FLOPs count a multiply-add as 2
 
 
-def choose_threads(work: float, given: int) -> tuple[int, str]:
-    """Threads for a step of ``work`` multiply-adds (``given`` > 0: the user's choice), and
-    why, in words."""
+def choose_threads(work: float, given: int, busy: float = 0.0) -> tuple[int, str]:
+    """Threads for a step of ``work`` multiply-adds (``given`` > 0: the user's choice) with
+    ``busy`` cores kept busy by other processes, and why, in words."""
     if given:
         return given, f"{given} (as given)"
+    if busy >= BUSY_CORES and torch.get_num_threads() > 1:
+        return 1, (f"1 (other processes keep {busy:.1f} cores busy: more threads would wait on "
+                   "each other)")
     if work < SMALL_STEP:
         return 1, (f"1 (a small model: {work / 1e6:.1f} M multiply-adds per step, where more "
                    "threads only wait on each other)")

@@ -102,7 +102,7 @@ class VAE(DrawMixin, TableMixin, ClassNamePrefixFeaturesOutMixin, TransformerMix
                  gamma: float = 0.1, clip_grad: float = 0.0, max_skips: int = 20,
                  max_minutes: float | str = "auto",
                  random_state: int | np.random.RandomState | None = None, device: str = "auto",
-                 precision: str = "auto", labelled_share: float = LABELLED_SHARE,
+                 threads: int = 0, precision: str = "auto", labelled_share: float = LABELLED_SHARE,
                  patience: int | str = "auto",
                  eval_batch_size: int = 1000, test_fraction: float = 0.0,
                  val_fraction: float | str = "auto", labelled: int = 0, column: str = "",
@@ -143,6 +143,7 @@ class VAE(DrawMixin, TableMixin, ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.labelled_share = labelled_share
         self.random_state = random_state
         self.device = device
+        self.threads = threads
         self.precision = precision
         self.patience = patience
         self.eval_batch_size = eval_batch_size

@@ -276,6 +276,8 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
     cfg.data.n_val = 0 if val is None else len(val[0])
     model.preprocess.fit(data.x_train)  # the training part only; deterministic, so resume agrees
     trainer = Trainer(model, cfg.train, log=say, progress=progress, world=world, order=order)
+    if trainer.device.type == "cpu":
+        cfg.train.threads = trainer.threads  # kept in config.json: a resume steps with the same count
     rd = None if out is None else RunDir(out)
     if rd is not None:  # refuse before anything is written, even the lock file
         rd.prepare(resume=resume, overwrite=overwrite, dry_run=True)

@@ -25,7 +25,7 @@ from vaekit.models.build import own_update
 from vaekit.models.vae import VAEModel
 from vaekit.parts.objectives import kl_weight, reported_loss, summed_loss
 from vaekit.compute.precision import LowPrecisionCopy
-from vaekit.compute.threads import choose_threads, intra_op_threads, step_work
+from vaekit.compute.threads import busy_cores, choose_threads, intra_op_threads, step_work
 from vaekit.compute.runtime import (AdamStep, autocast_for, denormals_flushed, make_adam,
                                     resolve_device, resolve_precision, scheduled_lr)
 
@@ -94,7 +94,8 @@ class Trainer:
         self.threads = torch.get_num_threads()
         if self.device.type == "cpu":  # decided once: a resumed run steps with the same count
             work = step_work(self.model, self.model.data_shape, config.batch_size)
-            self.threads, why = choose_threads(work, config.threads)
+            busy = busy_cores() if not config.threads and torch.get_num_threads() > 1 else 0.0
+            self.threads, why = choose_threads(work, config.threads, busy)
             if self.threads != torch.get_num_threads():
                 log(f"threads: {why}; --threads N overrides")
         # An objective with its own update (the VAE-GAN, vaekit.models.vaegan) steps the parameters it
