@@ -8,6 +8,8 @@ example), not read from a list of model kinds; the machine's load is measured ov
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 from typing import Iterator
 
 import torch
@@ -21,9 +23,6 @@ BUSY_CORES = 0.5  # cores kept busy by other processes from which the machine co
 def busy_cores(seconds: float = 0.2) -> float:
     """Cores other processes keep busy, measured over ``seconds`` from /proc/stat (this process
     sleeps meanwhile); the 1-minute load average where /proc/stat is missing."""
-    import os
-    import time
-
     def read() -> tuple[int, int]:
         with open("/proc/stat") as f:
             v = [int(t) for t in f.readline().split()[1:]]

@@ -25,7 +25,8 @@ from vaekit.models.build import own_update
 from vaekit.models.vae import VAEModel
 from vaekit.parts.objectives import kl_weight, reported_loss, summed_loss
 from vaekit.compute.precision import LowPrecisionCopy
-from vaekit.compute.threads import busy_cores, choose_threads, intra_op_threads, step_work
+from vaekit.compute.threads import (SMALL_STEP, busy_cores, choose_threads, intra_op_threads,
+                                    step_work)
 from vaekit.compute.runtime import (AdamStep, autocast_for, denormals_flushed, make_adam,
                                     resolve_device, resolve_precision, scheduled_lr)
 
@@ -94,7 +95,9 @@ class Trainer:
         self.threads = torch.get_num_threads()
         if self.device.type == "cpu":  # decided once: a resumed run steps with the same count
             work = step_work(self.model, self.model.data_shape, config.batch_size)
-            busy = busy_cores() if not config.threads and torch.get_num_threads() > 1 else 0.0
+            # the machine's load is measured (0.2 s) only where it can change the choice
+            measure = not config.threads and work >= SMALL_STEP and torch.get_num_threads() > 1
+            busy = busy_cores() if measure else 0.0
             self.threads, why = choose_threads(work, config.threads, busy)
             if self.threads != torch.get_num_threads():
                 log(f"threads: {why}; --threads N overrides")
