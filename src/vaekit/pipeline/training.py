@@ -300,7 +300,7 @@ def train(cfg: RunConfig, data: Dataset | None = None, out: str | Path | None = 
         if epoch_log:
             callbacks.append(EpochLog(say))
         held = f" ({len(val[0])} more held out for validation)" if val is not None else ""
-        for line in choices:
+        for line in [*choices, *([trainer.threads_note] if trainer.threads_note else [])]:
             say(line)
         procs = f", {world.size} processes x batch {cfg.train.batch_size}" if world.size > 1 else ""
         where = f"; writing {rd.path}" if rd else ""

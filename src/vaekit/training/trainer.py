@@ -93,14 +93,15 @@ class Trainer:
         self.autocast = autocast_for(self.device, self.precision)
         self.model = model.to(self.device)
         self.threads = torch.get_num_threads()
+        self.threads_note: str | None = None
         if self.device.type == "cpu":  # decided once: a resumed run steps with the same count
             work = step_work(self.model, self.model.data_shape, config.batch_size)
             # the machine's load is measured (0.2 s) only where it can change the choice
             measure = not config.threads and work >= SMALL_STEP and torch.get_num_threads() > 1
             busy = busy_cores() if measure else 0.0
             self.threads, why = choose_threads(work, config.threads, busy)
-            if self.threads != torch.get_num_threads():
-                log(f"threads: {why}; --threads N overrides")
+            if self.threads != torch.get_num_threads():  # said by the caller once training starts
+                self.threads_note = f"threads: {why}; --threads N overrides"
         # An objective with its own update (the VAE-GAN, vaekit.models.vaegan) steps the parameters it
         # keeps with its own optimizer and replaces the plain step; None for the ELBO and IWAE.
         self.hybrid = own_update(model, self)
