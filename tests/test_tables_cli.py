@@ -50,7 +50,7 @@ def people(n: int = 120, seed: int = 0) -> pd.DataFrame:
     df = pd.DataFrame({
         "id": [f"p{i:04d}" for i in range(n)],
         "city": np.where(z + 0.5 * rng.normal(size=n) > 0, "lyon", rng.choice(["paris", "nice"], n)),
-        "visits": rng.poisson(np.exp(0.5 + 0.5 * z)),
+        "visits": rng.poisson(np.exp(1.5 + 0.7 * z)),  # a count over more than 10 levels
         "member": (z + rng.normal(size=n) > 0).astype(int),
         "price": np.round(np.exp(3 + 0.8 * z + 0.3 * rng.normal(size=n)), 2),
         "height": np.round(170 + 8 * z + 4 * rng.normal(size=n), 1),
@@ -185,6 +185,39 @@ def test_importance_sampled_log_likelihood_matches_quadrature_with_missing_cells
     est = log_likelihood(model, x, k=2000).double().numpy()
     assert np.abs(est - exact).max() < 0.05, (est - exact)
     assert abs((est - exact).mean()) < 0.01
+
+
+@pytest.mark.parametrize("refine", [0, 2])
+def test_imputed_numbers_match_the_conditional_mean_by_quadrature(run, refine):
+    """E[x_m | x_o] of the model = sum_n a_n E[x_m | z_n] with a_n proportional to the
+    Gauss-Hermite weight times p(x_o | z_n) (scipy's per-column log-probabilities): the imputed
+    numeric cells (K = 2000, with and without the refined proposal) agree to 0.05 sd."""
+    from vaekit.evaluation.imputation import impute
+
+    model, cfg = load_run(run, "cpu")
+    x = data_rows(model, cfg, None, "test").x
+    schema = Schema.from_json(cfg.model.schema)
+    numeric = [j for j, c in enumerate(schema.columns) if c.kind in ("continuous", "positive", "count")]
+    hidden = x.clone()
+    for t, j in enumerate(numeric):  # hide half of each numeric column, so the test is not vacuous
+        hidden[t % 2::2, j] = float("nan")
+    nodes, weights = hermegauss(80)
+    zn = torch.tensor(nodes, dtype=torch.float32).view(-1, 1, 1)
+    with torch.no_grad():
+        raw = model.decoder_params(zn, None)
+        mean = model.decode(zn).mean.double().numpy().reshape(len(nodes), -1)  # (nodes, width)
+    raw = raw.double().numpy().reshape(len(nodes), 1, -1).repeat(len(hidden), 1)
+    lp = column_log_probs(raw, hidden.double().numpy(), schema, cfg.model.min_obs_var)
+    a = np.exp(lp + np.log(weights)[:, None] - logsumexp(lp + np.log(weights)[:, None], 0))
+    exact = np.einsum("nb,nw->bw", a, mean)
+    got = impute(model, hidden, k=2000, refine=refine).filled.double().numpy()
+    miss = torch.isnan(hidden).numpy()
+    sd = np.nanstd(x.double().numpy(), 0)
+    for j in numeric:
+        m = miss[:, j]
+        assert m.sum() >= 5, m.sum()
+        err = np.abs(got[m, j] - exact[m, j]) / sd[j]
+        assert err.max() < 0.05, (schema.columns[j].name, err.max())
 
 
 def test_evaluate_and_score_on_a_table(run, table, tmp_path, capsys):

@@ -25,7 +25,7 @@ def table() -> pd.DataFrame:
         "smoker": np.where(i % 3 == 0, "yes", "no"),                 # binary words
         "member": i % 4 == 1,                                        # booleans
         "city": np.array(["lyon", "nice", "paris", "brest"])[i % 4],  # categorical text
-        "shift": (i % 5) - 2,                                        # integers -2..2: categorical
+        "shift": (i % 5) - 2,                                        # integers -2..2: ordinal
         "grade": np.array(["low", "mid", "high"])[i % 3],
         "version": 3,                                                 # constant
         "name": [f"n{k % 40}" for k in i],                           # 40 levels in 60 cells
@@ -43,12 +43,12 @@ def test_inference_gives_each_type_with_its_reason():
     kinds = {c.name: c.kind for c in s.columns}
     assert kinds == {"height": "continuous", "price": "positive", "visits": "count",
                      "smoker": "binary", "member": "binary", "city": "categorical",
-                     "shift": "categorical", "grade": "categorical"}
+                     "shift": "ordinal", "grade": "categorical"}
     reasons = {c.name: c.reason for c in s.columns}
     assert reasons["visits"] == "integers 0..14, 15 levels, 2 missing -> count"
     assert reasons["height"] == "numbers 150.25..190.25, 2 missing -> continuous"
     assert reasons["city"] == "text, 4 levels, 1 missing -> categorical"
-    assert reasons["shift"] == "integers -2..2, 5 levels -> categorical"
+    assert reasons["shift"] == "integers -2..2, 5 levels -> ordinal"
     assert reasons["smoker"] == "2 levels no, yes -> binary"
     assert reasons["price"].startswith("numbers 1.5..") and "skewness" in reasons["price"]
     assert dict(s.dropped) == {"id": "text, all 60 values distinct -> ID-like",

@@ -16,7 +16,7 @@ from .schema import (KINDS, NUMERIC, Column, Schema, _encode_column, _key, _num,
                      _unknown_column)
 
 MAX_TEXT_LEVELS = 20  # text with more levels than this and than half its cells is a name, not a category
-MAX_INT_LEVELS = 10  # integers with negative values and at most this many levels are categories
+MAX_INT_LEVELS = 10  # integers with at most this many levels are ordinal: a level each, in order
 COUNT_MEDIAN_MAX = 1000  # non-negative integers with a larger median are amounts, not counts
 NUMBER_SHARE = 0.5  # text whose cells are at least this share numbers is a numeric column with typos
 SKEW_POSITIVE = 1.0  # positive values with a larger sample skewness are modelled on the log scale
@@ -33,10 +33,11 @@ def infer_schema(df: pd.DataFrame, overrides: Iterable[str] = (), what: str = "d
     ``category`` -> ordinal in its declared order (seen levels only); datetime dtypes or text that
     looks like dates -> DataError (drop or convert the column); booleans or any two values ->
     binary; text (or pandas ``category``) with every value distinct, or with more than 20
-    levels and more levels than half its cells, -> left out as ID-like; other text -> categorical; integers that are a run of distinct consecutive numbers (a row
-    number) -> left out; non-negative integers with median <= 1000 -> count; integers with
-    negative values and at most 10 levels -> categorical; other numbers > 0 with sample
-    skewness > 1 -> positive; other numbers -> continuous. Numbers that are all whole but were
+    levels and more levels than half its cells, -> left out as ID-like; other text ->
+    categorical; integers that are a run of distinct consecutive numbers (a row number) -> left
+    out; integers with at most 10 levels, each seen twice on average -> ordinal (levels the
+    values seen); non-negative integers with median <= 1000 -> count; other numbers > 0 with
+    sample skewness > 1 -> positive; other numbers -> continuous. Numbers that are all whole but were
     read as floats (a missing cell makes pandas do so) keep the dtype ``Int64``, so decoded
     values, samples and imputations are whole numbers too.
 
@@ -170,13 +171,15 @@ def _infer_numeric(s: pd.Series, x: np.ndarray, name: str, dtype: str, miss: str
     if integral:
         if len(uniq) == len(x) and uniq[-1] - uniq[0] == len(x) - 1:
             return f"integers {span}, each once -> row number (ID-like)"
+        if len(uniq) <= MAX_INT_LEVELS and 2 * len(uniq) <= len(x):  # levels that repeat
+            # A count's family (mean and dispersion) cannot put nearly all of a row's mass on
+            # one of so few values (cylinders 4 or 8, a 1..7 rating); a probability per level can.
+            levels = tuple(_scalar(v, dtype) for v in uniq)
+            return Column(name, "ordinal", f"integers {span}, {len(uniq)} levels{miss} -> "
+                          "ordinal", dtype, levels)
         if uniq[0] >= 0 and np.median(x) <= COUNT_MEDIAN_MAX:
             return _numeric(name, "count", f"integers {span}, {len(uniq)} levels{miss} -> count",
                             dtype, x)
-        if uniq[0] < 0 and len(uniq) <= MAX_INT_LEVELS:
-            levels = tuple(_scalar(v, dtype) for v in uniq)
-            return Column(name, "categorical", f"integers {span}, {len(uniq)} levels{miss} -> "
-                          "categorical", dtype, levels)
     what = "integers" if integral else "numbers"
     if uniq[0] > 0:
         skew = _skewness(x)

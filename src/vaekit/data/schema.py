@@ -231,6 +231,17 @@ def _encode_column(s: pd.Series, col: Column, what: str) -> np.ndarray:
     miss = s.isna().to_numpy()
     out = np.full(len(s), np.nan)
     if col.kind in LEVELLED:
+        numbers = all(isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_))
+                      for v in col.levels)
+        if numbers and not pd.api.types.is_numeric_dtype(s):  # levels 1..7 read as text: "4"
+            num = pd.to_numeric(s.astype(object).where(~s.isna(), np.nan), errors="coerce")
+            text = num.isna().to_numpy() & ~miss
+            if text.any():
+                i = int(np.flatnonzero(text)[0])
+                raise DataError(f"{what}: column '{col.name}', row {i + 1}: {_plain(s.iloc[i])!r} "
+                                f"is not a number (the column is {col.kind}, levels "
+                                f"{_show(col.levels)})")
+            s = num
         codes = {_key(v): i for i, v in enumerate(col.levels)}
         inverse, uniq = pd.factorize(s.astype(object), use_na_sentinel=True)  # a loop over levels only
         table = np.array([codes.get(_key(v), -1) for v in uniq] + [-1], dtype=np.int64)
