@@ -87,9 +87,12 @@ def test_train_writes_a_self_contained_report(run2d):
         assert f'<h2 id="{key}">{section}</h2>' in html
     assert '<h2 id="features">' not in html  # images get pictures, not the per-feature view
     images = embedded_images(html)
-    # 3 loss panels, 3 latent maps and their key, manifold, KL per dim, 2 reconstructions,
-    # 2 sample grids, the 3 -> 8 morph, the traversals
-    assert len(images) == 15
+    # 3 loss panels, a latent map per written epoch (up to 4; RunDirWriter skips tiny epochs)
+    # and their key, manifold, KL per dim, 2 reconstructions, 2 sample grids, the 3 -> 8 morph,
+    # the traversals
+    maps = len(list((run2d / "latent").glob("epoch_*.npy")))
+    assert 1 <= maps <= 3 and (run2d / "latent" / "epoch_3.npy").exists()  # the last is written
+    assert len(images) == 12 + min(maps, 4)
     for img in images:
         img.verify()  # every embedded PNG decodes
     assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing from the network
@@ -248,9 +251,11 @@ def test_report_escapes_text_from_files(run2d, tmp_path):
     assert "could not be loaded" in html  # no such dataset: diagnostics skipped, in words
 
 
-def test_latent_snapshots_every_epoch(run2d):
+def test_latent_snapshots_of_the_written_epochs(run2d):
+    """One per epoch whose results were written: the first and the last at least (tiny epochs
+    between are skipped, training.callbacks.WRITE_RATIO)."""
     snaps = sorted(p.name for p in (run2d / "latent").glob("epoch_*.npy"))
-    assert snaps == ["epoch_1.npy", "epoch_2.npy", "epoch_3.npy"]
+    assert {"epoch_1.npy", "epoch_3.npy"} <= set(snaps) <= {"epoch_1.npy", "epoch_2.npy", "epoch_3.npy"}
     z = np.load(run2d / "latent" / "epoch_3.npy")
     labels = np.load(run2d / "latent" / "labels.npy")
     assert z.shape == (179, 2) and labels.shape == (179,)

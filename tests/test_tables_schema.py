@@ -243,3 +243,28 @@ def test_tables_with_nothing_to_model_are_refused():
         infer_schema(pd.DataFrame({"id": ["a", "b", "c"], "k": [1, 1, 1]}))
     with pytest.raises(DataError, match="the table is empty"):
         infer_schema(pd.DataFrame({"a": []}))
+
+
+def test_numbers_with_few_repeated_values_are_ordinal_levels():
+    """Cylinders 4/6/8, a 1..7 rating and ages coded 17.5, 22, 27 get a probability per value
+    (a count's or a Gaussian's spread would put mass between them); a handful of distinct
+    values in as many rows stays numeric, and so does a count with many levels."""
+    rng = np.random.default_rng(0)
+    n = 200
+    df = pd.DataFrame({"cylinders": rng.choice([4, 6, 8], n), "rating": rng.integers(1, 8, n),
+                       "age": rng.choice([17.5, 22.0, 27.0, 32.0], n),
+                       "visits": rng.poisson(8.0, n), "height": rng.normal(170, 8, n)})
+    s = infer_schema(df)
+    assert [s[c].kind for c in df.columns] == ["ordinal", "ordinal", "ordinal", "count", "continuous"]
+    assert s["cylinders"].levels == (4, 6, 8) and s["age"].levels == (17.5, 22.0, 27.0, 32.0)
+    assert s["rating"].reason == "integers 1..7, 7 levels -> ordinal"
+    back = s.decode(s.encode(df))
+    assert back["cylinders"].tolist() == df["cylinders"].tolist() and back["age"].dtype == "float64"
+    # the same values written as text (a column with a stray word) match the numeric levels
+    text = df.head(3).astype({"cylinders": object})
+    text.loc[1, "cylinders"] = "6"
+    assert s.encode(text)[1, 0] == 1
+    text.loc[2, "cylinders"] = "six"
+    with pytest.raises(DataError, match=r"column 'cylinders', row 3: 'six' is not a number"):
+        s.encode(text)
+    assert infer_schema(pd.DataFrame({"kids": [0, 2, 1, 3, 5]}))["kids"].kind == "count"

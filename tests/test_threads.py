@@ -2,6 +2,7 @@
 threshold, the user's --threads kept, and torch's own setting restored after training."""
 
 import numpy as np
+import pytest
 import torch
 
 from helpers import cli, metrics
@@ -15,6 +16,23 @@ def test_the_work_of_a_step_is_the_multiply_adds_of_its_layers():
     model = build_model(cfg.model, (30,))
     # encoder 30x16 + 16x(2x2), decoder 2x16 + 16x30 per example; x3 for the backward, x batch
     assert step_work(model, (30,), 128) == 3 * 128 * (30 * 16 + 16 * 4 + 2 * 16 + 16 * 30)
+
+
+@pytest.mark.parametrize("options, shape", [
+    ({"arch": "conv", "latent_dim": 4}, (1, 28, 28)),
+    ({"arch": "resnet", "latent_dim": 4}, (3, 32, 32)),
+    ({"hidden": (64, 32), "latent_dim": 3, "posterior": "full-covariance"}, (10,)),
+])
+def test_the_count_agrees_with_torchs_flop_counter(options, shape):
+    """The hooks count what torch.utils.flop_counter counts (a multiply-add is 2 FLOPs there)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = RunConfig().update({**options, "likelihood": "gaussian"})
+    model = build_model(cfg.model, shape).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.reconstruct(torch.zeros(1, *shape))
+    assert step_work(model, shape, 128) == 3 * 128 * counter.get_total_flops() // 2
 
 
 def test_one_thread_below_the_threshold_and_the_users_count_kept():

@@ -2,12 +2,13 @@
 processes already keep the cores busy (torch's threads then wait on each other: on two shared
 cores a step took 2x to 50x longer on two threads than on one, bench/threads.py), one for a
 model whose step is too small to gain from more on a quiet machine, torch's default for the
-rest. The work of a step is measured (multiply-adds counted by torch's FLOP counter on one
+rest. The work of a step is measured (multiply-adds of the dense and convolution layers on one
 example), not read from a list of model kinds; the machine's load is measured over 0.2 s."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from typing import Iterator
@@ -38,24 +39,41 @@ def busy_cores(seconds: float = 0.2) -> float:
     return cores * (1 - (i1 - i0) / max(t1 - t0, 1))
 
 
+def _madds(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> int:
+    """Multiply-adds of one call of a dense or convolution layer (the matrix products, which
+    are what torch's FLOP counter counts; element-wise work is left out there too)."""
+    if isinstance(module, torch.nn.Linear):
+        return output.numel() * module.in_features
+    if isinstance(module, torch.nn.modules.conv._ConvNd):
+        per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
+        if module.transposed:  # each input element meets out_channels x kernel weights
+            return inputs[0].numel() * module.out_channels // module.groups \
+                * math.prod(module.kernel_size)
+        return output.numel() * per_output
+    return 0
+
+
 @torch.no_grad()
 def step_work(model: torch.nn.Module, example_shape: tuple[int, ...], batch: int) -> float:
     """Multiply-adds of one training step: 3 x the forward pass of one example x ``batch``
-    (the backward pass costs about twice the forward)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    (the backward pass costs about twice the forward). Counted by hooks on the dense and
+    convolution layers: torch's ``FlopCounterMode`` gives the same count but imports
+    ``torch._dynamo``, 1.5 s of start-up."""
     was = model.training
     model.eval()
     device = next(model.parameters()).device
     x = torch.zeros(1, *example_shape, device=device)
     y = torch.zeros(1, dtype=torch.long, device=device) if getattr(model, "cond_dim", 0) else None
-    counter = FlopCounterMode(display=False)
+    total = [0]
+    hooks = [m.register_forward_hook(lambda m, i, o: total.__setitem__(0, total[0] + _madds(m, i, o)))
+             for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.modules.conv._ConvNd))]
     try:
-        with counter:
-            model.reconstruct(x, y)
+        model.reconstruct(x, y)
     finally:
+        for h in hooks:
+            h.remove()
         model.train(was)
-    return 3 * batch * counter.get_total_flops() / 2  # FLOPs count a multiply-add as 2
+    return 3 * batch * total[0]
 
 
 def choose_threads(work: float, given: int, busy: float = 0.0) -> tuple[int, str]:

@@ -16,7 +16,7 @@ from .schema import (KINDS, NUMERIC, Column, Schema, _encode_column, _key, _num,
                      _unknown_column)
 
 MAX_TEXT_LEVELS = 20  # text with more levels than this and than half its cells is a name, not a category
-MAX_INT_LEVELS = 10  # integers with at most this many levels are ordinal: a level each, in order
+MAX_LEVELS = 10  # numbers with at most this many (repeated) values are ordinal: a level each
 COUNT_MEDIAN_MAX = 1000  # non-negative integers with a larger median are amounts, not counts
 NUMBER_SHARE = 0.5  # text whose cells are at least this share numbers is a numeric column with typos
 SKEW_POSITIVE = 1.0  # positive values with a larger sample skewness are modelled on the log scale
@@ -35,7 +35,7 @@ def infer_schema(df: pd.DataFrame, overrides: Iterable[str] = (), what: str = "d
     binary; text (or pandas ``category``) with every value distinct, or with more than 20
     levels and more levels than half its cells, -> left out as ID-like; other text ->
     categorical; integers that are a run of distinct consecutive numbers (a row number) -> left
-    out; integers with at most 10 levels, each seen twice on average -> ordinal (levels the
+    out; numbers with at most 10 values, each seen twice on average -> ordinal (levels the
     values seen); non-negative integers with median <= 1000 -> count; other numbers > 0 with
     sample skewness > 1 -> positive; other numbers -> continuous. Numbers that are all whole but were
     read as floats (a missing cell makes pandas do so) keep the dtype ``Int64``, so decoded
@@ -168,19 +168,19 @@ def _infer_numeric(s: pd.Series, x: np.ndarray, name: str, dtype: str, miss: str
         return Column(name, "binary", f"2 values {_show(levels)}{miss} -> binary", dtype, levels)
     integral = bool((x == np.round(x)).all())
     span = f"{_num(uniq[0])}..{_num(uniq[-1])}"
+    what = "integers" if integral else "numbers"
+    if integral and len(uniq) == len(x) and uniq[-1] - uniq[0] == len(x) - 1:
+        return f"integers {span}, each once -> row number (ID-like)"
+    if len(uniq) <= MAX_LEVELS and 2 * len(uniq) <= len(x):  # levels that repeat
+        # A count's family or a Gaussian cannot put nearly all of a row's mass on one of so few
+        # values (cylinders 4 or 8, a 1..7 rating, ages coded 17.5, 22, 27); a level each can.
+        levels = tuple(_scalar(v, dtype) for v in uniq)
+        return Column(name, "ordinal", f"{what} {span}, {len(uniq)} levels{miss} -> ordinal",
+                      dtype, levels)
     if integral:
-        if len(uniq) == len(x) and uniq[-1] - uniq[0] == len(x) - 1:
-            return f"integers {span}, each once -> row number (ID-like)"
-        if len(uniq) <= MAX_INT_LEVELS and 2 * len(uniq) <= len(x):  # levels that repeat
-            # A count's family (mean and dispersion) cannot put nearly all of a row's mass on
-            # one of so few values (cylinders 4 or 8, a 1..7 rating); a probability per level can.
-            levels = tuple(_scalar(v, dtype) for v in uniq)
-            return Column(name, "ordinal", f"integers {span}, {len(uniq)} levels{miss} -> "
-                          "ordinal", dtype, levels)
         if uniq[0] >= 0 and np.median(x) <= COUNT_MEDIAN_MAX:
             return _numeric(name, "count", f"integers {span}, {len(uniq)} levels{miss} -> count",
                             dtype, x)
-    what = "integers" if integral else "numbers"
     if uniq[0] > 0:
         skew = _skewness(x)
         if skew > SKEW_POSITIVE:

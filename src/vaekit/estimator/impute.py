@@ -8,12 +8,14 @@ from sklearn.utils.validation import check_is_fitted
 
 from .model import VAE
 
+IMPUTER_DROPOUT = 0.3  # share of observed cells hidden from the encoder per step (cell_dropout)
+
 
 class VAEImputer(TransformerMixin, BaseEstimator):
     """Fill missing cells of a pandas DataFrame with a VAE fitted on it.
 
-    ``fit(X)`` fits a clone of ``vae`` (default ``VAE()``, its options chosen from the data) on
-    the rows of ``X``, missing cells included; ``transform(X)`` returns ``X`` with each missing
+    ``fit(X)`` fits a clone of ``vae`` (default ``VAE(cell_dropout=0.3)``, its other options
+    chosen from the data) on the rows of ``X``, missing cells included; ``transform(X)`` returns ``X`` with each missing
     numeric cell replaced by its importance-weighted conditional mean and each missing level by
     its most probable value (:meth:`VAE.impute`; MIWAE, Mattei & Frellsen 2019). Cells are
     assumed missing at random.
@@ -21,7 +23,10 @@ class VAEImputer(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     vae : VAE, optional
-        The model to fit (unfitted; it is cloned). None: ``VAE()``.
+        The model to fit (unfitted; it is cloned). None: ``VAE(cell_dropout=IMPUTER_DROPOUT)``,
+        whose encoder learns rows with cells hidden: on six real tables (docs/tables.md) its
+        RMSE with 50% of the cells missing was lower than ``VAE()``'s on 6 of 6 (20% missing:
+        2 of 6, the others within 0.01), at a cost in log p(x) that an imputer does not pay.
     n_importance : int
         Importance samples per row.
 
@@ -37,7 +42,8 @@ class VAEImputer(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None) -> "VAEImputer":
         """Fit the VAE on ``X`` (a DataFrame); returns self."""
-        self.vae_ = clone(self.vae if self.vae is not None else VAE()).fit(X)
+        vae = self.vae if self.vae is not None else VAE(cell_dropout=IMPUTER_DROPOUT)
+        self.vae_ = clone(vae).fit(X)
         self.n_features_in_ = self.vae_.n_features_in_
         self.feature_names_in_ = self.vae_.feature_names_in_
         return self

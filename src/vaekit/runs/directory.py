@@ -306,8 +306,11 @@ class RunDir(RunReading):
                                  "vaekit_version": __version__, "data_shape": list(data_shape),
                                  **config.to_dict()})
 
-    def write_model(self, model: VAEModel) -> None:
-        atomic_write_bytes(self.model, st_save(state_tensors(model), {"format": MODEL_FORMAT}))
+    def write_model(self, model: VAEModel | dict[str, torch.Tensor]) -> None:
+        """``model.safetensors``: a model's weights, or a state dict of them."""
+        tensors = state_tensors(model) if isinstance(model, torch.nn.Module) else \
+            {k: v.detach().cpu().contiguous() for k, v in model.items()}
+        atomic_write_bytes(self.model, st_save(tensors, {"format": MODEL_FORMAT}))
 
     def save(self, config: RunConfig, data_shape: tuple[int, ...], model: VAEModel,
              overwrite: bool = False) -> None:

@@ -5,6 +5,7 @@ Each is a :class:`vaekit.training.trainer.Callback`; the pipeline picks the ones
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import torch
@@ -20,6 +21,9 @@ from .trainer import Callback, Trainer
 
 SAMPLE_SEED_OFFSET = 2_000_003  # the report's prior draws: the same every epoch
 LATENT_MAP_POINTS = 2000  # test examples whose codes are kept every epoch for the latent map
+# An epoch's results are written once its training took this many times the last write's cost:
+# writing stays under about 1/WRITE_RATIO of the run (bench/busy_machine.py, docs/benchmarks.md)
+WRITE_RATIO = 10
 
 
 def shown_split(data: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -36,8 +40,14 @@ def latent_map_rows(n: int) -> slice | torch.Tensor:
 
 
 class RunDirWriter(Callback):
-    """Writes a run directory: ``config.json`` at the start, then every epoch the images,
-    the latent map, the weights, the checkpoint (one atomic unit) and the metrics.
+    """Writes a run directory: ``config.json`` at the start, then the images, the latent map,
+    the kept weights, the checkpoint (one atomic unit) and the metrics, as of one epoch.
+
+    They are written after every epoch whose training took at least :data:`WRITE_RATIO` times
+    what the last write cost, so that a run of tiny epochs (a small table: 4 updates an epoch)
+    does not spend most of its time writing, and always after the last epoch and when training
+    stops. A kill loses at most the epochs since the last write, which a resume replays
+    bit-identically; between writes the kept epoch's weights wait in memory.
 
     With ``resume``, restores the trainer from the run's checkpoint first (when it has one: a
     run interrupted in its first epoch simply starts).
@@ -45,6 +55,10 @@ class RunDirWriter(Callback):
 
     def __init__(self, run_dir: RunDir, config: RunConfig, resume: bool = False) -> None:
         self.rd, self.config, self.resume = run_dir, config, resume
+        self.kept: dict[str, torch.Tensor] | None = None  # the kept epoch's weights, not yet written
+        self.written = 0  # the epoch the run directory holds
+        self.since = time.perf_counter()  # end of the last write
+        self.cost = 0.0  # seconds the last write took
 
     def on_fit_start(self, trainer: Trainer, data: Dataset) -> None:
         if self.resume and self.rd.has_checkpoint():
@@ -57,12 +71,29 @@ class RunDirWriter(Callback):
             if trainer.epoch >= trainer.config.epochs:
                 trainer.log(f"run already finished {trainer.epoch} epochs; raise --epochs to "
                             "train further")
+        self.written = trainer.epoch
         if trainer.world.is_main:
             self.rd.write_config(self.config, data.shape)
+        self.since = time.perf_counter()
 
     def on_epoch_end(self, trainer: Trainer, data: Dataset, row: dict[str, Any]) -> None:
         if not trainer.world.is_main:
             return
+        kept_now = row.get("best_epoch", row["epoch"]) == row["epoch"]
+        last = row["epoch"] >= trainer.config.epochs or bool(trainer.stop_reason)
+        if last or time.perf_counter() - self.since >= WRITE_RATIO * self.cost:
+            self.write(trainer, data, row, kept_now)
+        elif kept_now:  # model.safetensors gets these weights at the next write
+            self.kept = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+    def on_loop_end(self, trainer: Trainer, data: Dataset) -> None:
+        """The last epochs, when the loop ended for a reason no epoch knew (a time budget)."""
+        if trainer.world.is_main and trainer.history and self.written < trainer.epoch:
+            row = trainer.history[-1]
+            self.write(trainer, data, row, row.get("best_epoch", row["epoch"]) == row["epoch"])
+
+    def write(self, trainer: Trainer, data: Dataset, row: dict[str, Any], kept_now: bool) -> None:
+        start = time.perf_counter()
         rd, model, epoch = self.rd, trainer.model, row["epoch"]
         x_show, y_show = shown_split(data)
         if data.is_image:
@@ -71,12 +102,15 @@ class RunDirWriter(Callback):
         y_in = y_show[rows] if model.cond_dim else None
         rd.write_latent(epoch, posterior_means(model, x_show[rows], y=y_in),
                         None if y_show is None else y_show[rows])
-        if row.get("best_epoch", epoch) == epoch:  # model.safetensors holds the kept weights
-            rd.write_model(model)
+        if kept_now or self.kept is not None:  # model.safetensors holds the kept weights
+            rd.write_model(model if kept_now else self.kept)
+            self.kept = None
         rd.write_checkpoint(epoch, model, trainer.optimizer, trainer.generators(),
                             {"precision": trainer.precision, "history": trainer.history},
                             trainer.extra_optimizers())
         rd.write_metrics(trainer.history)
+        self.written, self.since = epoch, time.perf_counter()
+        self.cost = self.since - start
 
 
 @torch.no_grad()

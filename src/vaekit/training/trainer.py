@@ -57,6 +57,10 @@ class Callback:
     def on_epoch_end(self, trainer: "Trainer", data: Dataset, row: dict[str, Any]) -> None:
         """After each epoch; ``row`` is its metrics, already in ``trainer.history``."""
 
+    def on_loop_end(self, trainer: "Trainer", data: Dataset) -> None:
+        """Once the loop over epochs ended, before any ``on_fit_end`` (the model still holds
+        the last epoch's weights; not when training raised)."""
+
     def on_fit_end(self, trainer: "Trainer", data: Dataset) -> None:
         """After the last epoch (not when training raised)."""
 
@@ -207,6 +211,8 @@ class Trainer:
                 cb.on_epoch_end(self, data, row)
             if self.stop_reason:
                 break
+        for cb in callbacks:
+            cb.on_loop_end(self, data)
         for cb in callbacks:
             cb.on_fit_end(self, data)
         return self.history
