@@ -264,6 +264,8 @@ def test_numbers_with_few_repeated_values_are_ordinal_levels():
     text = df.head(3).astype({"cylinders": object})
     text.loc[1, "cylinders"] = "6"
     assert s.encode(text)[1, 0] == 1
+    with pytest.raises(DataError, match=r"row 1: unknown category 5 .*declare cylinders=count"):
+        s.encode(df.head(1).assign(cylinders=5))
     text.loc[2, "cylinders"] = "six"
     with pytest.raises(DataError, match=r"column 'cylinders', row 3: 'six' is not a number"):
         s.encode(text)

@@ -249,8 +249,10 @@ def _encode_column(s: pd.Series, col: Column, what: str) -> np.ndarray:
         unknown = (found < 0) & ~miss
         if unknown.any():
             i = int(np.flatnonzero(unknown)[0])
+            hint = (f"; if new values are expected, declare {col.name}=count (or continuous) "
+                    "when training") if numbers and col.kind == "ordinal" else ""
             raise DataError(f"{what}: column '{col.name}', row {i + 1}: unknown category "
-                            f"{_plain(s.iloc[i])!r} (seen: {_show(col.levels)})")
+                            f"{_plain(s.iloc[i])!r} (seen: {_show(col.levels)}){hint}")
         out[~miss] = found[~miss]
         return out
     if pd.api.types.is_bool_dtype(s):
