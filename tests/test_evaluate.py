@@ -192,6 +192,25 @@ def test_baseline_matches_scikit_learn(capsys):
     assert f"test log p(x) {expected:.3f}" in out
 
 
+def test_baseline_sizes_fit_a_small_table(tmp_path, capsys):
+    """6 columns, 40 rows: pPCA gets 5 latent dimensions (q < d), the mixture 5 components (one
+    per 7 rows), each said on stderr; numbers as scikit-learn's with those sizes."""
+    from sklearn.mixture import GaussianMixture
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2)) @ rng.normal(size=(2, 6)) + 0.3 * rng.normal(size=(40, 6))
+    np.savetxt(tmp_path / "t.csv", x, delimiter=",", header=",".join("abcdef"), comments="")
+    for model, size, fitted in (("ppca", "5 latent dimensions", lambda a: PCA(5, random_state=0).fit(a)),
+                                ("gmm", "5 components", lambda a: GaussianMixture(
+                                    5, covariance_type="full", reg_covar=1e-3, random_state=0).fit(a))):
+        assert main(["baseline", str(tmp_path / "t.csv"), "--model", model]) == 0
+        out, err = capsys.readouterr()
+        assert f"{model}: {size}" in err
+        data = load_data(str(tmp_path / "t.csv"), 0.1)
+        ref = fitted(data.x_train.double().numpy()).score(data.x_test.double().numpy())
+        assert f"test log p(x) {ref:.3f}" in out
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["baseline", "digits", "--model", "gm"], "did you mean 'gmm'"),
     (["baseline", "digits", "--model", "ppca", "--components", "500"], "cannot be fitted"),

@@ -132,6 +132,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     BASELINES[args.model]  # an unknown name fails before the data is loaded
     data = load_data(args.data, args.test_fraction, log=lambda s: print(s, file=sys.stderr))
     res = fit_baseline(args.model, data, args.components, args.seed)
+    print(f"{res['model']}: {res['size']}", file=sys.stderr)
     print(f"{res['model']} on {data.name}: test log p(x) {res['log_likelihood']:.3f} +- "
           f"{res['log_likelihood_stderr']:.3f} nats per example ({res['n_examples']} test examples, "
           f"{res['n_parameters']:,} parameters)")

@@ -226,7 +226,8 @@ def build_parser() -> Parser:
     b.add_argument("data", metavar="DATA", help=data_help)
     b.add_argument("--model", required=True, help="gmm (Gaussian mixture fitted by EM) or ppca")
     b.add_argument("--components", type=positive_int, help="mixture components or pPCA latent "
-                   "dimensions (default 10 for gmm, 20 for ppca)")
+                   "dimensions (default 10 for gmm, at most one per d + 1 training rows; 20 for ppca, "
+                   "at most d - 1 for d features)")
     b.add_argument("--test-fraction", type=number(float, 0, 0.99), default=0.1,
                    help="held-out fraction when DATA has no test split (default 0.1)")
     b.add_argument("--seed", type=seed, default=0, help="random_state of the fit (default 0)")

@@ -18,20 +18,40 @@ from vaekit.registry import Registry
 BASELINES: Registry[Callable] = Registry("baseline model")
 
 
+GMM_COMPONENTS, PPCA_COMPONENTS = 10, 20  # the default sizes, capped by the data (default_size)
+
+
 @BASELINES.register("gmm")
-def gmm(n_components: int | None, seed: int):
+def gmm(n_components: int, seed: int):
     from sklearn.mixture import GaussianMixture
 
     # Full covariances; reg_covar keeps them invertible on pixels that never change.
-    return GaussianMixture(n_components or 10, covariance_type="full", reg_covar=1e-3,
+    return GaussianMixture(n_components, covariance_type="full", reg_covar=1e-3,
                            random_state=seed)
 
 
 @BASELINES.register("ppca")
-def ppca(n_components: int | None, seed: int):
+def ppca(n_components: int, seed: int):
     from sklearn.decomposition import PCA
 
-    return PCA(n_components or 20, random_state=seed)
+    return PCA(n_components, random_state=seed)
+
+
+def default_size(name: str, n: int, d: int) -> tuple[int, str]:
+    """The size ``name`` gets on ``n`` training rows of ``d`` features, and why.
+
+    pPCA: :data:`PPCA_COMPONENTS` latent dimensions, at most ``d - 1`` (its noise variance is
+    the mean of the ``d - q`` discarded eigenvalues, so q < d) and ``n - 1``. A mixture:
+    :data:`GMM_COMPONENTS` components, at most one per ``d + 1`` rows, so that each full
+    covariance is estimated from about as many rows as it has dimensions.
+    """
+    if name == "ppca":
+        k = max(1, min(PPCA_COMPONENTS, d - 1, n - 1))
+        return k, (f"{k} latent dimensions" + (f" (at most d - 1 = {d - 1} for {d} features)"
+                                               if k < PPCA_COMPONENTS else ""))
+    k = max(1, min(GMM_COMPONENTS, n // (d + 1)))
+    return k, (f"{k} components" + (f" (at most one per {d + 1} of the {n} training rows)"
+                                    if k < GMM_COMPONENTS else ""))
 
 
 def n_parameters(model) -> int:
@@ -45,13 +65,16 @@ def fit_baseline(name: str, data: Dataset, n_components: int | None = None, seed
     x_test = data.x_test.flatten(1).double().numpy()
     if len(x_test) == 0:
         raise DataError(f"{data.name} has no test split; use --test-fraction above 0")
-    model = BASELINES[name](n_components, seed)
+    size, why = default_size(name, *x_train.shape)
+    if n_components:
+        size, why = n_components, f"{n_components} as given"
+    model = BASELINES[name](size, seed)
     k = model.n_components
     try:
         model.fit(x_train)
     except ValueError as e:  # e.g. more components than examples or dimensions
         raise ConfigError(f"{name} with {k} components cannot be fitted here: {e}") from None
     ll = model.score_samples(x_test)
-    return {"model": name, "components": k, "log_likelihood": float(ll.mean()),
+    return {"model": name, "components": k, "size": why, "log_likelihood": float(ll.mean()),
             "log_likelihood_stderr": float(ll.std(ddof=1) / math.sqrt(len(ll))) if len(ll) > 1 else math.nan,
             "n_examples": len(ll), "n_parameters": n_parameters(model)}
