@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
-from tables_metrics import Independent, encode
+from tables_metrics import encode
 
 from vaekit.data.schema import LEVELLED, Schema
+from vaekit.evaluation.independent import IndependentColumns
 
 
 class MethodFailed(Exception):
@@ -227,10 +228,9 @@ class StandIn:
         return self.independent_.score_samples(encode(df, self.schema)[0])
 
 
-def independent(schema: Schema) -> Independent:
-    """The independent per-column baseline of ``schema``'s columns."""
-    return Independent([c.kind if c.kind not in LEVELLED else "levelled" for c in schema.columns],
-                       [len(c.levels) for c in schema.columns])
+def independent(schema: Schema) -> IndependentColumns:
+    """The independent per-column baseline of ``schema``'s columns (vaekit's own)."""
+    return IndependentColumns(schema)
 
 
 # ---- imputation baselines -----------------------------------------------------------------

@@ -17,7 +17,6 @@ levelled columns (binary, categorical, ordinal) as level indices, NaN where miss
   standardized by the training sd, a mismatched level counting 1 (missing cells filled with the
   training median / mode on both sides).
 - MCAR masks and imputation errors (RMSE of standardized continuous cells, accuracy of levelled).
-- Independent per-column log-likelihood (each column's family fitted by maximum likelihood).
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import stats
 
 from vaekit.data.schema import LEVELLED, Schema
 
@@ -222,70 +221,3 @@ def impute_error(truth: np.ndarray, filled: np.ndarray, mask: np.ndarray, numeri
     rmse = float(np.sqrt(np.mean(z[num] ** 2))) if num.any() else float("nan")
     acc = float(np.mean(filled[lev] == truth[lev])) if lev.any() else float("nan")
     return ImputeError(rmse, acc, unfilled)
-
-
-# ---- independent per-column likelihood ----------------------------------------------------
-
-def _negbin_fit(x: np.ndarray) -> tuple[float, float] | None:
-    """Maximum-likelihood negative binomial (r, p) of counts ``x``; None when the variance is
-    not above the mean (then a Poisson is the maximum-likelihood limit)."""
-    m, v = x.mean(), x.var()
-    if v <= m or m == 0:
-        return None
-
-    def nll(log_r: float) -> float:
-        r = np.exp(log_r)
-        return -stats.nbinom.logpmf(x, r, r / (r + m)).sum()  # the MLE of p given r keeps the mean
-
-    log_r = optimize.minimize_scalar(nll, bounds=(-10, 10), method="bounded").x
-    r = float(np.exp(log_r))
-    return r, r / (r + m)
-
-
-@dataclass
-class Independent:
-    """Independent marginals, each column's own family by maximum likelihood on training rows:
-    Gaussian (continuous), log-normal (positive; density in the column's units), negative
-    binomial or Poisson (count), Bernoulli / categorical with add-half smoothing so that a
-    level unseen in training keeps a finite mass (levelled)."""
-
-    kinds: list[str]
-    n_levels: list[int]
-
-    def fit(self, x: np.ndarray) -> Independent:
-        self.params_ = []
-        for j, kind in enumerate(self.kinds):
-            c = x[:, j][~np.isnan(x[:, j])]
-            if kind == "continuous":
-                self.params_.append((c.mean(), c.std()))
-            elif kind == "positive":
-                self.params_.append((np.log(c).mean(), np.log(c).std()))
-            elif kind == "count":
-                self.params_.append(_negbin_fit(c) or c.mean())
-            else:
-                counts = np.bincount(c.astype(np.int64), minlength=self.n_levels[j]) + 0.5
-                self.params_.append(np.log(counts / counts.sum()))
-        return self
-
-    def column_log_prob(self, x: np.ndarray) -> np.ndarray:
-        """``(n, d)`` log-probability of each cell (NaN where missing)."""
-        out = np.full(x.shape, np.nan)
-        for j, (kind, p) in enumerate(zip(self.kinds, self.params_)):
-            c = x[:, j]
-            ok = ~np.isnan(c)
-            v = c[ok]
-            if kind == "continuous":
-                out[ok, j] = stats.norm.logpdf(v, p[0], p[1])
-            elif kind == "positive":
-                out[ok, j] = stats.lognorm.logpdf(v, s=p[1], scale=np.exp(p[0]))
-            elif kind == "count":
-                out[ok, j] = (stats.nbinom.logpmf(v, *p) if isinstance(p, tuple)
-                              else stats.poisson.logpmf(v, p))
-            else:
-                out[ok, j] = p[v.astype(np.int64)]
-        return out
-
-    def score_samples(self, x: np.ndarray) -> np.ndarray:
-        """log p(x) per row, summed over the observed cells, ``(n,)``."""
-        return np.nansum(self.column_log_prob(x), axis=1)
-

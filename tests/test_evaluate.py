@@ -4,6 +4,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.stats as st
 import torch
@@ -209,6 +210,28 @@ def test_baseline_sizes_fit_a_small_table(tmp_path, capsys):
         data = load_data(str(tmp_path / "t.csv"), 0.1)
         ref = fitted(data.x_train.double().numpy()).score(data.x_test.double().numpy())
         assert f"test log p(x) {ref:.3f}" in out
+
+
+def test_independent_baseline_of_a_table_matches_scipy(tmp_path, capsys):
+    """Per-column marginals by maximum likelihood: a Gaussian of the heights (scipy's norm with
+    the training mean and sd) plus the add-half frequency of each city; a mixture is refused."""
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"height": np.round(rng.normal(170, 8, 60), 1),
+                       "city": rng.choice(["lyon", "nice", "paris"], 60, p=[0.6, 0.3, 0.1])})
+    df.to_csv(tmp_path / "t.csv", index=False)
+    assert main(["baseline", str(tmp_path / "t.csv"), "--model", "independent"]) == 0
+    out = capsys.readouterr().out
+    data = load_data(str(tmp_path / "t.csv"), 0.1, table=True)
+    tr, te = data.x_train.double().numpy(), data.x_test.double().numpy()
+    counts = np.bincount(tr[:, 1].astype(int), minlength=3) + 0.5
+    ll = stats.norm.logpdf(te[:, 0], tr[:, 0].mean(), tr[:, 0].std()) \
+        + np.log(counts / counts.sum())[te[:, 1].astype(int)]
+    assert f"test log p(x) {ll.mean():.3f}" in out
+    assert main(["baseline", str(tmp_path / "t.csv"), "--model", "gmm"]) == 2
+    err = capsys.readouterr().err
+    assert "column city is not continuous; use --model independent" in err
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from vaekit.models.kinds import require
 from vaekit.data import load_data
+from vaekit.data.files import is_table
 from vaekit.evaluation.baselines import BASELINES, fit_baseline
 from vaekit.evaluation.disentangle import DEFAULT_ESTIMATOR, dci_words
 from vaekit.evaluation.measures import log_likelihood
@@ -130,13 +132,20 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_baseline(args: argparse.Namespace) -> int:
     BASELINES[args.model]  # an unknown name fails before the data is loaded
-    data = load_data(args.data, args.test_fraction, log=lambda s: print(s, file=sys.stderr))
+    table = Path(args.data).is_file() and is_table(Path(args.data))
+    data = load_data(args.data, args.test_fraction, log=lambda s: print(s, file=sys.stderr),
+                     table=table)
     res = fit_baseline(args.model, data, args.components, args.seed)
     print(f"{res['model']}: {res['size']}", file=sys.stderr)
     print(f"{res['model']} on {data.name}: test log p(x) {res['log_likelihood']:.3f} +- "
           f"{res['log_likelihood_stderr']:.3f} nats per example ({res['n_examples']} test examples, "
           f"{res['n_parameters']:,} parameters)")
-    print("units: nats per example, summed over dimensions, as 'vaekit evaluate' reports. This is a "
-          "density of continuous values: compare it with a VAE of a continuous likelihood "
-          "(gaussian), not with a Bernoulli one, whose log p(x) is of a probability")
+    if table:
+        print("units: nats per row, summed over the observed cells, as 'vaekit evaluate' reports "
+              "for a VAE of this table: masses for counts and levels, densities in each column's "
+              "units for continuous and positive columns")
+    else:
+        print("units: nats per example, summed over dimensions, as 'vaekit evaluate' reports. This "
+              "is a density of continuous values: compare it with a VAE of a continuous likelihood "
+              "(gaussian), not with a Bernoulli one, whose log p(x) is of a probability")
     return 0

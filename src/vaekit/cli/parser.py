@@ -224,7 +224,8 @@ def build_parser() -> Parser:
                        description="Fit a classic latent-variable model on DATA's training split and "
                                    "print its test log-likelihood in the units of 'vaekit evaluate'.")
     b.add_argument("data", metavar="DATA", help=data_help)
-    b.add_argument("--model", required=True, help="gmm (Gaussian mixture fitted by EM) or ppca")
+    b.add_argument("--model", required=True, help="gmm (Gaussian mixture fitted by EM), ppca, or "
+                   "independent (a table's per-column marginals)")
     b.add_argument("--components", type=positive_int, help="mixture components or pPCA latent "
                    "dimensions (default 10 for gmm, at most one per d + 1 training rows; 20 for ppca, "
                    "at most d - 1 for d features)")

@@ -1,7 +1,9 @@
 """Classic latent-variable models through scikit-learn, in the units of ``vaekit evaluate``.
 
 A Gaussian mixture fitted by EM and probabilistic PCA (Tipping & Bishop 1999) give a test
-log-likelihood per example in nats, so a user sees what the VAE buys on their data.
+log-likelihood per example in nats, so a user sees what the VAE buys on their data; a table
+of typed columns gets independent per-column marginals (:mod:`.independent`), in the units of
+a table VAE's log p(x).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 from vaekit.data import Dataset
 from vaekit.errors import ConfigError, DataError
 from vaekit.registry import Registry
+from .independent import IndependentColumns
 
 BASELINES: Registry[Callable] = Registry("baseline model")
 
@@ -21,8 +24,16 @@ BASELINES: Registry[Callable] = Registry("baseline model")
 GMM_COMPONENTS, PPCA_COMPONENTS = 10, 20  # the default sizes, capped by the data (default_size)
 
 
+@BASELINES.register("independent")
+def independent(n_components: int, seed: int, schema=None):
+    if schema is None:
+        raise ConfigError("independent (per-column marginals) is the baseline of a table: give "
+                          "a .csv with a header row or a .parquet file")
+    return IndependentColumns(schema)
+
+
 @BASELINES.register("gmm")
-def gmm(n_components: int, seed: int):
+def gmm(n_components: int, seed: int, schema=None):
     from sklearn.mixture import GaussianMixture
 
     # Full covariances; reg_covar keeps them invertible on pixels that never change.
@@ -31,7 +42,7 @@ def gmm(n_components: int, seed: int):
 
 
 @BASELINES.register("ppca")
-def ppca(n_components: int, seed: int):
+def ppca(n_components: int, seed: int, schema=None):
     from sklearn.decomposition import PCA
 
     return PCA(n_components, random_state=seed)
@@ -55,6 +66,8 @@ def default_size(name: str, n: int, d: int) -> tuple[int, str]:
 
 
 def n_parameters(model) -> int:
+    if isinstance(model, IndependentColumns):
+        return model.n_parameters()
     return int(sum(np.size(v) for k, v in vars(model).items()
                    if k.endswith("_") and isinstance(v, np.ndarray)))
 
@@ -65,10 +78,20 @@ def fit_baseline(name: str, data: Dataset, n_components: int | None = None, seed
     x_test = data.x_test.flatten(1).double().numpy()
     if len(x_test) == 0:
         raise DataError(f"{data.name} has no test split; use --test-fraction above 0")
+    schema = getattr(data, "schema", None)
+    if schema is not None and name != "independent":
+        bad = [c.name for c in schema.columns if c.kind not in ("continuous", "positive")]
+        if bad or np.isnan(x_train).any() or np.isnan(x_test).any():
+            why = (f"its column{'s' * (len(bad) > 1)} {', '.join(bad[:3])} {'are' if len(bad) > 1 else 'is'} "
+                   "not continuous" if bad else "it has missing cells")
+            raise ConfigError(f"{name} models vectors of numbers, and this table cannot be one: "
+                              f"{why}; use --model independent (per-column marginals)")
     size, why = default_size(name, *x_train.shape)
-    if n_components:
+    if name == "independent":
+        size, why = 0, f"one family per column ({len(x_train[0])} columns, as the schema says)"
+    elif n_components:
         size, why = n_components, f"{n_components} as given"
-    model = BASELINES[name](size, seed)
+    model = BASELINES[name](size, seed, schema)
     k = model.n_components
     try:
         model.fit(x_train)
