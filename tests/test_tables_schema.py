@@ -248,14 +248,17 @@ def test_tables_with_nothing_to_model_are_refused():
 def test_numbers_with_few_repeated_values_are_ordinal_levels():
     """Cylinders 4/6/8, a 1..7 rating and ages coded 17.5, 22, 27 get a probability per value
     (a count's or a Gaussian's spread would put mass between them); a handful of distinct
-    values in as many rows stays numeric, and so does a count with many levels."""
+    values in as many rows stays numeric, and so do counts from 0, with few levels or many."""
     rng = np.random.default_rng(0)
     n = 200
     df = pd.DataFrame({"cylinders": rng.choice([4, 6, 8], n), "rating": rng.integers(1, 8, n),
                        "age": rng.choice([17.5, 22.0, 27.0, 32.0], n),
-                       "visits": rng.poisson(8.0, n), "height": rng.normal(170, 8, n)})
+                       "visits": rng.poisson(8.0, n), "kids": rng.poisson(1.2, n),
+                       "height": rng.normal(170, 8, n)})
     s = infer_schema(df)
-    assert [s[c].kind for c in df.columns] == ["ordinal", "ordinal", "ordinal", "count", "continuous"]
+    assert len(np.unique(df["kids"])) <= 10  # few values, but counts from 0: a count
+    assert [s[c].kind for c in df.columns] == ["ordinal", "ordinal", "ordinal", "count", "count",
+                                               "continuous"]
     assert s["cylinders"].levels == (4, 6, 8) and s["age"].levels == (17.5, 22.0, 27.0, 32.0)
     assert s["rating"].reason == "integers 1..7, 7 levels -> ordinal"
     back = s.decode(s.encode(df))

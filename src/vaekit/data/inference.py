@@ -35,8 +35,8 @@ def infer_schema(df: pd.DataFrame, overrides: Iterable[str] = (), what: str = "d
     binary; text (or pandas ``category``) with every value distinct, or with more than 20
     levels and more levels than half its cells, -> left out as ID-like; other text ->
     categorical; integers that are a run of distinct consecutive numbers (a row number) -> left
-    out; numbers with at most 10 values, each seen twice on average -> ordinal (levels the
-    values seen); non-negative integers with median <= 1000 -> count; other numbers > 0 with
+    out; numbers with at most 10 values, each seen twice on average, other than integers from
+    0 -> ordinal (levels the values seen); non-negative integers with median <= 1000 -> count; other numbers > 0 with
     sample skewness > 1 -> positive; other numbers -> continuous. Numbers that are all whole but were
     read as floats (a missing cell makes pandas do so) keep the dtype ``Int64``, so decoded
     values, samples and imputations are whole numbers too.
@@ -171,9 +171,11 @@ def _infer_numeric(s: pd.Series, x: np.ndarray, name: str, dtype: str, miss: str
     what = "integers" if integral else "numbers"
     if integral and len(uniq) == len(x) and uniq[-1] - uniq[0] == len(x) - 1:
         return f"integers {span}, each once -> row number (ID-like)"
-    if len(uniq) <= MAX_LEVELS and 2 * len(uniq) <= len(x):  # levels that repeat
+    from_zero = integral and uniq[0] == 0 and np.median(x) <= COUNT_MEDIAN_MAX
+    if len(uniq) <= MAX_LEVELS and 2 * len(uniq) <= len(x) and not from_zero:
         # A count's family or a Gaussian cannot put nearly all of a row's mass on one of so few
         # values (cylinders 4 or 8, a 1..7 rating, ages coded 17.5, 22, 27); a level each can.
+        # Integers from 0 stay counts: a larger count in new data is then no unknown level.
         levels = tuple(_scalar(v, dtype) for v in uniq)
         return Column(name, "ordinal", f"{what} {span}, {len(uniq)} levels{miss} -> ordinal",
                       dtype, levels)
