@@ -13,6 +13,7 @@ import signal
 import sys
 from typing import Sequence
 
+import vaekit.compute.load  # noqa: F401  (first: opens the machine-load window, vaekit.compute.load)
 from vaekit.config.options import OptionError
 from vaekit.errors import VaekitError, user_error
 

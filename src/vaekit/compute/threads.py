@@ -3,14 +3,12 @@ processes already keep the cores busy (torch's threads then wait on each other: 
 cores a step took 2x to 50x longer on two threads than on one, bench/threads.py), one for a
 model whose step is too small to gain from more on a quiet machine, torch's default for the
 rest. The work of a step is measured (multiply-adds of the dense and convolution layers on one
-example), not read from a list of model kinds; the machine's load is measured over 0.2 s."""
+example), not read from a list of model kinds; the machine's load by :mod:`vaekit.compute.load`."""
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
-import time
 from typing import Iterator
 
 import torch
@@ -19,24 +17,6 @@ import torch
 # is as fast as two on a quiet CPU: the crossover measured by bench/threads.py (docs/benchmarks.md)
 SMALL_STEP = 6e6
 BUSY_CORES = 0.5  # cores kept busy by other processes from which the machine counts as shared
-
-
-def busy_cores(seconds: float = 0.2) -> float:
-    """Cores other processes keep busy, measured over ``seconds`` from /proc/stat (this process
-    sleeps meanwhile); the 1-minute load average where /proc/stat is missing."""
-    def read() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            v = [int(t) for t in f.readline().split()[1:]]
-        return sum(v), v[3] + (v[4] if len(v) > 4 else 0)  # total, idle + iowait
-
-    cores = os.cpu_count() or 1
-    try:
-        t0, i0 = read()
-        time.sleep(seconds)
-        t1, i1 = read()
-    except (OSError, ValueError, IndexError):
-        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return cores * (1 - (i1 - i0) / max(t1 - t0, 1))
 
 
 def _madds(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> int:

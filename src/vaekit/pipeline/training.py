@@ -117,10 +117,10 @@ def table_source(cfg: RunConfig, given: Collection[str] | None) -> dict[str, Any
     """How :func:`vaekit.data.load_data` reads the run's data: with the run's stored column
     schema; as a table whose schema is inferred (likelihood table, or left to vaekit and the
     file is a .csv with a header row or a .parquet file); or as numbers (``{}``)."""
-    from vaekit.data.schema import Schema  # here: pandas only for tables
-
     m = cfg.model
     if m.schema:
+        from vaekit.data.schema import Schema  # here: pandas only for tables
+
         return {"schema": Schema.from_json(m.schema, "the run's column schema")}
     auto = given is not None and "likelihood" not in normalise(given)
     if m.likelihood == "table" or (auto and is_table(cfg.data.data)):

@@ -25,7 +25,8 @@ from vaekit.models.build import own_update
 from vaekit.models.vae import VAEModel
 from vaekit.parts.objectives import kl_weight, reported_loss, summed_loss
 from vaekit.compute.precision import LowPrecisionCopy
-from vaekit.compute.threads import (SMALL_STEP, busy_cores, choose_threads, intra_op_threads,
+from vaekit.compute.load import busy_cores
+from vaekit.compute.threads import (SMALL_STEP, choose_threads, intra_op_threads,
                                     step_work)
 from vaekit.compute.runtime import (AdamStep, autocast_for, denormals_flushed, make_adam,
                                     resolve_device, resolve_precision, scheduled_lr)
