@@ -109,11 +109,12 @@ def profile(x) -> DataProfile:
         step = max(1, n // PROFILE_ROWS)
         rows = torch.as_tensor(x[torch.arange(0, n, step)[:PROFILE_ROWS]])
     flat = rows.reshape(len(rows), -1)
-    lo, hi = float(flat.min()), float(flat.max())
-    binary = bool(((flat == 0) | (flat == 1)).all())
+    lo, hi = (float(v) for v in torch.aminmax(flat))
     sample = flat[:PROFILE_ROWS].flatten()
     distinct = torch.unique(sample[: 2**22])  # 4M values: a few hundred milliseconds at most
     levels = int(len(distinct)) if len(distinct) <= PIXEL_LEVELS else None
+    # all 0 or 1: the whole pass (0.25 s on MNIST) only where the sample's values are all 0 or 1
+    binary = bool(((distinct == 0) | (distinct == 1)).all()) and bool(((flat == 0) | (flat == 1)).all())
     return DataProfile(n, tuple(rows.shape[1:]), lo, hi, binary, levels)
 
 
