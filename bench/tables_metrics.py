@@ -5,12 +5,8 @@ table's :class:`vaekit.data.schema.Schema` to ``(n, d)`` float64, numeric column
 levelled columns (binary, categorical, ordinal) as level indices, NaN where missing.
 ``numeric[j]`` says which columns are numbers.
 
-- Quality, the definitions of SDMetrics' quality report (DataCebo's documentation):
-  column shapes = 1 - KS statistic (numeric) or 1 - total variation distance (categorical);
-  column pair trends = 1 - |Pearson r(real) - r(synthetic)| / 2 for two numeric columns, else
-  1 - TVD of the two normalized contingency tables (a numeric column binned into 10 equal-width
-  bins over the real range); overall = the mean of the two. Missing cells are left out of
-  each column (and each pair).
+- Quality, the definitions of SDMetrics' quality report: :mod:`vaekit.evaluation.fidelity`,
+  which the report of a table run uses too.
 - Machine-learning efficacy: HistGradientBoosting trained on one table and tested on real
   held-out rows; macro F1 for a levelled target, R^2 for a numeric one.
 - DCR: distance from each synthetic row to its closest real training row, numeric columns
@@ -28,8 +24,7 @@ import pandas as pd
 from scipy import stats
 
 from vaekit.data.schema import LEVELLED, Schema
-
-N_BINS = 10  # SDMetrics bins a numeric column into 10 for a mixed pair
+from vaekit.evaluation.fidelity import Quality, column_shape, pair_trend, quality  # noqa: F401
 
 
 # ---- the common layout --------------------------------------------------------------------
@@ -65,79 +60,6 @@ def encode(df: pd.DataFrame, schema: Schema) -> tuple[np.ndarray, int]:
 def numeric_mask(schema: Schema) -> np.ndarray:
     """``(d,)`` bool: the columns whose encoded values are numbers, not level indices."""
     return np.array([c.kind not in LEVELLED for c in schema.columns])
-
-
-# ---- quality (SDMetrics' definitions) -----------------------------------------------------
-
-def _tvd(p: np.ndarray, q: np.ndarray) -> float:
-    return 0.5 * float(np.abs(p - q).sum())
-
-
-def _frequencies(codes: np.ndarray, k: int) -> np.ndarray:
-    counts = np.bincount(codes.astype(np.int64), minlength=k).astype(np.float64)
-    return counts / max(counts.sum(), 1.0)
-
-
-def column_shape(real: np.ndarray, synth: np.ndarray, numeric: bool) -> float:
-    """1 - KS statistic (numeric) or 1 - TVD of the level frequencies, observed cells only."""
-    r, s = real[~np.isnan(real)], synth[~np.isnan(synth)]
-    if len(r) == 0 or len(s) == 0:
-        return float("nan")
-    if numeric:
-        return 1.0 - float(stats.ks_2samp(r, s).statistic)
-    k = int(max(r.max(), s.max())) + 1
-    return 1.0 - _tvd(_frequencies(r, k), _frequencies(s, k))
-
-
-def _bins(real: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Bin indices 0..N_BINS-1 on equal-width bins over the real column's range (values
-    outside it go to the end bins)."""
-    edges = np.histogram_bin_edges(real[~np.isnan(real)], bins=N_BINS)
-    return np.clip(np.searchsorted(edges, values, side="right") - 1, 0, N_BINS - 1)
-
-
-def pair_trend(real: np.ndarray, synth: np.ndarray, numeric: tuple[bool, bool]) -> float:
-    """The pair-trend score of two columns, ``real`` and ``synth`` each ``(n, 2)``."""
-    r = real[~np.isnan(real).any(1)]
-    s = synth[~np.isnan(synth).any(1)]
-    if len(r) < 2 or len(s) < 2:
-        return float("nan")
-    if all(numeric):
-        cr, cs = (np.corrcoef(a[:, 0], a[:, 1])[0, 1] for a in (r, s))
-        cr, cs = (0.0 if not np.isfinite(c) else c for c in (cr, cs))  # a constant column
-        return 1.0 - abs(cr - cs) / 2.0
-    cols = []
-    for j in range(2):
-        if numeric[j]:
-            cols.append((_bins(real[:, j], r[:, j]), _bins(real[:, j], s[:, j]), N_BINS))
-        else:
-            k = int(max(np.nanmax(real[:, j]), s[:, j].max())) + 1
-            cols.append((r[:, j].astype(np.int64), s[:, j].astype(np.int64), k))
-    (ra, sa, ka), (rb, sb, kb) = cols
-    pr = _frequencies(ra * kb + rb, ka * kb)
-    ps = _frequencies(sa * kb + sb, ka * kb)
-    return 1.0 - _tvd(pr, ps)
-
-
-@dataclass(frozen=True)
-class Quality:
-    """SDMetrics-style quality: the two property scores and their mean, each in [0, 1]."""
-
-    shapes: float
-    trends: float
-
-    @property
-    def overall(self) -> float:
-        return (self.shapes + self.trends) / 2.0
-
-
-def quality(real: np.ndarray, synth: np.ndarray, numeric: np.ndarray) -> Quality:
-    """Column shapes and column pair trends of ``synth`` against ``real`` (both ``(n, d)``)."""
-    d = real.shape[1]
-    shapes = [column_shape(real[:, j], synth[:, j], bool(numeric[j])) for j in range(d)]
-    trends = [pair_trend(real[:, [a, b]], synth[:, [a, b]], (bool(numeric[a]), bool(numeric[b])))
-              for a in range(d) for b in range(a + 1, d)]
-    return Quality(float(np.nanmean(shapes)), float(np.nanmean(trends)) if trends else 1.0)
 
 
 # ---- machine-learning efficacy ------------------------------------------------------------

@@ -29,6 +29,7 @@ from vaekit.io.files import atomic_write_text
 from vaekit.io.images import grid_png
 from vaekit.sampling.paths import dimension_sweep
 from vaekit.sampling.morph import interpolation_ends, morph, morph_classes, typical_row
+from .columns import columns_section
 from .sections import (config_section, esc, evaluation_section, features_section,
                        fig_img, headline, img, num, objective_words, training_notes,
                        training_section)
@@ -283,8 +284,10 @@ def build_report(run: str | Path, data: Dataset | None = None, method: str = "pc
     links += [("training", "Training")] if history else []
     links += [("evaluation", "Evaluation")] if ev is not None else []
     links += [("latent", "Latent space")]
+    schema = getattr(model.likelihood, "schema", None)  # a table's columns
     links += [("images", "Reconstructions and samples")] if is_image else (
-        [("features", "Features")] if x_show is not None else [])
+        [] if x_show is None else [("columns", "Columns")] if schema is not None else
+        [("features", "Features")])
     links += [("traversals", "Traversals")] if is_image and diag is not None else []
     links += [("sample-quality", "Sample quality")] if quality else []
     parts = [f"<header><h1>vaekit run {esc(rd.path.name)}</h1>",
@@ -296,11 +299,14 @@ def build_report(run: str | Path, data: Dataset | None = None, method: str = "pc
     if history:
         parts.append(training_section(history, cfg))
     if ev is not None:
-        parts.append(evaluation_section(ev, model.latent_dim, cfg.train.objective))
+        parts.append(evaluation_section(ev, model.latent_dim, cfg.train.objective,
+                                        table_run=schema is not None))
     parts.append(latent_section(rd, model, method, diag))
     if is_image:
         parts.append(images_section(rd, model, x_show, y_show, labels_show))
         parts.append(traversal_section(model, x_show, y_show, diag))
+    elif x_show is not None and schema is not None:
+        parts.append(columns_section(model, schema, x_show, cfg.train.seed))
     elif x_show is not None:
         parts.append(features_section(model, x_show, y_show, cfg.train.seed))
     if quality:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 import struct
 from typing import Any, Sequence
@@ -212,6 +213,18 @@ def option_value(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def shown_value(name: str, v: Any) -> str:
+    """An option's value for the table; a table's column schema (JSON, kept in config.json) as
+    its size, since the Columns section shows the columns."""
+    if name == "schema" and isinstance(v, str) and v:
+        try:
+            columns = json.loads(v).get("columns", [])
+            return f"{len(columns)} columns (the Columns section lists them; config.json holds it)"
+        except (ValueError, AttributeError):
+            pass
+    return option_value(v)
+
+
 def config_section(cfg: RunConfig) -> str:
     """Every option in a folded table, those that differ from the defaults first."""
     flat, defaults, fields = cfg.flat(), RunConfig().flat(), option_fields()
@@ -219,7 +232,7 @@ def config_section(cfg: RunConfig) -> str:
     names = [n for n in flat if n not in internal]
     changed = [n for n in names if flat[n] != defaults.get(n)]
     order = changed + [n for n in names if n not in changed] + sorted(internal & set(flat))
-    rows = [[flag(n) if n not in internal else f"{n} (set by vaekit)", option_value(flat[n]),
+    rows = [[flag(n) if n not in internal else f"{n} (set by vaekit)", shown_value(n, flat[n]),
              option_value(defaults.get(n))] for n in order]
     shown = ", ".join(f"{flag(n)} {option_value(flat[n])}" for n in changed[:8])
     more = f" and {len(changed) - 8} more" if len(changed) > 8 else ""
@@ -281,9 +294,11 @@ EVALUATION_NAMES = {"log_likelihood", "log_likelihood_stderr", "elbo", "rec", "k
                     "data", "split", "reconstruction_mse"}
 
 
-def evaluation_section(ev: dict, latent_dim: int, objective: str = "elbo") -> str:
+def evaluation_section(ev: dict, latent_dim: int, objective: str = "elbo", table_run: bool = False) -> str:
     """The evaluation as a table a person reads: names, units, log p(x) with its error (for an
-    ``objective`` that fitted the likelihood; else why there is none)."""
+    ``objective`` that fitted the likelihood; else why there is none). For a table
+    (``table_run``) the reconstruction error is per column, in the Columns section: one squared
+    error summed over columns in their raw units would mean nothing."""
     get = ev.get
     on = ""
     if isinstance(get("split"), str) or isinstance(get("data"), str):
@@ -304,7 +319,10 @@ def evaluation_section(ev: dict, latent_dim: int, objective: str = "elbo") -> st
         rows.append(["log p(x), ELBO", "not reported", f"objective {objective} does not fit the "
                      "decoder as a likelihood (a GAN term drives it too), so they would not "
                      "measure this model"])
-    if get("reconstruction_mse") is not None:
+    if table_run:
+        rows.append(["reconstruction error", "per column", "in each column's own units: the "
+                     "Columns section"])
+    elif get("reconstruction_mse") is not None:
         rows.append(["reconstruction error", num(get("reconstruction_mse"), 5), "mean squared error "
                      "per value, in the data's units (decoder mean at the posterior mean)"])
     rows += [["KL(q(z|x) ‖ p(z))", num(get("kl")), f"nats per example, {kl_how}"]]
