@@ -178,3 +178,30 @@ def test_errors_are_one_line(exported, tmp_path, capsys, monkeypatch):
     assert err == ["error: ONNX export needs the onnx extra (onnxscript is not installed): "
                    "pip install 'vaekit[onnx]'"]
     assert not (tmp_path / "x").exists()
+
+
+def test_a_table_export_names_its_columns_and_reads_missing_cells(tmp_path):
+    """A table run's export.json lists the encoded layout (names, types, levels), and the
+    encoder graph reads a row with missing cells (NaN) as the model does."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=150)
+    df = pd.DataFrame({"city": np.where(z > 0, "lyon", "nice"), "visits": rng.poisson(np.exp(1 + 0.5 * z)),
+                       "height": np.round(170 + 8 * z + rng.normal(size=150), 1)})
+    df.loc[::9, "height"] = np.nan
+    df.to_csv(tmp_path / "t.csv", index=False)
+    run = tmp_path / "run"
+    assert main(["train", str(tmp_path / "t.csv"), "--out", str(run), "--epochs", "1", "--hidden", "16",
+                 "--latent-dim", "2", "--no-report"]) == 0
+    assert main(["export", str(run), "--format", "onnx"]) == 0
+    meta = json.loads((run / "onnx" / "export.json").read_text())
+    assert [(c["name"], c["type"]) for c in meta["columns"]] == [
+        ("city", "binary"), ("visits", "count"), ("height", "continuous")]
+    assert sorted(meta["columns"][0]["levels"]) == ["lyon", "nice"]
+    model, _ = load_run(run)
+    x = torch.tensor([[0.0, 3.0, float("nan")], [1.0, 0.0, 171.5]])
+    session = ort.InferenceSession(str(run / "onnx" / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        want = model.encode(x).mean.numpy()
+    np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], want, rtol=TOL, atol=TOL)

@@ -312,10 +312,29 @@ def export_onnx(run: str | Path, out: str | Path | None = None, overwrite: bool 
                        "the prior outside (z ~ N(0, I) for prior normal)",
             "check": {"onnxruntime_version": onnxruntime.__version__,
                       "batch_sizes": list(CHECK_BATCHES), "max_abs_error": info["max_abs_error"]}}
+    schema = getattr(model.likelihood, "schema", None)
+    if schema is not None:  # a table: what each number of an encoded row x is
+        meta["columns"] = table_columns(schema)
+        meta["meaning"] = ("encoder: an encoded table row x (one number per entry of columns, in "
+                           "order: a number in the column's units, or a level's index into its "
+                           "levels; NaN where a cell is missing) -> posterior mean z; decoder: z -> "
+                           "x, numbers at their mean and levels as the most probable index; no "
+                           "sampling inside: draw z ~ N(0, I) outside")
     for name, data in files.items():
         atomic_write_bytes(out / name, data)
     write_json(out / "export.json", meta)  # last: it names the graphs' checksums
     return out
+
+
+def table_columns(schema) -> list[dict[str, Any]]:
+    """The encoded layout of a table's rows, column by column: name, type, the data's dtype and,
+    for binary, categorical and ordinal columns, the levels whose indices the graphs read and
+    write."""
+    from vaekit.data.schema import LEVELLED
+
+    return [{"name": c.name, "type": c.kind, "dtype": c.dtype,
+             **({"levels": [v.item() if hasattr(v, "item") else v for v in c.levels]}
+                if c.kind in LEVELLED else {})} for c in schema.columns]
 
 
 def describe(out: Path) -> str:
