@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import signal
 import sys
 from typing import Sequence
 
 from vaekit.config.options import OptionError
 from vaekit.errors import VaekitError, user_error
+from vaekit.io.stops import Terminated, stop_requests
 
 from .parser import build_parser
 
@@ -56,27 +56,15 @@ def user_message(e: BaseException) -> str | None:
     return None if mapped is None else str(mapped)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler or ``kill``): stopped like Ctrl-C, reported with status 143."""
-
-
-def sigterm_as_interrupt(signum, frame):  # noqa: ARG001 (signal API)
-    raise Terminated
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vaekit`` command; returns the exit status."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, --version, or a usage error already printed
         return e.code if isinstance(e.code, int) else 2
-    previous = signal.getsignal(signal.SIGTERM)
     try:
-        signal.signal(signal.SIGTERM, sigterm_as_interrupt)  # a polite stop, like Ctrl-C
-    except ValueError:  # not the main thread: leave signals alone
-        previous = None
-    try:
-        return run(args)
+        with stop_requests():  # SIGTERM is a polite stop, like Ctrl-C (vaekit.io.stops)
+            return run(args)
     except KeyboardInterrupt as e:
         what = "terminated" if isinstance(e, Terminated) else "interrupted"
         print(f"{what}; the last finished epoch is saved: continue with 'vaekit train DATA --out "
@@ -88,6 +76,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
