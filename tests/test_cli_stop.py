@@ -70,6 +70,23 @@ def test_a_held_stop_wins_over_an_error_and_an_ignored_signal_stays_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
+def test_once_the_command_of_the_process_ended_a_stop_request_changes_nothing():
+    """``vaekit`` (main without argv): a SIGTERM during the exit would make its status a death
+    by signal (a SIGINT, a traceback); both are ignored once the command ended."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        with stop_requests(whole_process=True):
+            assert signal.getsignal(signal.SIGTERM) is not before[1]
+        assert signal.getsignal(signal.SIGINT) == signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        signal.raise_signal(signal.SIGTERM)  # nothing happens
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
+    with stop_requests():  # main(argv), as tests call it: the handlers come back
+        pass
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
 def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_path, capsys):
     data = tmp_path / "x.npy"
     np.save(data, np.random.default_rng(1).random((64, 6)).astype(np.float32))

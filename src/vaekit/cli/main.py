@@ -57,22 +57,26 @@ def user_message(e: BaseException) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``vaekit`` command; returns the exit status."""
+    """Entry point of the ``vaekit`` command; returns the exit status. Without ``argv`` (the
+    program itself) stop requests that come once the command has ended are ignored: its status
+    stands."""
+    args = None
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:  # --help, --version, or a usage error already printed
-        return e.code if isinstance(e.code, int) else 2
-    try:
-        with stop_requests():  # SIGTERM is a polite stop, like Ctrl-C (vaekit.io.stops)
+        with stop_requests(whole_process=argv is None):  # SIGTERM stops like Ctrl-C
+            try:
+                args = build_parser().parse_args(argv)
+            except SystemExit as e:  # --help, --version, or a usage error already printed
+                return e.code if isinstance(e.code, int) else 2
             return run(args)
     except KeyboardInterrupt as e:
         what = "terminated" if isinstance(e, Terminated) else "interrupted"
         print(f"{what}; the last finished epoch is saved: continue with 'vaekit train DATA --out "
-              "RUN --resume'" if args.command == "train" else what, file=sys.stderr)
+              "RUN --resume'" if args is not None and args.command == "train" else what,
+              file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     except Exception as e:
         message = user_message(e)
-        if message is None or args.debug:
+        if message is None or args is None or args.debug:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2

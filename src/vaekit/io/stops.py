@@ -38,9 +38,15 @@ def _main_thread() -> bool:
 
 
 @contextlib.contextmanager
-def stop_requests() -> Iterator[None]:
+def stop_requests(whole_process: bool = False) -> Iterator[None]:
     """Within this block SIGTERM stops the process like Ctrl-C (raises :class:`Terminated`);
-    the previous handler comes back on leaving. Outside the main thread, signals are left alone."""
+    the previous handler comes back on leaving. Outside the main thread, signals are left alone.
+
+    ``whole_process``: the block is all the work of the process (the ``vaekit`` command), which
+    only exits once it ends; then SIGINT and SIGTERM are ignored from there on instead, since a
+    request that came during the exit would change nothing but its status (a death by the
+    signal, or a KeyboardInterrupt traceback, in place of the command's own status).
+    """
     if not _main_thread():
         yield
         return
@@ -48,7 +54,11 @@ def stop_requests() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if whole_process:
+            for s in STOPS:
+                signal.signal(s, signal.SIG_IGN)
+        else:
+            signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
