@@ -1,4 +1,5 @@
-"""Stopping a run: SIGTERM like Ctrl-C, a run stopped in its first epoch, an empty --out."""
+"""Stopping a run: SIGTERM like Ctrl-C, a stop request held until a unit of files is whole,
+a run stopped in its first epoch, an empty --out."""
 
 import os
 import signal
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from vaekit.cli.main import main
+from vaekit.io.stops import Terminated, held_stops, stop_requests
 from vaekit.runs.directory import RunDir
 
 SMALL = ["--hidden", "8", "--latent-dim", "2", "--batch-size", "16", "--precision", "fp32"]
@@ -35,6 +37,54 @@ def test_sigterm_stops_like_ctrl_c_and_the_run_resumes(tmp_path):
     assert main(["train", str(data), "--out", str(run), "--epochs", str(done + 1), "--resume",
                  "--no-report"]) == 0
     assert RunDir(run).checkpoint_info()["epoch"] == done + 1
+
+
+@pytest.mark.parametrize("sig, raised", [(signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt)])
+def test_a_stop_request_inside_a_unit_is_held_until_the_unit_ends(sig, raised):
+    steps = []
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with stop_requests(), pytest.raises(raised) as caught:
+        with held_stops():
+            with held_stops():  # nested: one unit, delivered when the outer one ends
+                signal.raise_signal(sig)
+                steps.append("rest of the inner block")
+            steps.append("rest of the outer block")
+        steps.append("after the unit")  # never: the stop comes as the unit ends
+    assert steps == ["rest of the inner block", "rest of the outer block"]
+    assert caught.type is raised
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_a_held_stop_wins_over_an_error_and_an_ignored_signal_stays_ignored():
+    with stop_requests(), pytest.raises(Terminated) as caught:
+        with held_stops():
+            signal.raise_signal(signal.SIGTERM)
+            raise OSError("disk full")
+    assert isinstance(caught.value.__context__, OSError)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with held_stops():
+            signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_once_the_command_of_the_process_ended_a_stop_request_changes_nothing():
+    """``vaekit`` (main without argv): a SIGTERM during the exit would make its status a death
+    by signal (a SIGINT, a traceback); both are ignored once the command ended."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        with stop_requests(whole_process=True):
+            assert signal.getsignal(signal.SIGTERM) is not before[1]
+        assert signal.getsignal(signal.SIGINT) == signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        signal.raise_signal(signal.SIGTERM)  # nothing happens
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
+    with stop_requests():  # main(argv), as tests call it: the handlers come back
+        pass
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(tmp_path, capsys):

@@ -32,6 +32,7 @@ from vaekit.extras import require as require_extra
 from vaekit.models.kinds import require
 from vaekit.errors import ConfigError, RunDirError
 from vaekit.io.files import atomic_write_bytes, read_regular, write_json
+from vaekit.io.stops import held_stops
 from vaekit.models.vae import VAEModel
 from vaekit.runs.directory import RunDir
 from vaekit.models.ladder import gaussian
@@ -285,11 +286,26 @@ def export_onnx(run: str | Path, out: str | Path | None = None, overwrite: bool 
     -------
     Path
         The export folder.
+
+    Notes
+    -----
+    An export into the run (the default ``RUN/onnx``) holds the run's lock. The three files are
+    one unit: a stop request (Ctrl-C, SIGTERM) while they are written waits until export.json,
+    written last, vouches for both graphs; one before that leaves the earlier export as it was.
     """
     require_onnx()
     if opset is not None and opset < 18:
         raise ConfigError(f"--opset must be 18 or later (the torch.export-based exporter), got {opset}")
     rd = RunDir(run)
+    # writing into the run takes its lock (an export elsewhere only reads the run; a missing
+    # run is refused by load_model, with no lock folder made for it)
+    inside = rd.path.is_dir() and (out is None or os.path.realpath(out).startswith(
+        os.path.realpath(rd.path) + os.sep))
+    with rd.lock() if inside else contextlib.nullcontext():
+        return _export(rd, out, overwrite, opset)
+
+
+def _export(rd: RunDir, out: str | Path | None, overwrite: bool, opset: int | None) -> Path:
     model, cfg = rd.load_model("cpu")  # checks config and every tensor
     require(cfg, "onnx", "vaekit export")
     out = Path(out) if out is not None else rd.folder("onnx", create=False)
@@ -320,9 +336,10 @@ def export_onnx(run: str | Path, out: str | Path | None = None, overwrite: bool 
                            "levels; NaN where a cell is missing) -> posterior mean z; decoder: z -> "
                            "x, numbers at their mean and levels as the most probable index; no "
                            "sampling inside: draw z ~ N(0, I) outside")
-    for name, data in files.items():
-        atomic_write_bytes(out / name, data)
-    write_json(out / "export.json", meta)  # last: it names the graphs' checksums
+    with held_stops():  # one unit: a stop request waits until export.json matches the graphs
+        for name, data in files.items():
+            atomic_write_bytes(out / name, data)
+        write_json(out / "export.json", meta)  # last: it names the graphs' checksums
     return out
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import signal
 import sys
 from typing import Sequence
 
 import vaekit.compute.load  # noqa: F401  (first: opens the machine-load window, vaekit.compute.load)
 from vaekit.config.options import OptionError
 from vaekit.errors import VaekitError, user_error
+from vaekit.io.stops import Terminated, stop_requests
 
 from .parser import build_parser
 
@@ -57,38 +57,27 @@ def user_message(e: BaseException) -> str | None:
     return None if mapped is None else str(mapped)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler or ``kill``): stopped like Ctrl-C, reported with status 143."""
-
-
-def sigterm_as_interrupt(signum, frame):  # noqa: ARG001 (signal API)
-    raise Terminated
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``vaekit`` command; returns the exit status."""
+    """Entry point of the ``vaekit`` command; returns the exit status. Without ``argv`` (the
+    program itself) stop requests that come once the command has ended are ignored: its status
+    stands."""
+    args = None
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:  # --help, --version, or a usage error already printed
-        return e.code if isinstance(e.code, int) else 2
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        signal.signal(signal.SIGTERM, sigterm_as_interrupt)  # a polite stop, like Ctrl-C
-    except ValueError:  # not the main thread: leave signals alone
-        previous = None
-    try:
-        return run(args)
+        with stop_requests(whole_process=argv is None):  # SIGTERM stops like Ctrl-C
+            try:
+                args = build_parser().parse_args(argv)
+            except SystemExit as e:  # --help, --version, or a usage error already printed
+                return e.code if isinstance(e.code, int) else 2
+            return run(args)
     except KeyboardInterrupt as e:
         what = "terminated" if isinstance(e, Terminated) else "interrupted"
         print(f"{what}; the last finished epoch is saved: continue with 'vaekit train DATA --out "
-              "RUN --resume'" if args.command == "train" else what, file=sys.stderr)
+              "RUN --resume'" if args is not None and args.command == "train" else what,
+              file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     except Exception as e:
         message = user_message(e)
-        if message is None or args.debug:
+        if message is None or args is None or args.debug:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)

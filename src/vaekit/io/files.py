@@ -23,23 +23,30 @@ from typing import Any, Iterator
 
 from vaekit.errors import VaekitError
 
+from .stops import held_stops
+
 UMASK = os.umask(0)
 os.umask(UMASK)
 
-# Test hook for bench/kill_resume.py and tests/test_store_kill.py: SIGKILL this process right
-# after its Nth atomic write, so recovery can be tested at every write boundary, and log each
-# write's path. Read once at import; unset, it costs one integer test per write.
+# Test hook for bench/kill_resume.py, tests/test_store_checkpoint.py and tests/test_battery_stop.py:
+# SIGKILL this process right after its Nth atomic write, so recovery can be tested at every
+# write boundary, and log each write's path. KILL_SIGNAL_ENV names another signal to send
+# (SIGTERM, SIGINT: a stop request at that boundary). Read once at import; unset, it costs one
+# integer test per write.
 KILL_AFTER_ENV, WRITE_LOG_ENV = "VAEKIT_TEST_KILL_AFTER_WRITES", "VAEKIT_TEST_WRITE_LOG"
+KILL_SIGNAL_ENV = "VAEKIT_TEST_KILL_SIGNAL"
 try:
     _KILL_AFTER = int(os.environ.get(KILL_AFTER_ENV, "0"))
 except ValueError:
     _KILL_AFTER = 0
+_KILL_SIGNAL = getattr(signal, os.environ.get(KILL_SIGNAL_ENV, "SIGKILL"), signal.SIGKILL)
 _WRITE_LOG = os.environ.get(WRITE_LOG_ENV, "")
 _writes = 0
 
 
 def _fault() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no flush: as a real kill -9
+    # SIGKILL: no cleanup, no flush, as a real kill -9; another signal is a stop request
+    os.kill(os.getpid(), _KILL_SIGNAL)
 
 
 def _after_write(path: Path) -> None:
@@ -58,7 +65,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     Inside :func:`deferred_sync`, the fsync and the rename are left to a background thread
     that does them in the order of the writes, so the caller does not wait for the disk.
     """
-    path = Path(path)
+    with held_stops():  # a stop request never leaves the temp file behind
+        _atomic_write_bytes(Path(path), data)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
     if _deferred is not None:
         _deferred.raise_error()
     try:

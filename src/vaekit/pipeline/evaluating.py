@@ -18,6 +18,7 @@ from vaekit.evaluation import quality
 from vaekit.evaluation.disentangle import disentanglement_scores
 from vaekit.evaluation.measures import (classification_error, evaluate,
                                         evaluate_without_likelihood, posterior_means)
+from vaekit.io.stops import held_stops
 from vaekit.models.vae import VAEModel
 from vaekit.parts.objectives import trains_likelihood
 from vaekit.runs.directory import RunDir
@@ -104,11 +105,13 @@ def evaluate_run(run: str | Path, model: VAEModel, cfg: RunConfig, rows: Rows, *
 def save_run_evaluation(run_dir: RunDir, ev: RunEvaluation) -> tuple[list[str], dict | None]:
     """Keep ``ev`` in the run (the caller holds its lock): ``evaluation_k<K>.json`` and, unless
     it holds a larger K of the same data, ``evaluation.json``; the sample-quality file merged.
-    Returns what was written and the merged sample-quality document (or None)."""
-    written = save_evaluation(run_dir, ev.numbers)
-    doc = None
-    if ev.sample_quality is not None:
-        doc = quality.merge(run_dir.path, *ev.sample_quality)
-        written.append(SAMPLE_QUALITY)
+    Returns what was written and the merged sample-quality document (or None). One unit: a
+    stop request that comes meanwhile waits until every file of it is written."""
+    with held_stops():
+        written = save_evaluation(run_dir, ev.numbers)
+        doc = None
+        if ev.sample_quality is not None:
+            doc = quality.merge(run_dir.path, *ev.sample_quality)
+            written.append(SAMPLE_QUALITY)
     return written, doc
 

@@ -43,6 +43,7 @@ from vaekit.config.settings import RunConfig
 from vaekit.data import Dataset
 from vaekit.data.files import split_indices
 from vaekit.io.files import atomic_write_bytes, read_regular, write_json
+from vaekit.io.stops import held_stops
 from vaekit.models.build import build_model
 from vaekit.parts.distributions import CholeskyNormal, GaussianMixture
 from vaekit.runs.reading import load_state_tensors
@@ -296,7 +297,8 @@ def paths(run: Path, name: str) -> tuple[Path, Path]:
 
 
 def save(run: Path, sampler: Sampler) -> None:
-    """Write the tensors, then the record that vouches for them (each atomically)."""
+    """Write the tensors, then the record that vouches for them (each atomically; the two
+    as one unit, so a stop request between them waits until the record is written)."""
     from safetensors.torch import save as st_save
 
     RunDir(run).folder(FOLDER)  # the run's own folder, never a link to a user's
@@ -304,8 +306,9 @@ def save(run: Path, sampler: Sampler) -> None:
     blob = st_save({k: v.detach().cpu().contiguous() for k, v in sampler.tensors().items()},
                    {"format": FORMAT})
     sampler.record["sha256"] = hashlib.sha256(blob).hexdigest()
-    atomic_write_bytes(tensors_path, blob)
-    write_json(record_path, sampler.record)
+    with held_stops():
+        atomic_write_bytes(tensors_path, blob)
+        write_json(record_path, sampler.record)
 
 
 def load(run: Path, name: str, model: VAEModel) -> tuple[Sampler | None, str]:

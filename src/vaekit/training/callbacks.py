@@ -15,6 +15,7 @@ from vaekit.data import Dataset
 from vaekit.extras import require
 from vaekit.evaluation.measures import classification_error, posterior_means
 from vaekit.io.files import drain_writes
+from vaekit.io.stops import held_stops
 from vaekit.io.images import display_scale, save_grid
 from vaekit.runs.directory import RunDir
 from .trainer import Callback, Trainer
@@ -93,6 +94,10 @@ class RunDirWriter(Callback):
             self.write(trainer, data, row, row.get("best_epoch", row["epoch"]) == row["epoch"])
 
     def write(self, trainer: Trainer, data: Dataset, row: dict[str, Any], kept_now: bool) -> None:
+        with held_stops():  # one unit: a stop request waits until the epoch is written whole
+            self._write(trainer, data, row, kept_now)
+
+    def _write(self, trainer: Trainer, data: Dataset, row: dict[str, Any], kept_now: bool) -> None:
         start = time.perf_counter()
         rd, model, epoch = self.rd, trainer.model, row["epoch"]
         x_show, y_show = shown_split(data)
