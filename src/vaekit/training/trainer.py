@@ -194,6 +194,7 @@ class Trainer:
                 row["train_tc"] = train[3]
             if self.hybrid is not None:
                 row |= self.hybrid.end_epoch()
+            row |= self.model.epoch_metrics()  # a kind's own numbers (a VQ-VAE's codebook usage)
             for part, xe, ye in parts:
                 if not len(xe):
                     continue
