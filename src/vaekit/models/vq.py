@@ -308,6 +308,10 @@ class VQVAE(VAEModel):
             self.decoder_in_dim = 1  # the body's dense decoder, built next, is replaced: keep it small
 
     def __init__(self, config: ModelConfig, data_shape: tuple[int, ...]) -> None:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            raise ConfigError("latent vq trains in one process (its codebook statistics are not "
+                              "all-reduced across processes); run without torchrun")
         super().__init__(config, data_shape)
         grid_decoder = self.__dict__.pop("_grid_decoder", None)
         if grid_decoder is not None:

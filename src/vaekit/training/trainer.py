@@ -194,7 +194,8 @@ class Trainer:
                 row["train_tc"] = train[3]
             if self.hybrid is not None:
                 row |= self.hybrid.end_epoch()
-            row |= self.model.epoch_metrics()  # a kind's own numbers (a VQ-VAE's codebook usage)
+            own = getattr(self.model, "epoch_metrics", None)  # (StackedVAE is no VAEModel)
+            row |= own() if own is not None else {}  # a kind's own numbers (VQ-VAE: codebook usage)
             for part, xe, ye in parts:
                 if not len(xe):
                     continue
