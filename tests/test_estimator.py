@@ -70,7 +70,8 @@ ALL_PARAMS = dict(arch="mlp", hidden=(16, 8), latent_dim=3, top_latent_dims=(2,)
                   random_state=11, device="cpu", threads=2, precision="fp32", patience=3, eval_batch_size=50,
                   test_fraction=0.2, val_fraction=0.1, verbose=True, semi_supervised=True,
                   stack_on="runs/m1", alpha=2.0, labelled_share=0.2, labelled=3, column="a=count",
-                  cell_dropout=0.2)
+                  cell_dropout=0.2, latent="vq", codebook_size=64, code_dim=8, commitment=0.5,
+                  codebook_update="loss", codebook_decay=0.9, dead_code_steps=7)
 
 
 def test_parameters_are_the_config_fields_with_their_defaults_and_help():

@@ -74,7 +74,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json_dumps(res if quality_doc is None else {**res, "sample_quality": quality_doc}))
         return 0
     rows = [("examples", f"{res['n_examples']}")]
-    if density:
+    if res.get("code_prior") == "uniform":
+        rows += [("log p(x)", f">= {res['log_likelihood']:.3f} +- {res['log_likelihood_stderr']:.3f} "
+                              "nats with the uniform prior over codes (fit the pixelcnn prior "
+                              "for a tighter bound)")]
+    elif res.get("code_prior"):
+        rows += [("log p(x)", f">= {res['log_likelihood']:.3f} +- {res['log_likelihood_stderr']:.3f} "
+                              f"nats = -(rec {res['code_rec']:.3f} + prior {res['code_prior_nll']:.3f}): "
+                              f"-log p(x|c(x)) - log p(c(x)), {res['code_prior']} prior over the "
+                              f"codes c(x) (uniform: {res['uniform_prior_nll']:.3f})"),
+                 ("codebook", f"perplexity {res['code_perplexity']:.1f} of the codes of these rows")]
+    if density and "code_prior" in res:
+        rows += [("ELBO", f"{res['elbo']:.3f} nats = -(rec {res['rec']:.3f} + KL {res['kl']:.3f}), "
+                          "the uniform prior over codes")]
+    elif density:
         rows += [("log p(x)", f"{res['log_likelihood']:.3f} +- {res['log_likelihood_stderr']:.3f} "
                               f"nats (K = {res['importance_samples']} importance samples)"),
                  ("ELBO", f"{res['elbo']:.3f} nats = -(rec {res['rec']:.3f} + KL {res['kl']:.3f})")]

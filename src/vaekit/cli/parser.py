@@ -94,7 +94,9 @@ def add_option_flags(p: argparse.ArgumentParser) -> list[str]:
 
 
 def sampler_list(s: str) -> tuple[str, ...]:
-    names = SAMPLER_NAMES if s.strip() == "all" else tuple(v.strip() for v in s.split(",") if v.strip())
+    if s.strip() == "all":
+        return ("all",)  # the samplers that apply to the run's kind (pipeline.samplers_for)
+    names = tuple(v.strip() for v in s.split(",") if v.strip())
     bad = [n for n in names if n not in SAMPLER_NAMES]
     if bad or not names:
         raise argparse.ArgumentTypeError(f"expected samplers from {', '.join(SAMPLER_NAMES)} "

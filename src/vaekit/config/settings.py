@@ -23,9 +23,10 @@ from .options import (MAX_SEED, MAX_SIZE, OptionError, check_fields, coerce, fie
 # Where generated codes come from (vaekit.sampling.samplers registers one class per name; a
 # test checks that the two agree): the names and their help, for the CLI, the estimator and the
 # sample-quality file's schema.
-SAMPLER_NAMES = ("prior", "expost", "two-stage")
+SAMPLER_NAMES = ("prior", "expost", "two-stage", "pixelcnn")
 SAMPLER_HELP = ("where codes come from: prior (p(z), default), expost (a Gaussian mixture fitted "
-                "to the training codes) or two-stage (a second VAE on them); a sampler not yet "
+                "to the training codes), two-stage (a second VAE on them) or pixelcnn (latent vq: "
+                "a gated PixelCNN over the code grid, its learned prior); a sampler not yet "
                 "fitted is fitted first and stored in RUN/samplers (see 'vaekit fit-sampler')")
 ALPHA = 50.0  # semi-supervised classification weight per labelled row: docs/semi_supervised.md
 LABELLED_SHARE = 0.1  # labelled rows per semi-supervised batch: docs/semi_supervised.md
@@ -52,6 +53,26 @@ class ModelConfig:
     prior: str = option("normal", "p(z): normal, mixture (a learned Gaussian mixture) or vamp "
                         "(the VampPrior, Tomczak & Welling 2018)",
                         choices=registry_names("PRIORS"))
+    latent: str = option("gaussian", "the latent code: gaussian (the posterior and prior families) "
+                         "or vq (a codebook of discrete codes, VQ-VAE, van den Oord et al. 2017: "
+                         "a grid of codes for conv and resnet, latent_dim codes for mlp; its "
+                         "learned prior is the pixelcnn sampler; docs/vqvae.md)",
+                         choices=("gaussian", "vq"))
+    codebook_size: int = option(512, "latent vq: codes in the codebook (K)", low=2, high=MAX_SIZE,
+                                metavar="K")
+    code_dim: int = option(64, "latent vq: numbers in each code vector (D)", low=1, high=MAX_SIZE,
+                           metavar="D")
+    commitment: float = option(0.25, "latent vq: weight of the commitment loss ||z_e - sg(e)||^2 "
+                               "(the paper's beta, 0.25)", low=0, high=1e6)
+    codebook_update: str = option("ema", "latent vq: ema (moving averages of the assigned encoder "
+                                  "outputs with Laplace-smoothed counts, Razavi et al. 2019) or loss "
+                                  "(the paper's codebook term, stepped by Adam)",
+                                  choices=("ema", "loss"))
+    codebook_decay: float = option(0.99, "latent vq: decay of the codebook's moving averages",
+                                   low=0, high=0.99999)
+    dead_code_steps: int = option(100, "latent vq: a code no encoder output chose for this many "
+                                  "training steps in a row restarts at one of the batch's outputs "
+                                  "(0: never)", low=0, high=10**9, metavar="STEPS")
     prior_components: int = option(10, "Gaussians of the mixture prior, pseudo-inputs of the vamp "
                                    "prior", low=1, high=MAX_SIZE, metavar="K")
     likelihood: str = option("bernoulli", "p(x|z): bernoulli (data in [0, 1]), continuous-bernoulli "
@@ -132,12 +153,25 @@ class ModelConfig:
         if self.top_latent_dims and self.prior == "vamp":
             raise OptionError("top_latent_dims (a ladder VAE) takes prior normal or mixture",
                               "top_latent_dims", "prior")
+        if self.latent == "vq":
+            self.check_vq()
         if self.semi_supervised:
             self.check_semi_supervised()
         if self.likelihood == "table" or self.schema:
             self.check_table()
         if self.stack_on or self.stack:
             self.check_stack()
+
+    def check_vq(self) -> None:
+        """A VQ-VAE: one latent layer, no labels, no other posterior or prior family."""
+        for name, bad in (("conditional", self.conditional), ("semi_supervised", self.semi_supervised),
+                          ("top_latent_dims", self.top_latent_dims), ("stack_on", self.stack_on or self.stack),
+                          ("likelihood", self.likelihood == "table"),
+                          ("posterior", self.posterior != "diagonal"), ("prior", self.prior != "normal")):
+            if bad:
+                raise OptionError(f"latent vq does not combine with {name} {getattr(self, name)!s}: "
+                                  "its posterior is the nearest codes, its prior the pixelcnn "
+                                  "sampler", "latent", name)
 
     def check_table(self) -> None:
         """Likelihood table with its schema (a valid one), an MLP or linear body, no vamp prior."""
@@ -317,6 +351,9 @@ class RunConfig:
                               "e.g. 0.1", "patience", "val_fraction")
         if self.train.objective == "vaegan":
             check_vaegan(self)
+        if self.model.latent == "vq" and (self.train.objective != "elbo" or self.train.free_bits > 0):
+            raise OptionError("latent vq trains with objective elbo and no free_bits (its KL is the "
+                              "constant log K per code)", "latent", "objective", "free_bits")
         for owner in ("semi_supervised", "stack_on"):  # M2 and stacked models: what they take
             if not getattr(self.model, owner):
                 continue

@@ -119,14 +119,15 @@ class DrawMixin:
         """Fit a sampler of codes to the codes of ``X`` (the training data); returns self.
 
         ``expost``: a Gaussian mixture on the codes, its components chosen on a held-out 10%
-        (Ghosh et al. 2020); ``two-stage``: a second VAE on the codes (Dai & Wipf 2019). Kept in
+        (Ghosh et al. 2020); ``two-stage``: a second VAE on the codes (Dai & Wipf 2019);
+        ``pixelcnn``: a VQ-VAE's learned prior over its code grid (docs/vqvae.md). Kept in
         ``samplers_`` and written by :meth:`save`; ``sample(..., sampler=...)`` draws from it.
         ``y``: labels, for a conditional model.
         """
         x, labels = self._rows(X, y)
         if not isinstance(sampler, str) or sampler not in SAMPLERS or sampler == "prior":
-            raise ConfigError(f"sampler must be expost or two-stage, got {sampler!r}")
-        require(self.config_, "code-samplers", f"fit_sampler(sampler={sampler!r})")
+            raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS.names()[1:])}, got {sampler!r}")
+        require(self.config_, SAMPLERS[sampler].needs, f"fit_sampler(sampler={sampler!r})")
         seed = self.config_.train.seed
         self.samplers_[sampler] = pipeline.fit_sampler(sampler, self.model_, x.float(), labels,
                                                        seed, log=self._log)

@@ -90,7 +90,10 @@ class VAE(DrawMixin, TableMixin, ClassNamePrefixFeaturesOutMixin, TransformerMix
 
     def __init__(self, arch: str = "mlp", hidden: tuple[int, ...] | None = None,
                  latent_dim: int | str = "auto", top_latent_dims: tuple[int, ...] = (),
-                 posterior: str = "diagonal", prior: str = "normal", prior_components: int = 10,
+                 posterior: str = "diagonal", prior: str = "normal", latent: str = "gaussian",
+                 codebook_size: int = 512, code_dim: int = 64, commitment: float = 0.25,
+                 codebook_update: str = "ema", codebook_decay: float = 0.99,
+                 dead_code_steps: int = 100, prior_components: int = 10,
                  likelihood: str = "auto", preprocess: str = "auto", mixtures: int = 5,
                  obs_std: float = 1.0, learn_obs_std: bool | str = "auto",
                  min_obs_var: float = 1e-6, min_var: float = 1e-5, pixel_weight: float = 1.0,
@@ -113,6 +116,13 @@ class VAE(DrawMixin, TableMixin, ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.top_latent_dims = top_latent_dims
         self.posterior = posterior
         self.prior = prior
+        self.latent = latent
+        self.codebook_size = codebook_size
+        self.code_dim = code_dim
+        self.commitment = commitment
+        self.codebook_update = codebook_update
+        self.codebook_decay = codebook_decay
+        self.dead_code_steps = dead_code_steps
         self.prior_components = prior_components
         self.likelihood = likelihood
         self.preprocess = preprocess

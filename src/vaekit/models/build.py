@@ -12,6 +12,7 @@ from .semisup import SemiSupervisedVAE
 from .stacked import StackedVAE
 from .vaegan import VAEGAN
 from .vaegan_update import AdversarialUpdate
+from .vq import VQVAE
 
 class Variant(NamedTuple):
     """A model kind an objective brings (the VAE-GAN: objective ``vaegan``): its model class,
@@ -25,6 +26,8 @@ class Variant(NamedTuple):
 
 
 VARIANTS: dict[str, Variant] = {"vaegan": Variant(VAEGAN, AdversarialUpdate)}
+# ``--latent`` -> the model class of a latent other than the Gaussian families (VQ-VAE: vq.py)
+LATENTS: dict[str, type[VAEModel]] = {"vq": VQVAE}
 
 
 def own_update(model: VAEModel, trainer: Any):
@@ -37,9 +40,12 @@ def own_update(model: VAEModel, trainer: Any):
 def build_model(config: ModelConfig, data_shape: tuple[int, ...], objective: str = "elbo") -> VAEModel:
     """The model ``config`` describes for training ``objective``: a :class:`VAEModel`, a ladder
     VAE with upper layers, the semi-supervised M2 (possibly stacked on a frozen VAE), or a
-    :class:`~vaekit.models.vaegan.VAEGAN` for ``objective='vaegan'``."""
+    :class:`~vaekit.models.vaegan.VAEGAN` for ``objective='vaegan'``, a VQ-VAE for
+    ``latent='vq'`` (its row in :data:`LATENTS`)."""
     if objective in VARIANTS:
         return VARIANTS[objective].model(config, data_shape)
+    if config.latent in LATENTS:
+        return LATENTS[config.latent](config, data_shape)
     if config.stack:
         return StackedVAE(config, data_shape)
     if config.semi_supervised:

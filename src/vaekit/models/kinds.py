@@ -1,5 +1,5 @@
 """What each model kind can do, in one table: the kind of a configuration (plain, conditional,
-ladder, semi-supervised, stacked, VAE-GAN, linear, table) and the capabilities commands need. Every
+ladder, semi-supervised, stacked, VAE-GAN, linear, table, VQ-VAE) and the capabilities commands need. Every
 entry point that needs a capability asks :func:`require` first, so a kind that lacks it gets one
 clear line, never a traceback from deep inside; a new kind is a row here.
 """
@@ -14,6 +14,7 @@ CAPABILITIES = {
     "density": "log p(x) (the decoder fitted as a likelihood)",
     "code-samplers": "samplers of continuous latent codes (ex-post mixture, two-stage VAE)",
     "onnx": "an ONNX export of the encoder and decoder",
+    "code-prior": "a learned prior over discrete codes (the pixelcnn sampler)",
 }
 # kind -> the capabilities it lacks, and why
 LACKS: dict[str, dict[str, str]] = {
@@ -24,7 +25,25 @@ LACKS: dict[str, dict[str, str]] = {
     "vaegan": {"density": "objective vaegan does not fit the decoder as a likelihood (a GAN "
                           "term drives it too); vaekit evaluate reports its reconstruction "
                           "error instead"},
+    "vq": {"code-samplers": "its code is a grid of discrete codebook indices; its learned prior "
+                            "is the pixelcnn sampler (vaekit fit-sampler RUN --sampler pixelcnn)",
+           "density": "its bound on log p(x) needs the learned prior over its codes: fit it "
+                      "(vaekit fit-sampler RUN --sampler pixelcnn), then vaekit evaluate reports it",
+           "onnx": "its encoder ends in a nearest-code search; the run's model.safetensors holds "
+                   "the encoder, codebook and decoder"},
 }
+# capabilities only some kinds have: capability -> (those kinds, why the others lack it)
+ONLY: dict[str, tuple[frozenset[str], str]] = {
+    "code-prior": (frozenset({"vq"}), "its code is continuous, not indices into a codebook (train "
+                                      "with --latent vq)"),
+}
+for _cap, (_kinds, _why) in ONLY.items():
+    for _kind, _lacks in LACKS.items():
+        if _kind not in _kinds:
+            _lacks.setdefault(_cap, _why)
+# kind -> the sampler that is its learned prior, fitted as a second stage on its codes; vaekit
+# evaluate reports the bound on log p(x) it gives (Sampler.evaluate) once it is fitted
+LEARNED_PRIOR: dict[str, str] = {"vq": "pixelcnn"}
 
 
 def kind_of(cfg: RunConfig) -> str:
@@ -32,6 +51,8 @@ def kind_of(cfg: RunConfig) -> str:
     m = cfg.model
     if cfg.train.objective == "vaegan":
         return "vaegan"
+    if m.latent == "vq":
+        return "vq"
     if m.stack:
         return "stacked"
     if m.semi_supervised:
@@ -45,6 +66,11 @@ def kind_of(cfg: RunConfig) -> str:
     if m.likelihood == "table":
         return "table"
     return "plain"
+
+
+def learned_prior(cfg: RunConfig) -> str | None:
+    """The sampler that is the learned prior of ``cfg``'s kind (:data:`LEARNED_PRIOR`), or None."""
+    return LEARNED_PRIOR.get(kind_of(cfg))
 
 
 def supports(cfg: RunConfig, capability: str) -> bool:

@@ -178,6 +178,11 @@ class VAEModel(nn.Module):
         """Decoder means at the posterior means: ``(b, *data_shape)``."""
         return self.decode(self.encode(x, y).mean, y).mean
 
+    def epoch_metrics(self) -> dict[str, Any]:
+        """Numbers of the training epoch just ended that this kind keeps itself, for its row in
+        ``metrics.jsonl`` (a VQ-VAE's codebook usage); called once per epoch, after its steps."""
+        return {}
+
     # -- the primitive every objective uses ----------------------------------------------------
     def infer(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any:
         """The deterministic part of inference, reusable across sample chunks: here q(z|x)."""

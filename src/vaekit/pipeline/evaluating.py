@@ -13,19 +13,20 @@ from typing import Any, Callable, Sequence
 import torch
 
 from vaekit.config.settings import RunConfig
-from vaekit.errors import DataError
+from vaekit.errors import DataError, RunDirError
 from vaekit.evaluation import quality
 from vaekit.evaluation.disentangle import disentanglement_scores
 from vaekit.evaluation.measures import (classification_error, evaluate,
                                         evaluate_without_likelihood, posterior_means)
 from vaekit.io.stops import held_stops
+from vaekit.models.kinds import learned_prior
 from vaekit.models.vae import VAEModel
 from vaekit.parts.objectives import trains_likelihood
 from vaekit.runs.directory import RunDir
 from vaekit.runs.layout import SAMPLE_QUALITY
 
 from .training import Log, save_evaluation, stderr
-from .using import Rows, metric_classifier, run_sampler
+from .using import Rows, metric_classifier, run_sampler, samplers_for
 
 
 @dataclass
@@ -72,18 +73,23 @@ def evaluate_run(run: str | Path, model: VAEModel, cfg: RunConfig, rows: Rows, *
     data, split : what the rows are, as recorded in the result.
     k, seed : importance samples per row, and the seed of their noise.
     samples, samplers, draws : with ``samples``, the sample-quality metric of each sampler in
-        ``samplers`` with ``draws`` draws of ``samples`` examples (fits a missing sampler first).
+        ``samplers`` (``("all",)``: those that apply to the model's kind) with ``draws`` draws of ``samples`` examples (fits a missing sampler first).
     progress : called with the number of rows done, during log p(x).
     """
     x, y = rows.x, rows.y
     if len(x) == 0:
         raise DataError("no examples to evaluate")
     density = trains_likelihood(cfg.train.objective)
+    prior_name = learned_prior(cfg)
+    if prior_name:  # a point-mass posterior (VQ-VAE): every importance sample is the same code
+        k = 1
     if density:  # a semi-supervised model's bound is of x alone (U(x)); its labels give the error
         res = evaluate(model, x, k, seed=seed, progress=progress, y=density_labels(model, y))
     else:  # a VAE-GAN: no density to estimate (see evaluate_without_likelihood)
         res = evaluate_without_likelihood(model, x, seed=seed, y=y)
     res = {"data": data, "split": split, **res}
+    if prior_name:
+        res |= learned_prior_bound(run, model, cfg, prior_name, x, log)
     if getattr(model, "semi_supervised", False):
         res |= classification(model, x, y)
     measured = None
@@ -91,7 +97,8 @@ def evaluate_run(run: str | Path, model: VAEModel, cfg: RunConfig, rows: Rows, *
         if model.cond_dim and y is None:
             raise DataError("a conditional model's samples need labels: evaluate on labelled rows")
         clf = metric_classifier(cfg, model.device, log)
-        fitted = {name: run_sampler(run, model, cfg, name, log=log) for name in samplers}
+        fitted = {name: run_sampler(run, model, cfg, name, log=log)
+                  for name in samplers_for(cfg, samplers)}
         log(f"sample quality: {draws} draws of {samples} samples from {', '.join(fitted)} "
             f"against {len(x)} rows")
         results = quality.measure_samplers(model, clf, x, fitted, samples, draws, seed, y, log=log)
@@ -100,6 +107,19 @@ def evaluate_run(run: str | Path, model: VAEModel, cfg: RunConfig, rows: Rows, *
         res |= disentanglement_scores(posterior_means(model, x, y=y).numpy(), rows.factors,
                                       random_state=seed)  # flat keys: mig, dci_*, n_rows
     return RunEvaluation(res, density, measured)
+
+
+def learned_prior_bound(run: str | Path, model: VAEModel, cfg: RunConfig, name: str,
+                        x: torch.Tensor, log: Log) -> dict[str, Any]:
+    """The bound on log p(x) of a kind with a learned prior (a VQ-VAE's ``pixelcnn`` sampler),
+    which replaces ``log_likelihood`` (and ``bits_per_dim``); without a fitted prior, the
+    numbers stay those of the uniform prior the model trained with, and a line says so."""
+    try:
+        sampler = run_sampler(run, model, cfg, name, fit="never", log=log)
+    except RunDirError as e:
+        log(f"log p(x) is bounded with the uniform prior over codes: {e}")
+        return {"code_prior": "uniform"}
+    return sampler.evaluate(x)
 
 
 def save_run_evaluation(run_dir: RunDir, ev: RunEvaluation) -> tuple[list[str], dict | None]:

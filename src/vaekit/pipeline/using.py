@@ -12,7 +12,7 @@ import torch
 from vaekit.config.settings import RunConfig
 from vaekit.data import DATASETS, Dataset, load_data, load_part
 from vaekit.errors import DataError
-from vaekit.models.kinds import require
+from vaekit.models.kinds import require, supports
 from vaekit.models.vae import VAEModel
 from vaekit.config.options import OptionError
 from vaekit.runs.directory import RunDir
@@ -21,7 +21,7 @@ from .training import (Log, check_rows, fingerprint, label_classes, stderr, tabl
                        validation_split)
 from vaekit.evaluation.featurenet import classifier_for
 from vaekit.evaluation.imputation import impute
-from vaekit.sampling.samplers import fit_sampler as fit, obtain
+from vaekit.sampling.samplers import SAMPLERS, fit_sampler as fit, obtain
 
 
 def load_run(path: str | Path, device: str = "auto") -> tuple[VAEModel, RunConfig]:
@@ -155,13 +155,20 @@ def fit_sampler(name: str, model: VAEModel, x: torch.Tensor, y: torch.Tensor | N
     return fit(name, model, x, y if model.cond_dim else None, seed, train, log)
 
 
+def samplers_for(cfg: RunConfig, names) -> tuple[str, ...]:
+    """``names``, with ``all`` for every sampler that applies to the kind of ``cfg``."""
+    if tuple(names) != ("all",):
+        return tuple(names)
+    return tuple(n for n, cls in SAMPLERS.items() if not cls.needs or supports(cfg, cls.needs))
+
+
 def run_sampler(run: str | Path, model: VAEModel, cfg: RunConfig, name: str, fit: str = "missing",
                 log: Log = stderr):
     """Sampler ``name`` of a run: the stored one (checked), or fitted to the run's training rows
     and stored (``fit``: ``missing`` fits one that is absent, stale or damaged; ``always``
     refits; ``never`` raises a RunDirError instead); see :func:`vaekit.sampling.samplers.obtain`."""
-    if name != "prior":
-        require(cfg, "code-samplers", f"the {name} sampler")
+    if SAMPLERS[name].needs:
+        require(cfg, SAMPLERS[name].needs, f"the {name} sampler")
 
     def fitter():
         return fit_sampler(name, model, *training_rows(cfg, log), cfg.train.seed, log)

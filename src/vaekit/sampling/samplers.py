@@ -95,6 +95,8 @@ class Sampler:
 
     name = ""
     fitted = True  # False: nothing to fit or store (the prior)
+    # the capability of the model kind it needs (vaekit.models.kinds), or None: every kind
+    needs: str | None = "code-samplers"
 
     def __init__(self, model: VAEModel, record: dict[str, Any] | None = None) -> None:
         self.model, self.record = model, record or {}
@@ -109,6 +111,11 @@ class Sampler:
     def describe(self) -> str:
         """What was fitted, in a few words."""
         return self.name
+
+    def evaluate(self, x: torch.Tensor) -> dict[str, Any]:
+        """Numbers a sampler that is a model's learned prior adds to ``vaekit evaluate`` on
+        rows ``x`` (:data:`vaekit.models.kinds.LEARNED_PRIOR`); none for the others."""
+        return {}
 
     @classmethod
     def fit(cls, model: VAEModel, codes: torch.Tensor, seed: int, log: Log,
@@ -128,7 +135,7 @@ class Sampler:
 class PriorSampler(Sampler):
     """p(z), the model's prior: nothing to fit."""
 
-    name, fitted = "prior", False
+    name, fitted, needs = "prior", False, None
 
     def codes(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return self.model.sample_prior(n, generator)

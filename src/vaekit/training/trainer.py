@@ -195,6 +195,8 @@ class Trainer:
                 row["train_tc"] = train[3]
             if self.hybrid is not None:
                 row |= self.hybrid.end_epoch()
+            own = getattr(self.model, "epoch_metrics", None)  # (StackedVAE is no VAEModel)
+            row |= own() if own is not None else {}  # a kind's own numbers (VQ-VAE: codebook usage)
             for part, xe, ye in parts:
                 if not len(xe):
                     continue
