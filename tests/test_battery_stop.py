@@ -42,6 +42,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from vaekit.models.kinds import LACKS
 from battery import KINDS, SMALL, assert_ok, cli, env, in_process, limit_memory, train_flags
 from safetensors.torch import load_file
 
@@ -49,12 +50,12 @@ STOP = 20.0  # seconds from the signal to the exit
 SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT}
 EPOCHS = 60  # 0.6-1.5 s of training for each kind on the battery's 200 rows
 LONG = [a for a in SMALL if a not in ("--epochs", "1")] + ["--epochs", str(EPOCHS)]
-# The kinds that have what a target needs (vaekit.models.kinds: a semi-supervised code is
+# The kinds that have what a target needs, from the capability table (vaekit.models.kinds: a semi-supervised code is
 # partly discrete, a stacked model decodes through its frozen front); the others refuse it in
 # one line (test_battery_capabilities.py). A new kind in KINDS is picked here too.
-CAPABLE = {"expost": [k for k in KINDS if k != "semi-supervised"],
-           "two-stage": [k for k in KINDS if k != "semi-supervised"],
-           "export": [k for k in KINDS if k not in ("semi-supervised", "stacked")]}
+CAPABLE = {"expost": [k for k in KINDS if "code-samplers" not in LACKS[k]],
+           "two-stage": [k for k in KINDS if "code-samplers" not in LACKS[k]],
+           "export": [k for k in KINDS if "onnx" not in LACKS[k]]}
 # (target, the atomic write after which the process signals itself): the cut inside each unit
 UNITS = [("expost", 1), ("two-stage", 1), ("export", 2)]
 KILL_AFTER, KILL_SIGNAL = "VAEKIT_TEST_KILL_AFTER_WRITES", "VAEKIT_TEST_KILL_SIGNAL"
