@@ -102,6 +102,18 @@ def wait_for(proc: subprocess.Popen, ready, what: str, limit: float = 90.0) -> N
         time.sleep(0.05)
 
 
+def ended(proc: subprocess.Popen, err, folder, limit: float) -> tuple[int | None, str]:
+    """The exit status (None: killed after ``limit`` seconds) and the stderr of ``proc``."""
+    try:
+        rc = proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        rc = None
+    err.close()
+    return rc, (folder / "stderr.txt").read_text(errors="replace")
+
+
 def stop(proc: subprocess.Popen, err, sig: signal.Signals, folder: Path, send: bool = True) -> str:
     """Send ``sig`` (``send`` False: the process signals itself); assert a prompt, clean exit
     with status 128 + ``sig``; return stderr."""
@@ -110,14 +122,7 @@ def stop(proc: subprocess.Popen, err, sig: signal.Signals, folder: Path, send: b
             pytest.fail(f"it ended (rc {proc.returncode}) before {sig.name} was sent: the "
                         "moment chosen was not inside its work")
         proc.send_signal(sig)
-    try:
-        rc = proc.wait(timeout=STOP)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        rc = None
-    err.close()
-    text = (folder / "stderr.txt").read_text(errors="replace")
+    rc, text = ended(proc, err, folder, STOP)
     assert rc is not None, f"still running {STOP} s after {sig.name}: {text[-400:]}"
     assert "Traceback" not in text, text[-800:]
     assert rc == 128 + sig, f"exit status {rc} after {sig.name}, not {128 + sig}: {text[-400:]}"
@@ -260,14 +265,7 @@ def timed(args: list[object], run: Path, folder: Path) -> float:
     while proc.poll() is None and not lock_free(run) and time.monotonic() - t0 < 120:
         time.sleep(0.02)
     seconds = time.monotonic() - t0
-    try:
-        rc = proc.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        rc = None
-    err.close()
-    text = (folder / "stderr.txt").read_text(errors="replace")
+    rc, text = ended(proc, err, folder, 120)
     assert rc == 0 and "Traceback" not in text, f"rc {rc}: {text[-600:]}"
     return seconds
 
