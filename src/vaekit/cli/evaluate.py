@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vaekit.models.kinds import require
+from vaekit.models.kinds import learned_prior, require
 from vaekit.data import load_data
 from vaekit.data.files import is_table
 from vaekit.evaluation.baselines import BASELINES, fit_baseline
@@ -50,7 +50,8 @@ def progress_bar(total: int, desc: str):
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     model, cfg, r = run_data(args)
-    update, close = progress_bar(len(r.x), f"log p(x), K={args.importance_samples}")
+    k = 1 if learned_prior(cfg) else args.importance_samples  # a point-mass posterior: one sample
+    update, close = progress_bar(len(r.x), f"log p(x), K={k}")
     try:
         ev = evaluate_run(args.run, model, cfg, r, data=args.data or cfg.data.data,
                           split=args.split if args.data else "test", k=args.importance_samples,
