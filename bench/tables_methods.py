@@ -124,6 +124,7 @@ class VaekitAPI:
         t0 = time.perf_counter()
         self.model_ = vaekit.VAE(random_state=self.seed, **kw).fit(df)
         self.seconds = time.perf_counter() - t0
+        self.train_ = df
         epochs = len(getattr(self.model_, "history_", []) or [])
         if epochs:
             self.note += f" ({epochs} epochs)"
@@ -133,8 +134,10 @@ class VaekitAPI:
                                "(sample returns an array): left out of this table")
         return self
 
-    def sample(self, n: int) -> pd.DataFrame:
-        return self._frame(self.model_.sample(n, random_state=self.seed), "sample")
+    def sample(self, n: int, sampler: str = "prior") -> pd.DataFrame:
+        if sampler != "prior" and sampler not in self.model_.samplers_:
+            self.model_.fit_sampler(self.train_, sampler=sampler)
+        return self._frame(self.model_.sample(n, random_state=self.seed, sampler=sampler), "sample")
 
     def impute(self, df: pd.DataFrame) -> pd.DataFrame:
         return self._frame(self.model_.impute(df), "impute")
@@ -183,9 +186,10 @@ class VaekitCLI:
         self.seconds = time.perf_counter() - t0
         return self
 
-    def sample(self, n: int) -> pd.DataFrame:
+    def sample(self, n: int, sampler: str = "prior") -> pd.DataFrame:
         out = self.dir / "sample.csv"
-        self._run("sample", str(self.run), "-n", str(n), "--out", str(out), "--seed", str(self.seed))
+        self._run("sample", str(self.run), "-n", str(n), "--out", str(out), "--seed", str(self.seed),
+                  "--sampler", sampler)
         return pd.read_csv(out)
 
     def impute(self, df: pd.DataFrame) -> pd.DataFrame:

@@ -46,6 +46,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         write_npy(out, x.numpy())
     what = "draws from p(x|z)" if draw else "decoder means"
+    if fitted is not None and fitted.draws_only:
+        what += ", continuous columns mapped onto the training data's marginals"
     print(f"wrote {args.n} samples ({args.sampler} sampler, {what}) to {out}")
     return 0
 

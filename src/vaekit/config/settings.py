@@ -23,10 +23,12 @@ from .options import (MAX_SEED, MAX_SIZE, OptionError, check_fields, coerce, fie
 # Where generated codes come from (vaekit.sampling.samplers registers one class per name; a
 # test checks that the two agree): the names and their help, for the CLI, the estimator and the
 # sample-quality file's schema.
-SAMPLER_NAMES = ("prior", "expost", "two-stage", "pixelcnn")
+SAMPLER_NAMES = ("prior", "expost", "two-stage", "pixelcnn", "marginals")
 SAMPLER_HELP = ("where codes come from: prior (p(z), default), expost (a Gaussian mixture fitted "
-                "to the training codes), two-stage (a second VAE on them) or pixelcnn (latent vq: "
-                "a gated PixelCNN over the code grid, its learned prior); a sampler not yet "
+                "to the training codes), two-stage (a second VAE on them), pixelcnn (latent vq: "
+                "a gated PixelCNN over the code grid, its learned prior) or marginals (a table: "
+                "expost codes, each continuous column of the draws mapped onto the training "
+                "data's marginal; synthetic data, not the model's p(x)); a sampler not yet "
                 "fitted is fitted first and stored in RUN/samplers (see 'vaekit fit-sampler')")
 ALPHA = 50.0  # semi-supervised classification weight per labelled row: docs/semi_supervised.md
 LABELLED_SHARE = 0.1  # labelled rows per semi-supervised batch: docs/semi_supervised.md

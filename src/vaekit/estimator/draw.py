@@ -79,7 +79,8 @@ class DrawMixin:
         draws from p(x|z) (each column's own noise), or of decoder means with ``mean=True``.
 
         ``sampler`` says where the codes come from: ``prior`` (p(z)), or ``expost`` / ``two-stage``
-        (a density fitted to the training codes, :mod:`vaekit.sampling.samplers`), fitted by
+        (a density fitted to the training codes, :mod:`vaekit.sampling.samplers`), ``marginals``
+        (a table's draws on the training data's marginals, no ``mean``), fitted by
         :meth:`fit_sampler`, or, for an estimator loaded from a run directory, the run's own
         (fitted and stored there on first use, as ``vaekit sample`` does).
         """
@@ -120,7 +121,9 @@ class DrawMixin:
 
         ``expost``: a Gaussian mixture on the codes, its components chosen on a held-out 10%
         (Ghosh et al. 2020); ``two-stage``: a second VAE on the codes (Dai & Wipf 2019);
-        ``pixelcnn``: a VQ-VAE's learned prior over its code grid (docs/vqvae.md). Kept in
+        ``pixelcnn``: a VQ-VAE's learned prior over its code grid (docs/vqvae.md);
+        ``marginals`` (a table): ``expost`` codes, and each continuous column of the draws
+        mapped onto its marginal in ``X`` (synthetic data, docs/tables.md). Kept in
         ``samplers_`` and written by :meth:`save`; ``sample(..., sampler=...)`` draws from it.
         ``y``: labels, for a conditional model.
         """

@@ -15,6 +15,8 @@ CAPABILITIES = {
     "code-samplers": "samplers of continuous latent codes (ex-post mixture, two-stage VAE)",
     "onnx": "an ONNX export of the encoder and decoder",
     "code-prior": "a learned prior over discrete codes (the pixelcnn sampler)",
+    "table-marginals": "draws of a table's columns mapped onto the training data's marginals "
+                       "(the marginals sampler)",
 }
 # kind -> the capabilities it lacks, and why
 LACKS: dict[str, dict[str, str]] = {
@@ -36,6 +38,8 @@ LACKS: dict[str, dict[str, str]] = {
 ONLY: dict[str, tuple[frozenset[str], str]] = {
     "code-prior": (frozenset({"vq"}), "its code is continuous, not indices into a codebook (train "
                                       "with --latent vq)"),
+    "table-marginals": (frozenset({"table"}), "it is not an unconditional model of a table "
+                                              "(likelihood table), whose columns it maps"),
 }
 for _cap, (_kinds, _why) in ONLY.items():
     for _kind, _lacks in LACKS.items():

@@ -94,19 +94,25 @@ def sample(model: VAEModel, n: int, seed: int | torch.Generator, label: int | No
     prior, or from ``sampler`` (a :class:`vaekit.sampling.samplers.Sampler`, see :func:`run_sampler`).
 
     ``draw``: draws from p(x|z) itself instead of its means (a table's likelihood: each
-    column's family, with the same generator)."""
+    column's family, with the same generator). A sampler's ``finish`` has the last word (the
+    ``marginals`` sampler maps a table's draws onto the data's marginals; it refuses means)."""
     check_label(model, label)
     g = seed if isinstance(seed, torch.Generator) else torch.Generator(model.device).manual_seed(seed)
     y = None if label is None else torch.full((n,), label, device=model.device)
     if draw and table_schema(model) is None:
         raise OptionError("draws from p(x|z) are written for tables; other models write decoder "
                           "means", "mean")
+    if sampler is not None and sampler.draws_only and not draw:
+        raise OptionError(f"the {sampler.name} sampler maps draws from p(x|z), not decoder means; "
+                          "drop mean", "mean")
     if sampler is None and not draw:
         return model.generate(n, g, y).float().cpu()
     with torch.no_grad():
         z = model.sample_prior(n, g) if sampler is None else sampler.codes(n, g)
         px = model.decode(z, y)
         x = px.sample(generator=g) if draw else px.mean
+        if sampler is not None:
+            x = sampler.finish(x)
     return x.float().cpu()
 
 

@@ -97,6 +97,8 @@ class Sampler:
     fitted = True  # False: nothing to fit or store (the prior)
     # the capability of the model kind it needs (vaekit.models.kinds), or None: every kind
     needs: str | None = "code-samplers"
+    wants_rows = False  # True: fit() also gets the training rows themselves (``rows=``)
+    draws_only = False  # True: finish() maps draws from p(x|z), not decoder means
 
     def __init__(self, model: VAEModel, record: dict[str, Any] | None = None) -> None:
         self.model, self.record = model, record or {}
@@ -111,6 +113,10 @@ class Sampler:
     def describe(self) -> str:
         """What was fitted, in a few words."""
         return self.name
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoded rows ``(n, ...)`` -> the rows this sampler gives (most: unchanged)."""
+        return x
 
     def evaluate(self, x: torch.Tensor) -> dict[str, Any]:
         """Numbers a sampler that is a model's learned prior adds to ``vaekit evaluate`` on
@@ -291,7 +297,7 @@ def fit_sampler(name: str, model: VAEModel, x: torch.Tensor, y: torch.Tensor | N
     codes = latent_codes(model, x, y, seed)
     fit_rows, held_rows = held_out_split(len(codes))
     log(f"fitting the {name} sampler to {len(fit_rows)} training codes ({len(held_rows)} held out)")
-    s = cls.fit(model, codes, seed, log, train)
+    s = cls.fit(model, codes, seed, log, train, **({"rows": x} if cls.wants_rows else {}))
     s.record = {"format": FORMAT, "version": VERSION, "sampler": name, "latent_dim": model.latent_dim,
                 "model_sha256": weights_digest(model), "sha256": "", "seed": seed,
                 "n_fit": len(fit_rows), "n_held_out": len(held_rows),
