@@ -36,6 +36,7 @@ KINDS: dict[str, list[str]] = {
     "vaegan": ["--hidden", "8", "--objective", "vaegan"],
     "linear": ["--arch", "linear", "--likelihood", "gaussian", "--learn-obs-std"],
     "vq": ["--hidden", "8", "--latent", "vq", "--codebook-size", "8", "--code-dim", "2"],
+    "deep": ["--hidden", "8", "--latent", "deep", "--top-latent-dims", "2,2"],
 }
 TIMEOUT = 60.0  # a generous bound for one command on a loaded 2-core machine; a hang fails
 MEMORY = 8 * 2**30  # address-space cap of each child: an unbounded read fails there, not the host

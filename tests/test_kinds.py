@@ -13,7 +13,7 @@ CONFIGS = {
     "plain": {}, "conditional": {"conditional": True}, "ladder": {"top_latent_dims": (4,)},
     "semi-supervised": {"semi_supervised": True}, "stacked": {"stack": "x"},
     "vaegan": {"objective": "vaegan"}, "linear": {"arch": "linear"}, "table": {"likelihood": "table"},
-    "vq": {"latent": "vq"},
+    "vq": {"latent": "vq"}, "deep": {"latent": "deep"},
 }
 
 

@@ -58,8 +58,11 @@ class ModelConfig:
     latent: str = option("gaussian", "the latent code: gaussian (the posterior and prior families) "
                          "or vq (a codebook of discrete codes, VQ-VAE, van den Oord et al. 2017: "
                          "a grid of codes for conv and resnet, latent_dim codes for mlp; its "
-                         "learned prior is the pixelcnn sampler; docs/vqvae.md)",
-                         choices=("gaussian", "vq"))
+                         "learned prior is the pixelcnn sampler; docs/vqvae.md) or deep (a deep "
+                         "hierarchy of latent groups with bidirectional inference and residual "
+                         "cells, NVAE/VDVAE style: groups of latent_dim and top_latent_dims, four "
+                         "of latent_dim without them; docs/deep.md)",
+                         choices=("gaussian", "vq", "deep"))
     codebook_size: int = option(512, "latent vq: codes in the codebook (K)", low=2, high=MAX_SIZE,
                                 metavar="K")
     code_dim: int = option(64, "latent vq: numbers in each code vector (D)", low=1, high=MAX_SIZE,
@@ -157,6 +160,8 @@ class ModelConfig:
                               "top_latent_dims", "prior")
         if self.latent == "vq":
             self.check_vq()
+        if self.latent == "deep":
+            self.check_deep()
         if self.semi_supervised:
             self.check_semi_supervised()
         if self.likelihood == "table" or self.schema:
@@ -174,6 +179,17 @@ class ModelConfig:
                 raise OptionError(f"latent vq does not combine with {name} {getattr(self, name)!s}: "
                                   "its posterior is the nearest codes, its prior the pixelcnn "
                                   "sampler", "latent", name)
+
+    def check_deep(self) -> None:
+        """A deep hierarchy: Gaussian groups relative to their priors, no labels (models/deep.py)."""
+        for name, bad in (("conditional", self.conditional), ("semi_supervised", self.semi_supervised),
+                          ("stack_on", self.stack_on or self.stack),
+                          ("likelihood", self.likelihood == "table"),
+                          ("posterior", self.posterior != "diagonal"), ("prior", self.prior != "normal")):
+            if bad:
+                raise OptionError(f"latent deep does not combine with {name} {getattr(self, name)!s}: "
+                                  "each group's posterior is a diagonal Gaussian relative to its "
+                                  "prior, the top's prior N(0, I)", "latent", name)
 
     def check_table(self) -> None:
         """Likelihood table with its schema (a valid one), an MLP or linear body, no vamp prior."""
@@ -353,6 +369,9 @@ class RunConfig:
                               "e.g. 0.1", "patience", "val_fraction")
         if self.train.objective == "vaegan":
             check_vaegan(self)
+        if self.model.latent == "deep" and self.train.objective not in ("elbo", "iwae"):
+            raise OptionError(f"latent deep trains with objective elbo or iwae, not "
+                              f"{self.train.objective}", "latent", "objective")
         if self.model.latent == "vq" and (self.train.objective != "elbo" or self.train.free_bits > 0):
             raise OptionError("latent vq trains with objective elbo and no free_bits (its KL is the "
                               "constant log K per code)", "latent", "objective", "free_bits")

@@ -13,6 +13,7 @@ from .stacked import StackedVAE
 from .vaegan import VAEGAN
 from .vaegan_update import AdversarialUpdate
 from .vq import VQVAE
+from .deep import DeepVAE
 
 class Variant(NamedTuple):
     """A model kind an objective brings (the VAE-GAN: objective ``vaegan``): its model class,
@@ -26,8 +27,9 @@ class Variant(NamedTuple):
 
 
 VARIANTS: dict[str, Variant] = {"vaegan": Variant(VAEGAN, AdversarialUpdate)}
-# ``--latent`` -> the model class of a latent other than the Gaussian families (VQ-VAE: vq.py)
-LATENTS: dict[str, type[VAEModel]] = {"vq": VQVAE}
+# ``--latent`` -> the model class of a latent other than the Gaussian families (VQ-VAE: vq.py;
+# the deep hierarchy: deep.py)
+LATENTS: dict[str, type[VAEModel]] = {"vq": VQVAE, "deep": DeepVAE}
 
 
 def own_update(model: VAEModel, trainer: Any):
@@ -41,7 +43,7 @@ def build_model(config: ModelConfig, data_shape: tuple[int, ...], objective: str
     """The model ``config`` describes for training ``objective``: a :class:`VAEModel`, a ladder
     VAE with upper layers, the semi-supervised M2 (possibly stacked on a frozen VAE), or a
     :class:`~vaekit.models.vaegan.VAEGAN` for ``objective='vaegan'``, a VQ-VAE for
-    ``latent='vq'`` (its row in :data:`LATENTS`)."""
+    ``latent='vq'``, a deep hierarchy for ``latent='deep'`` (their rows in :data:`LATENTS`)."""
     if objective in VARIANTS:
         return VARIANTS[objective].model(config, data_shape)
     if config.latent in LATENTS:

@@ -1,5 +1,5 @@
 """What each model kind can do, in one table: the kind of a configuration (plain, conditional,
-ladder, semi-supervised, stacked, VAE-GAN, linear, table, VQ-VAE) and the capabilities commands need. Every
+ladder, semi-supervised, stacked, VAE-GAN, linear, table, VQ-VAE, deep hierarchy) and the capabilities commands need. Every
 entry point that needs a capability asks :func:`require` first, so a kind that lacks it gets one
 clear line, never a traceback from deep inside; a new kind is a row here.
 """
@@ -21,6 +21,8 @@ CAPABILITIES = {
 # kind -> the capabilities it lacks, and why
 LACKS: dict[str, dict[str, str]] = {
     "plain": {}, "conditional": {}, "ladder": {}, "linear": {}, "table": {},
+    "deep": {"onnx": "its decoder runs the top-down cells on all groups, and its encoder the "
+                     "top-down pass; the run's model.safetensors holds them"},
     "semi-supervised": {"code-samplers": "its code is [z, one-hot y], part discrete",
                         "onnx": "its encoder sums over the classes"},
     "stacked": {"onnx": "it decodes through a frozen front model"},
@@ -57,6 +59,8 @@ def kind_of(cfg: RunConfig) -> str:
         return "vaegan"
     if m.latent == "vq":
         return "vq"
+    if m.latent == "deep":
+        return "deep"
     if m.stack:
         return "stacked"
     if m.semi_supervised:
