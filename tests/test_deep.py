@@ -83,7 +83,7 @@ def test_elbo_is_reconstruction_plus_the_groups_closed_form_kls():
     feats = m.infer(X4)
     eps = noise.split(m.dims, -1)
     kls = [None] * 3
-    for i, q_mu, q_sd, p_mu, p_sd, z in m.top_down(feats, list(eps), lead=(1, 3)):
+    for i, q_mu, q_sd, p_mu, p_sd, z in m.top_down(feats, list(eps), lead=(1, 3))[0]:
         kls[i] = D.kl_divergence(D.Normal(q_mu, q_sd), D.Normal(p_mu, p_sd)).sum(-1)
     assert torch.allclose(t.kl, sum(kls), atol=1e-12)
     assert torch.allclose(t.kl_dims.sum(-1), t.kl)
@@ -101,7 +101,7 @@ def test_decoding_the_codes_retraces_the_inference_path():
     noise = torch.randn(2, 3, m.latent_dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     feats = m.infer(X4)
     zs = [None] * 3
-    for i, *_, z in m.top_down(feats, list(noise.split(m.dims, -1)), lead=(2, 3)):
+    for i, *_, z in m.top_down(feats, list(noise.split(m.dims, -1)), lead=(2, 3))[0]:
         zs[i] = z
     t = m.terms(X4, k=2, noise=noise)
     assert torch.allclose(m.decode(torch.cat(zs, -1)).log_prob(X4), t.log_px, atol=1e-12)

@@ -124,16 +124,19 @@ class DeepVAE(VAEModel):
         return mu, soft_clamp(raw).exp()
 
     def top_down(self, feats: list[torch.Tensor] | None, eps: list[torch.Tensor | None],
-                 zs: list[torch.Tensor] | None = None, lead: tuple[int, ...] = ()):
-        """Walk down the groups, top first, yielding ``(i, q_mu, q_sd, p_mu, p_sd, z)``.
+                 zs: list[torch.Tensor] | None = None, lead: tuple[int, ...] = ()
+                 ) -> tuple[list[tuple], torch.Tensor]:
+        """Walk down the groups, top first: the steps ``(i, q_mu, q_sd, p_mu, p_sd, z)`` in that
+        order, and the last state (what the decoder reads).
 
         With ``feats`` (the bottom-up pass), ``z_i`` comes from the posterior: its mean where
         ``eps[i]`` is None, else ``mu + sd * eps[i]``; ``q_mu``/``q_sd`` are None without
         ``feats``, and ``z_i`` is then ``zs[i]`` when given, else a draw from the prior with
         ``eps[i]``. ``lead`` is the shape of the leading dimensions of the state
-        (``(k, b)``); the last state, what the decoder reads, is ``self.state``.
+        (``(k, b)``).
         """
         s = self.start.expand(*lead, self.width)
+        steps = []
         for i in reversed(range(len(self.dims))):
             p_mu, p_sd = self.prior_params(i, s)
             q_mu = q_sd = None
@@ -146,16 +149,15 @@ class DeepVAE(VAEModel):
                 z = zs[i]
             else:
                 z = p_mu + p_sd * eps[i]
-            yield i, q_mu, q_sd, p_mu, p_sd, z
+            steps.append((i, q_mu, q_sd, p_mu, p_sd, z))
             s = self.down[i](s, z.to(s.dtype))
-        self.__dict__["state"] = s
+        return steps, s
 
     def decoder_params(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
         """Codes ``(..., b, latent_dim)`` -> the top-down state -> decoder output."""
         zs = list(z.split(self.dims, -1))
-        for _ in self.top_down(None, [None] * len(self.dims), zs, tuple(z.shape[:-1])):
-            pass
-        return super().decoder_params(self.state, c)
+        _, state = self.top_down(None, [None] * len(self.dims), zs, tuple(z.shape[:-1]))
+        return super().decoder_params(state, c)
 
     # -- the primitive every objective uses -------------------------------------------------
     @property
@@ -181,7 +183,8 @@ class DeepVAE(VAEModel):
         eps = list(full_precision(noise).split(self.dims, -1))
         kls: list[Any] = [None] * len(self.dims)
         log_ratio = 0.0
-        for i, q_mu, q_sd, p_mu, p_sd, z in self.top_down(feats, eps, lead=(k, b)):
+        steps, state = self.top_down(feats, eps, lead=(k, b))
+        for i, q_mu, q_sd, p_mu, p_sd, z in steps:
             q = Normal(q_mu, q_sd, validate_args=False)
             p = Normal(p_mu, p_sd, validate_args=False)
             # KL of two Gaussians given the groups above (Kingma & Welling 2013, App. B)
@@ -189,7 +192,7 @@ class DeepVAE(VAEModel):
                       / (2 * p_sd.square()) - 0.5)
             if weights:
                 log_ratio = log_ratio + (p.log_prob(z) - q.log_prob(z)).sum(-1)
-        log_px = self.observe(super().decoder_params(self.state, None)).log_prob(x)  # (k, b)
+        log_px = self.observe(super().decoder_params(state, None)).log_prob(x)  # (k, b)
         return log_px, kls, (log_ratio if weights else None)
 
     def terms(self, x: torch.Tensor, y: torch.Tensor | None = None, k: int = 1,
@@ -227,7 +230,7 @@ class DeepVAE(VAEModel):
         """The top-down path at posterior means: ``[z_1, ..., z_L]`` means and standard deviations."""
         feats = self.infer(x, y)
         mus, sds = [None] * len(self.dims), [None] * len(self.dims)
-        for i, mu, sd, *_ in self.top_down(feats, [None] * len(self.dims), lead=(len(x),)):
+        for i, mu, sd, *_ in self.top_down(feats, [None] * len(self.dims), lead=(len(x),))[0]:
             mus[i], sds[i] = mu, sd
         return DiagonalNormal(torch.cat(mus, -1), torch.cat(sds, -1))
 
@@ -236,6 +239,6 @@ class DeepVAE(VAEModel):
         zs: list[Any] = [None] * len(self.dims)
         dev = self.start.device
         eps = [torch.randn(n, d, generator=generator, device=dev) for d in self.dims]
-        for i, _, _, _, _, z in self.top_down(None, eps, lead=(n,)):
+        for i, _, _, _, _, z in self.top_down(None, eps, lead=(n,))[0]:
             zs[i] = z
         return torch.cat(zs, -1)
