@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 import torch
 from battery import battery_runs, run_copy  # noqa: F401  (session runs of the test_battery_* files)
+
+# A suite started in the background without job control (`cmd &` in a script, nohup) inherits
+# SIGINT ignored, and vaekit rightly keeps an ignored signal ignored (tests/test_cli_stop.py).
+# The stop tests need Ctrl-C as a terminal gives it, here and in the commands they start (exec
+# resets a handled signal to its default, so the children get KeyboardInterrupt again).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
