@@ -50,23 +50,9 @@ def test_a_missing_cell_stays_missing():
 
 # ---- the sampler in the CLI and the estimator ------------------------------------------------
 
-from vaekit.cli.main import main  # noqa: E402
+from test_tables_cli import cli, one_error  # noqa: E402  (the table tests' CLI helpers)
 
 SMALL = ["--hidden", "16", "--latent-dim", "2", "--epochs", "3", "--no-report", "--seed", "1"]
-
-
-def cli(*args) -> int:
-    try:
-        return main([str(a) for a in args])
-    except SystemExit as e:
-        return e.code
-
-
-def one_error(err: str, *needles: str) -> None:
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def shop(n: int = 200, seed: int = 0):
